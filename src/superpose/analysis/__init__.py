@@ -1,0 +1,1 @@
+"""Model-independent analyses of base, expert and superposed models: statistics and plots on plain arrays."""
