@@ -1,0 +1,146 @@
+"""Command line: thin wrappers that parse, validate settings, call one library function, print a summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .settings import MODEL_KEYS, TRAIN_KEYS, SettingsError, load_yaml, split_settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("settings (flags win over --config)")
+    g.add_argument("--config", help="YAML file of settings; unknown keys are an error")
+    g.add_argument("--variant", choices=["1d", "2d"], help="1d: one alpha per layer; 2d: an alpha vector per layer")
+    g.add_argument("--ae-layers", help="comma-separated 0-based layers followed by an autoencoder ('' for none)")
+    g.add_argument("--bottleneck", type=float, help="autoencoder width / hidden size (default 0.75 for 1d, 0.65 for 2d)")
+    g.add_argument("--conv-padding", choices=["causal", "symmetric"], help="symmetric reproduces the paper and leaks the next token")
+    g.add_argument("--embed-blend", choices=["mean_alpha", "base"], help="blend embeddings with the mean alpha, or use the base's")
+    g.add_argument("--head", choices=["base", "expert", "blend"], help="final norm + LM head to use")
+    g.add_argument("--training-graph", choices=["sequential", "parallel"], help="parallel reproduces the reference's training graph")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    g.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
+    g.add_argument("--block-size", type=int, help="tokens per sequence (default 128)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--lr-alpha", type=float, help="learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
+    g.add_argument("--lr-ae", type=float, help="learning rate of the autoencoders (default 1e-4)")
+    g.add_argument("--max-train-blocks", type=int, help="cap on training blocks per domain")
+    g.add_argument("--max-valid-blocks", type=int, help="cap on validation blocks per domain (default 64)")
+    g.add_argument("--device", help="torch device (default cpu)")
+
+
+def _settings_from(args: argparse.Namespace):
+    values = load_yaml(args.config) if args.config else {}
+    for key in MODEL_KEYS | TRAIN_KEYS:
+        flag = getattr(args, key, None)
+        if flag is not None:
+            values[key] = flag
+    if isinstance(values.get("ae_layers"), str):
+        text = values["ae_layers"].strip()
+        try:
+            values["ae_layers"] = [int(x) for x in text.split(",") if x.strip()] if text else []
+        except ValueError as err:
+            raise SettingsError(f"--ae-layers expects comma-separated integers, got {text!r}") from err
+    return split_settings(values)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .data import parse_named_paths
+    from .loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from .modeling import SuperposedModel
+    from .training import train
+
+    model_settings, train_settings, _ = _settings_from(args)
+    experts = parse_named_paths([args.expert], default_name="expert", flag="--expert")
+    (expert_name, expert_path), = experts.items()
+    if expert_name == "base":
+        raise SettingsError("the expert cannot be named 'base' (that name is the base model's domain)")
+    base_source, expert_source = resolve_model_path(args.base), resolve_model_path(expert_path)
+    base, expert = load_causal_lm(base_source), load_causal_lm(expert_source)
+    model = SuperposedModel.from_models(base, expert, model_settings, base_source, expert_name, expert_source)
+    result = train(
+        model, load_tokenizer(base_source),
+        parse_named_paths(args.train, flag="--train"), parse_named_paths(args.valid, flag="--valid"),
+        args.out, train_settings, resume=args.resume,
+    )
+    print(result.summary())
+    print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .loading import load_tokenizer
+    from .modeling import SuperposedModel
+
+    model = SuperposedModel.from_pretrained(args.run_dir).eval()
+    tokenizer = load_tokenizer(args.run_dir)
+    if args.temperature < 0:
+        raise SettingsError("--temperature must be >= 0 (0 = greedy)")
+    torch.manual_seed(args.seed)
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    sampling = args.temperature > 0
+    options = dict(max_new_tokens=args.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
+    if sampling:
+        options.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    with torch.no_grad():
+        output = model.generate(**inputs, **options)
+    print(tokenizer.decode(output[0], skip_special_tokens=True))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .info import describe
+
+    print(describe(args.run_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: one model, two experts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train alpha and autoencoders on domain-labelled text")
+    p.add_argument("--base", required=True, help="base causal LM: local folder or hub id")
+    p.add_argument("--expert", required=True, help="fine-tune of the base: [NAME=]PATH (default name 'expert')")
+    p.add_argument("--train", action="append", required=True, help="NAME=FILE (.txt one doc per line, or .jsonl with 'text'); repeat")
+    p.add_argument("--valid", action="append", help="NAME=FILE held-out text for per-epoch validation; repeat")
+    p.add_argument("--out", required=True, help="run folder for the model, checkpoints and logs")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate text from a trained run")
+    p.add_argument("run_dir", help="run folder written by `superpose train`")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (default 50)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default 50)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("info", help="settings, parameter counts and alpha per layer of a run")
+    p.add_argument("run_dir", help="run folder written by `superpose train`")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .architecture import IncompatibleModelsError, UnsupportedModelError
+    from .data import DataError
+    from .loading import ModelLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (SettingsError, DataError, ModelLoadError, IncompatibleModelsError, UnsupportedModelError,
+            FileNotFoundError) as err:
+        print(f"superpose {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Train alpha and the autoencoders on domain-labelled text (SPEC §5), on the graph we serve.
+
+Targets come from one independent no-grad run of each expert per batch: a sequence of domain 0
+should reproduce the base's states, one of domain 1 the expert's.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .data import DataError, collate, load_texts, tokenize_blocks
+from .modeling import SuperposedModel, causal_lm_loss
+from .settings import SettingsError, TrainSettings
+from .tables import format_table
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class LabelledBlocks:
+    blocks: list[torch.Tensor]
+    domains: list[int]
+    names: list[str]  # domain index -> name
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+
+def domain_names(model: SuperposedModel) -> list[str]:
+    """Domain 0 is the base's; domain 1 the expert's (its name as given by --expert NAME=PATH)."""
+    return ["base", model.config.expert_name]
+
+
+def load_labelled(
+    files: dict[str, str], names: list[str], tokenizer, block_size: int, max_blocks: int | None
+) -> LabelledBlocks:
+    unknown = sorted(set(files) - set(names))
+    if unknown:
+        raise DataError(f"data named {unknown} matches no model: use one of {names} (base, or the expert's name)")
+    data = LabelledBlocks([], [], names)
+    for name, path in files.items():
+        blocks = tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks)
+        data.blocks.extend(blocks)
+        data.domains.extend([names.index(name)] * len(blocks))
+    return data
+
+
+def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor, variant: str) -> torch.Tensor:
+    """Masked MSE (1d); 0.9 MSE + 0.1 mean per-token L2 distance (2d)."""
+    mask = token_mask.to(predicted.dtype).unsqueeze(-1)  # (B, T, 1)
+    tokens = mask.sum().clamp(min=1)
+    diff = (predicted - target) * mask  # (B, T, d)
+    mse = diff.pow(2).sum() / (tokens * predicted.shape[-1])
+    if variant == "1d":
+        return mse
+    return 0.9 * mse + 0.1 * diff.norm(dim=-1).sum() / tokens
+
+
+def recon_layers(model: SuperposedModel) -> list[int]:
+    """Autoencoder layers; with no autoencoders, every layer (so alpha still learns)."""
+    return model.ae_layers or list(range(model.config.num_hidden_layers))
+
+
+def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    ids, mask = batch.input_ids, batch.attention_mask
+    base_states, expert_states = model.independent_states(ids, mask)
+    pick_base = (batch.domains == 0).view(-1, 1, 1)  # (B, 1, 1)
+    if settings.training_graph == "sequential":
+        out = model(ids, attention_mask=mask, output_hidden_states=True)
+        predicted = {layer: out.hidden_states[layer + 1] for layer in recon_layers(model)}
+        logits = out.logits
+    else:
+        predicted, logits = model.forward_parallel(base_states, expert_states, mask)
+    recon = sum(
+        reconstruction_loss(predicted[layer], torch.where(pick_base, base_states[layer], expert_states[layer]),
+                            mask, model.settings.variant)
+        for layer in recon_layers(model)
+    )
+    lm = causal_lm_loss(logits, batch.labels)
+    reg = model.alpha.regularisation()
+    total = settings.recon_weight * recon + settings.lm_weight * lm + settings.alpha_reg_weight * reg
+    return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg}
+
+
+def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.optim.AdamW:
+    groups = [{"params": list(model.alpha.parameters()), "lr": settings.lr_alpha, "name": "alpha"}]
+    ae_params = list(model.autoencoders.parameters())
+    if ae_params:
+        groups.append({"params": ae_params, "lr": settings.lr_ae, "name": "autoencoders"})
+    return torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+
+
+def _batches(data: LabelledBlocks, batch_size: int, pad_id: int, order: torch.Tensor):
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size].tolist()
+        yield collate([data.blocks[i] for i in rows], [data.domains[i] for i in rows], pad_id)
+
+
+@torch.no_grad()
+def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettings, pad_id: int) -> dict[str, float]:
+    """Mean losses over the validation blocks, and the superposed model's perplexity per domain."""
+    model.eval()
+    totals: dict[str, float] = {}
+    nll = {name: 0.0 for name in data.names}
+    tokens = {name: 0 for name in data.names}
+    batches = 0
+    for batch in _batches(data, settings.batch_size, pad_id, torch.arange(len(data))):
+        batch = _to(batch, settings.device)
+        for key, value in compute_losses(model, batch, settings).items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+        batches += 1
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
+        for index, name in enumerate(data.names):
+            rows = batch.domains == index
+            if rows.any():
+                labels = batch.labels[rows][:, 1:]
+                nll[name] += float(torch.nn.functional.cross_entropy(
+                    logits[rows][:, :-1].reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                    ignore_index=-100, reduction="sum"))
+                tokens[name] += int((labels != -100).sum())
+    result = {f"valid_{k}": v / max(batches, 1) for k, v in totals.items()}
+    for name in data.names:
+        if tokens[name]:
+            result[f"valid_ppl_{name}"] = math.exp(nll[name] / tokens[name])
+    return result
+
+
+def _to(batch, device: str):
+    for key in ("input_ids", "attention_mask", "labels", "domains"):
+        setattr(batch, key, getattr(batch, key).to(device))
+    return batch
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if not self.history:
+            return "no epochs run"
+        keys = [k for k in self.history[-1] if k not in ("epoch", "step")]
+        rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in self.history]
+        return format_table(["epoch", "step", *keys], rows, title=f"training summary ({self.run_dir})")
+
+
+def train(
+    model: SuperposedModel,
+    tokenizer,
+    train_files: dict[str, str],
+    valid_files: dict[str, str] | None,
+    run_dir: str | Path,
+    settings: TrainSettings,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, validate and checkpoint once per epoch; `resume=True` continues from the last checkpoint."""
+    settings = settings.resolved(model.settings.variant)
+    run_dir = Path(run_dir)
+    names = domain_names(model)
+    if not train_files:
+        raise DataError("no training data: pass --train NAME=FILE for the base and/or the expert")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train_data = load_labelled(train_files, names, tokenizer, settings.block_size, settings.max_train_blocks)
+    valid_data = (
+        load_labelled(valid_files, names, tokenizer, settings.block_size, settings.max_valid_blocks)
+        if valid_files else None
+    )
+    model.to(settings.device)
+    optimizer = make_optimizer(model, settings)
+    result = TrainResult(run_dir)
+    start_epoch, step = 0, 0
+    checkpoint = find_checkpoint(run_dir)
+    if resume and checkpoint is not None:
+        trainable, opt_state, saved = load_checkpoint(checkpoint)
+        if saved["model_settings"] != json.loads(json.dumps(asdict(model.settings))):
+            raise SettingsError(f"--resume: the model settings differ from the checkpoint's in {run_dir}")
+        model.load_trainable_state_dict(trainable)
+        optimizer.load_state_dict(opt_state)
+        start_epoch, step, result.history = saved["epoch"], saved["step"], saved["history"]
+    elif checkpoint is not None and not resume:
+        raise SettingsError(f"{run_dir} already holds a training checkpoint: pass --resume to continue, or a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(run_dir)
+    started = time.perf_counter()
+    steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
+    for epoch in range(start_epoch, settings.epochs):
+        if settings.max_steps is not None and step >= settings.max_steps:
+            break
+        model.train()
+        order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
+        torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout inside the 2d autoencoders
+        bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, leave=False)
+        running: dict[str, float] = {}
+        seen = 0
+        for batch in bar:
+            if settings.max_steps is not None and step >= settings.max_steps:
+                break
+            losses = compute_losses(model, _to(batch, settings.device), settings)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            for group in optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], settings.grad_clip)
+            optimizer.step()
+            step += 1
+            seen += 1
+            for key, value in losses.items():
+                running[key] = running.get(key, 0.0) + float(value.detach())
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in running.items() if k != "alpha_reg"})
+        bar.close()
+        record = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / max(seen, 1) for k, v in running.items()}}
+        if valid_data is not None:
+            record.update(validate(model, valid_data, settings, pad_id))
+        result.history.append(record)
+        save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
+            "epoch": epoch + 1, "step": step, "history": result.history,
+            "model_settings": json.loads(json.dumps(asdict(model.settings))),
+        })
+    result.steps, result.seconds = step, time.perf_counter() - started
+    model.eval()
+    model.save_pretrained(run_dir)
+    (run_dir / RUN_FILE).write_text(json.dumps({
+        "train_settings": asdict(settings), "train_files": train_files, "valid_files": valid_files or {},
+        "history": result.history, "steps": step, "seconds_this_session": result.seconds,
+    }, indent=2, sort_keys=True))
+    return result
