@@ -69,7 +69,7 @@ def test_diversity_no_qualifying_neuron_and_mismatch():
 
 def test_pca_trajectory_shapes_and_shared_axes():
     rng = np.random.default_rng(1)
-    means = {"base": rng.normal(size=(6, 16)), "expert": rng.normal(size=(6, 16)), "superposed": rng.normal(size=(6, 16))}
+    means = {m: rng.normal(size=(6, 16)) for m in ("base", "expert", "superposed")}
     traj = stats.pca_trajectory(means)
     assert set(traj) == set(means)
     assert all(t.shape == (6, 2) for t in traj.values())

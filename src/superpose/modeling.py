@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .architecture import adapter_for, check_compatible
@@ -291,6 +291,11 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
                 hidden = self._autoencode(layer, hidden, token_mask, None)
             outputs[layer] = hidden
         return outputs, self._logits(outputs[len(alpha) - 1], alpha)
+
+
+# Lets AutoConfig / AutoTokenizer read a run folder, and AutoModelForCausalLM.from_pretrained(run_dir) load it.
+AutoConfig.register(SuperposedConfig.model_type, SuperposedConfig, exist_ok=True)
+AutoModelForCausalLM.register(SuperposedConfig, SuperposedModel, exist_ok=True)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

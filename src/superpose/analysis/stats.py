@@ -13,6 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "polysemantic_percent",
@@ -131,9 +136,6 @@ def _bag_matrix(contexts: Sequence[Sequence[int]]) -> sparse.csr_matrix:
 
 def _context_entropy(contexts: Sequence[Sequence[int]], n_clusters: int, seed: int) -> float:
     """Entropy (nats) of the cluster sizes after clustering bag-of-token contexts with MiniBatchKMeans."""
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.preprocessing import normalize
-
     distinct = {tuple(sorted(Counter(int(t) for t in bag).items())) for bag in contexts}
     k = min(n_clusters, len(distinct))
     if k <= 1:
@@ -183,9 +185,13 @@ def neuron_diversity(
     order = np.argsort(-strength[qualifying], kind="stable")  # strongest first, ties by index
     chosen = qualifying[order[:max_neurons]]
     entropies = []
-    for neuron in chosen:
-        top_rows = np.argsort(-magnitude[:, neuron], kind="stable")[:top_k]  # (min(top_k, N),)
-        entropies.append(_context_entropy([contexts[r] for r in top_rows], n_clusters, seed))
+    # Each clustering is tiny (top_k rows): one thread avoids OpenMP start-up costs that otherwise
+    # make it ~50x slower on a busy machine. sklearn is imported at module level so its OpenMP
+    # runtime is already loaded, and hence limited, when threadpool_limits runs.
+    with threadpool_limits(limits=1):
+        for neuron in chosen:
+            top_rows = np.argsort(-magnitude[:, neuron], kind="stable")[:top_k]  # (min(top_k, N),)
+            entropies.append(_context_entropy([contexts[r] for r in top_rows], n_clusters, seed))
     return float(np.mean(entropies))
 
 
@@ -206,8 +212,6 @@ def pca_trajectory(means_per_layer: dict[str, np.ndarray]) -> dict[str, np.ndarr
     The PCA is fitted on all series together, so the trajectories of base, expert and superposed
     models share axes and can be compared in one plot.
     """
-    from sklearn.decomposition import PCA
-
     if not means_per_layer:
         raise ValueError("means_per_layer is empty")
     series = {name: _as_2d(m, f"means_per_layer[{name!r}]") for name, m in means_per_layer.items()}
@@ -215,8 +219,11 @@ def pca_trajectory(means_per_layer: dict[str, np.ndarray]) -> dict[str, np.ndarr
     if len(dims) != 1:
         raise ValueError(f"all series must share the hidden size, got sizes {sorted(dims)}")
     stacked = np.vstack(list(series.values()))  # (sum L, D)
-    n_comp = min(2, stacked.shape[0], stacked.shape[1])
-    projected = _pad_to_2(PCA(n_components=n_comp).fit_transform(stacked))  # (sum L, 2)
+    if stacked.shape[0] < 2:  # a single point has no spread to project: place it at the origin
+        projected = np.zeros((stacked.shape[0], 2))
+    else:
+        n_comp = min(2, stacked.shape[0], stacked.shape[1])
+        projected = _pad_to_2(PCA(n_components=n_comp).fit_transform(stacked))  # (sum L, 2)
     out, start = {}, 0
     for name, m in series.items():
         out[name] = projected[start:start + m.shape[0]]  # (L, 2)
@@ -224,11 +231,12 @@ def pca_trajectory(means_per_layer: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return out
 
 
-def embed_2d(points: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+def embed_2d(points: np.ndarray, method: str = "tsne", seed: int = 0, n_threads: int | None = 1) -> np.ndarray:
     """2-D embedding `(N, 2)` of `points` `(N, D)` with t-SNE or PCA, for scatter plots.
 
     t-SNE perplexity is min(30, (N - 1) / 3), at least 1, so it always stays below N as sklearn
-    requires. A single point maps to the origin.
+    requires. A single point maps to the origin. `n_threads` caps OpenMP/BLAS threads (None = library
+    default): on a shared or busy machine one thread was ~9x faster than the default for t-SNE.
     """
     x = _as_2d(points, "points")  # (N, D)
     if method not in ("tsne", "pca"):
@@ -236,15 +244,12 @@ def embed_2d(points: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndar
     n = x.shape[0]
     if n == 1:
         return np.zeros((1, 2))
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return _pad_to_2(PCA(n_components=min(2, n, x.shape[1])).fit_transform(x))
-    from sklearn.manifold import TSNE
-
-    perplexity = max(1.0, min(30.0, (n - 1) / 3.0))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca" if x.shape[1] >= 2 else "random", random_state=seed)
-    return tsne.fit_transform(x)  # (N, 2)
+    with threadpool_limits(limits=n_threads):
+        if method == "pca":
+            return _pad_to_2(PCA(n_components=min(2, n, x.shape[1])).fit_transform(x))
+        perplexity = max(1.0, min(30.0, (n - 1) / 3.0))
+        init = "pca" if x.shape[1] >= 2 else "random"
+        return TSNE(n_components=2, perplexity=perplexity, init=init, random_state=seed).fit_transform(x)  # (N, 2)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""Tiny random-config models and a character tokenizer, built in-process (no network)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,'!?éèàçêôÉÈÀÇ")
+VOCAB = 96
+ARCHS = ("gpt2", "llama", "qwen2")
+
+
+def tiny_config(arch: str, layers: int = 2, init: float = 0.02):
+    if arch == "gpt2":
+        return GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=128,
+                          bos_token_id=0, eos_token_id=0, initializer_range=init)
+    common = dict(initializer_range=init, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+
+
+def tiny_model(arch: str = "gpt2", seed: int = 0, layers: int = 2, init: float = 0.02):
+    torch.manual_seed(seed)
+    cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM}[arch]
+    return cls(tiny_config(arch, layers, init)).eval()
+
+
+def tiny_pair(arch: str = "gpt2", layers: int = 2, init: float = 0.02):
+    """A base and an 'expert' that shares its shapes but not its weights."""
+    return tiny_model(arch, 0, layers, init), tiny_model(arch, 1, layers, init)
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {c: i for i, c in enumerate(["<eos>"] + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+def save_pair(tmp: Path, arch: str = "gpt2", layers: int = 2) -> tuple[Path, Path]:
+    base, expert = tiny_pair(arch, layers)
+    tokenizer = char_tokenizer()
+    paths = []
+    for name, model in (("base", base), ("expert", expert)):
+        model.save_pretrained(tmp / name)
+        tokenizer.save_pretrained(tmp / name)
+        paths.append(tmp / name)
+    return paths[0], paths[1]
+
+
+ENGLISH = ["the cat sat on the mat", "a dog ran in the park", "we like to read books", "the sun is warm today",
+           "my friend has a red car", "they walk to school"]
+# Upper case keeps the two domains apart token by token, so a tiny model can tell them apart.
+FRENCH = ["LE CHAT EST SUR LA TABLE", "UNE FILLE MANGE DU PAIN", "NOUS AIMONS LA MER", "IL FAIT BEAU À PARIS",
+          "LES ENFANTS JOUENT DEHORS", "JE VAIS À L'ÉCOLE"]
+
+
+def write_domains(tmp: Path, repeat: int = 8) -> tuple[Path, Path]:
+    en, fr = tmp / "en.txt", tmp / "fr.txt"
+    en.write_text("\n".join(ENGLISH * repeat), encoding="utf-8")
+    fr.write_text("\n".join(FRENCH * repeat), encoding="utf-8")
+    return en, fr

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import BSpline
+
+from superpose.blending import Alpha1D, Alpha2D, bspline_basis, clamped_knots
+
+
+@pytest.mark.parametrize("layers", [2, 6, 12, 32])
+def test_basis_rows_sum_to_one_and_match_scipy(layers):
+    basis = bspline_basis(layers, 16, 3).double().numpy()
+    assert np.allclose(basis.sum(1), 1.0, atol=1e-6)
+    knots = clamped_knots(16, 3)
+    assert len(knots) == 16 + 3 + 1
+    x = np.linspace(0, 1, layers)
+    for i in range(16):
+        coefficients = np.zeros(16)
+        coefficients[i] = 1.0
+        # scipy's BSpline object (not its design matrix) as the independent reference; x = 1 included
+        expected = BSpline(knots, coefficients, 3, extrapolate=True)(x)
+        assert np.allclose(basis[:, i], expected, atol=1e-6), f"basis function {i}"
+
+
+def test_alpha_ranges_and_quantisation():
+    a1 = Alpha1D(12, 32)()
+    assert a1.shape == (12,) and bool(((a1 >= 0.45) & (a1 <= 0.55)).all())
+    alpha2 = Alpha2D(12, 32)
+    a2 = alpha2()
+    assert a2.shape == (12, 32)
+    assert torch.allclose(a2 * 10, torch.round(a2 * 10), atol=1e-5)  # steps of 0.1
+    assert bool(((a2 >= 0.1 - 1e-6) & (a2 <= 1 + 1e-6)).all())
+
+
+def test_2d_straight_through_gradient_reaches_control_points():
+    alpha = Alpha2D(6, 8)
+    alpha().sum().backward()
+    assert alpha.control.grad is not None and alpha.control.grad.abs().sum() > 0
+    reg = alpha.regularisation()
+    assert reg.item() > 0
+
+
+def test_set_constant():
+    alpha = Alpha1D(6, 8)
+    alpha.set_constant(0.3)
+    assert torch.allclose(alpha(), torch.full((6,), 0.3))
+    alpha2 = Alpha2D(6, 8)
+    alpha2.set_constant(1.0)
+    assert torch.allclose(alpha2(), torch.ones(6, 8))
