@@ -97,6 +97,48 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(describe(args.run_dir))
 
 
+def _run_record(run_dir: str) -> dict:
+    from .training import RUN_FILE
+
+    path = Path(run_dir) / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .data import parse_named_paths
+    from .evaluation import eval_table, evaluate, write_json
+    from .loading import load_causal_lm, load_tokenizer
+    from .modeling import SuperposedModel
+
+    model = SuperposedModel.from_pretrained(args.run_dir).eval()
+    tokenizer = load_tokenizer(args.run_dir)
+    record = _run_record(args.run_dir)
+    data = parse_named_paths(args.data, flag="--data")
+    select = parse_named_paths(args.select, flag="--select") or None
+    if select is None and record.get("valid_files"):
+        reported = {str(Path(p).resolve()) for p in data.values()}
+        if not reported & {str(Path(p).resolve()) for p in record["valid_files"].values()}:
+            select = record["valid_files"]  # the run's validation files pick the sweeps' best points
+    extra = {name: load_causal_lm(path) for name, path in parse_named_paths(args.model, flag="--model").items()}
+    block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
+    result = evaluate(model, tokenizer, data, args.baselines, select, extra, record.get("train_files", {}),
+                      block_size, args.batch_size, args.max_blocks, args.seed)
+    print(eval_table(result))
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_hard_merge, layer_alphas
+    from .loading import load_tokenizer
+    from .modeling import SuperposedModel
+
+    model = SuperposedModel.from_pretrained(args.run_dir).eval()
+    out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir))
+    alphas = ", ".join(f"{a:.2f}" for a in layer_alphas(model))
+    print(f"hard merge written to {out} (per-layer alpha: {alphas}); autoencoders are not part of it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: one model, two experts.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="perplexity/accuracy per domain vs baselines on held-out text")
+    p.add_argument("run_dir", help="run folder written by `superpose train`")
+    p.add_argument("--data", action="append", required=True, help="NAME=FILE held-out text per domain (base or the expert's name); repeat")
+    p.add_argument("--baselines", action="append", help="method or method:p1,p2 (a sweep); repeat; default: a full set")
+    p.add_argument("--select", action="append", help="NAME=FILE data that picks each sweep's best point (default: the run's --valid files)")
+    p.add_argument("--model", action="append", help="LABEL=PATH extra plain checkpoint to score (e.g. an export); repeat")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--block-size", type=int, help="tokens per scored sequence (default: the run's block size)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
+    p.add_argument("--max-blocks", type=int, help="cap on scored sequences per domain")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines (DARE)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write the hard merge (per-layer alpha) as a plain Hugging Face checkpoint")
+    p.add_argument("run_dir", help="run folder written by `superpose train`")
+    p.add_argument("--out", required=True, help="folder for the merged checkpoint and tokenizer")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="settings, parameter counts and alpha per layer of a run")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
