@@ -127,6 +127,7 @@ def evaluate(
     baselines: list[str] | None = None,
     select_data: dict[str, str] | None = None,
     extra_models: dict[str, torch.nn.Module] | None = None,
+    other_runs: dict[str, SuperposedModel] | None = None,
     train_files: dict[str, str] | None = None,
     block_size: int = 128,
     batch_size: int = 8,
@@ -134,7 +135,11 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Per domain and model: perplexity, accuracy, tokens, and agreement with the experts' distributions."""
+    """Per domain and model: perplexity, accuracy, tokens, and agreement with the experts' distributions.
+
+    `other_runs` are further superposed models over the same base and expert (e.g. the 2d variant),
+    `extra_models` plain causal LMs (e.g. an exported hard merge), scored alongside.
+    """
     if not data:
         raise DataError("no evaluation data: pass --data NAME=FILE")
     model.eval()
@@ -150,6 +155,8 @@ def evaluate(
     for method, points in sweeps.items():
         for point in points:
             scorers[label(method, point)] = build_scorer(method, point, context)
+    for name, run in (other_runs or {}).items():
+        scorers[name] = SuperposedScorer(run.eval())
     for name, extra in (extra_models or {}).items():
         scorers[name] = MergedModelScorer(extra.eval())
     reference_labels = {"base", f"expert:{expert_name}", "oracle"}

@@ -199,7 +199,8 @@ def train(
         model.train()
         order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
         torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout inside the 2d autoencoders
-        bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=steps_per_epoch,
+        remaining = steps_per_epoch if settings.max_steps is None else min(steps_per_epoch, settings.max_steps - step)
+        bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=remaining,
                    desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, leave=False)
         running: dict[str, float] = {}
         seen = 0

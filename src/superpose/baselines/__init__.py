@@ -33,9 +33,9 @@ DEFAULT_BASELINES = [
 
 
 def parse_baselines(values: list[str] | None) -> dict[str, list[float | None]]:
-    """`method` or `method:p1,p2,...` (a sweep) -> {method: [parameters]}; unknown methods are an error."""
+    """`method` or `method:p1,p2,...` (a sweep) -> {method: [parameters]}; None = the default set, [] = none."""
     sweeps: dict[str, list[float | None]] = {}
-    for value in values if values else DEFAULT_BASELINES:
+    for value in DEFAULT_BASELINES if values is None else values:
         method, _, params = value.partition(":")
         method = method.strip()
         if method not in REGISTRY:
