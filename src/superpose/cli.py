@@ -121,8 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
             select = record["valid_files"]  # the run's validation files pick the sweeps' best points
     extra = {name: load_causal_lm(path) for name, path in parse_named_paths(args.model, flag="--model").items()}
     block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
-    result = evaluate(model, tokenizer, data, args.baselines, select, extra, record.get("train_files", {}),
-                      block_size, args.batch_size, args.max_blocks, args.seed)
+    result = evaluate(model, tokenizer, data, baselines=args.baselines, select_data=select, extra_models=extra,
+                      train_files=record.get("train_files", {}), block_size=block_size, batch_size=args.batch_size,
+                      max_blocks=args.max_blocks, seed=args.seed)
     print(eval_table(result))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
@@ -137,6 +138,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir))
     alphas = ", ".join(f"{a:.2f}" for a in layer_alphas(model))
     print(f"hard merge written to {out} (per-layer alpha: {alphas}); autoencoders are not part of it")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    if args.steps < 1:
+        raise SettingsError("--steps must be positive")
+    run_demo(args.out, args.variant, args.rebuild, args.steps, args.eval_blocks, not args.no_report, args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the merged checkpoint and tokenizer")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("demo", help="the whole story offline: shipped experts, superpose, evaluate, sample, report")
+    p.add_argument("--out", default="superpose-demo", help="output folder (default ./superpose-demo)")
+    p.add_argument("--variant", choices=["1d", "2d"], default="1d", help="alpha variant (default 1d)")
+    p.add_argument("--rebuild", action="store_true", help="first rebuild the shipped experts from the bundled corpus")
+    p.add_argument("--steps", type=int, default=150, help="superposed training steps (default 150)")
+    p.add_argument("--eval-blocks", type=int, default=48, help="test sequences scored per language (default 48)")
+    p.add_argument("--no-report", action="store_true", help="skip the analysis figures and HTML report")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_demo)
+
+    from .cli_analysis import add_parsers
+
+    add_parsers(sub)
+
     p = sub.add_parser("info", help="settings, parameter counts and alpha per layer of a run")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.set_defaults(func=cmd_info)
@@ -188,15 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .architecture import IncompatibleModelsError, UnsupportedModelError
-    from .data import DataError
-    from .loading import ModelLoadError
-
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (SettingsError, DataError, ModelLoadError, IncompatibleModelsError, UnsupportedModelError,
-            FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # includes our Settings/Data/ModelLoad/Incompatible errors
         print(f"superpose {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

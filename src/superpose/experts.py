@@ -160,7 +160,10 @@ def train_causal_lm(
     weight_decay: float = 0.01,
     progress: bool = True,
 ) -> list[float]:
-    """Next-token training with AdamW, warmup + cosine decay and clipping at 1.0; returns per-step losses."""
+    """Next-token training with AdamW, warmup + cosine decay and clipping at 1.0; returns per-step losses.
+
+    The model is left in eval mode, ready to save or evaluate.
+    """
     if steps <= 0 or batch_size <= 0:
         raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     if not blocks:
@@ -245,7 +248,6 @@ def build_experts(
     out_dir = Path(out_dir)
     started = time.perf_counter()
     tokenizer = train_tokenizer(base_texts + expert_texts, vocab_size=recipe.vocab_size)
-    tokenizer.model_max_length = recipe.block_size
     base_blocks = tokenize_blocks(base_texts, tokenizer, recipe.block_size)
     expert_blocks = tokenize_blocks(expert_texts, tokenizer, recipe.block_size)
 
