@@ -40,7 +40,7 @@ class SuperposedConfig(PreTrainedConfig):
     num_hidden_layers: int = 0
     hidden_size: int = 0
     vocab_size: int = 0
-    max_position_embeddings: int = 0
+    max_position_embeddings: int | None = None  # None lets harnesses fall back to their default length
     tie_word_embeddings: bool = False
 
     @property
@@ -115,7 +115,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             num_hidden_layers=base_stack.num_layers,
             hidden_size=base_stack.hidden_size,
             vocab_size=base_stack.vocab_size,
-            max_position_embeddings=getattr(base.config, "max_position_embeddings", 0) or 0,
+            max_position_embeddings=getattr(base.config, "max_position_embeddings", None),
             bos_token_id=base.config.bos_token_id,
             eos_token_id=base.config.eos_token_id,
             pad_token_id=getattr(base.config, "pad_token_id", None),
