@@ -6,13 +6,13 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-    Qwen2ForCausalLM,
+    GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+    PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM,
 )
 
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,'!?éèàçêôÉÈÀÇ")
 VOCAB = 96
-ARCHS = ("gpt2", "llama", "qwen2")
+ARCHS = ("gpt2", "llama", "qwen2", "mistral")
 
 
 def tiny_config(arch: str, layers: int = 2, init: float = 0.02):
@@ -21,12 +21,15 @@ def tiny_config(arch: str, layers: int = 2, init: float = 0.02):
                           bos_token_id=0, eos_token_id=0, initializer_range=init)
     common = dict(initializer_range=init, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    if arch == "mistral":
+        return MistralConfig(**common, sliding_window=8)  # shorter than the test sequences: the window matters
     return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
 
 
 def tiny_model(arch: str = "gpt2", seed: int = 0, layers: int = 2, init: float = 0.02):
     torch.manual_seed(seed)
-    cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM}[arch]
+    cls = {"gpt2": GPT2LMHeadModel, "llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM,
+           "mistral": MistralForCausalLM}[arch]
     return cls(tiny_config(arch, layers, init)).eval()
 
 

@@ -1,1 +1,7 @@
-"""Superposition in Transformers."""
+"""Superposition in Transformers: blend a frozen base LM and its fine-tune layer by layer, keeping both skills."""
+from .modeling import SuperposedConfig, SuperposedModel
+from .settings import ModelSettings, TrainSettings
+from .training import train
+
+__all__ = ["SuperposedConfig", "SuperposedModel", "ModelSettings", "TrainSettings", "train"]
+__version__ = "0.1.0"

@@ -51,6 +51,17 @@ def _samples(models: dict[str, torch.nn.Module], tokenizer, max_new_tokens: int,
     return samples
 
 
+def demo_settings(variant: str, n_layers: int) -> ModelSettings:
+    """The demo's blend: one autoencoder after the last layer, and the expert's final norm + head.
+
+    At a few hundred steps, each randomly initialised autoencoder is a bottleneck the model must first
+    learn to undo, so the demo keeps one. The base never saw French, so its head has untrained rows for
+    French-only tokens; the expert's head was fine-tuned from the base's and still knows English ones.
+    (The paper's settings, base head and AEs at 2..11 of 12 layers, are the library defaults.)
+    """
+    return ModelSettings(variant=variant, ae_layers=[n_layers - 1], head="expert")
+
+
 def run_demo(
     out_dir: str | Path = "superpose-demo",
     variant: str = "1d",
@@ -60,7 +71,10 @@ def run_demo(
     analysis: bool = True,
     seed: int = 0,
     progress: bool = True,
+    analysis_samples: int = 16,
+    generations: int = 4,
 ) -> dict:
+    """Train, evaluate, sample and report; every output goes under `out_dir`."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if rebuild:
@@ -73,14 +87,15 @@ def run_demo(
     base, expert = load_causal_lm(base_path), load_causal_lm(expert_path)
     tokenizer = load_tokenizer(base_path)
     torch.manual_seed(seed)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant), base_path, "fr", expert_path)
+    settings = demo_settings(variant, base.config.num_hidden_layers)
+    model = SuperposedModel.from_models(base, expert, settings, base_path, "fr", expert_path)
     run_dir = out_dir / "run"
-    settings = TrainSettings(epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3, lr_ae=1e-3,
-                             seed=seed, max_valid_blocks=16)
+    train_settings = TrainSettings(epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
+                                   lr_ae=1e-3, seed=seed, max_valid_blocks=16)
     if (run_dir / "checkpoint").exists():
         import shutil
         shutil.rmtree(run_dir)  # a demo always starts from scratch, so reruns give identical numbers
-    history = train(model, tokenizer, files["train"], files["valid"], run_dir, settings, progress=progress).history
+    history = train(model, tokenizer, files["train"], files["valid"], run_dir, train_settings, progress=progress).history
     model.eval()
     result = evaluate(model, tokenizer, files["test"], baselines=None, select_data=files["valid"],
                       train_files=files["train"], block_size=128, batch_size=8, max_blocks=eval_blocks,
@@ -91,7 +106,8 @@ def run_demo(
     (out_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False), encoding="utf-8")
     report = None
     if analysis:
-        report = _analysis_and_report(run_dir, files["test"], eval_path, out_dir, seed, progress)
+        report = _analysis_and_report(run_dir, files["test"], eval_path, out_dir, seed, progress,
+                                      analysis_samples, generations)
     seconds = time.perf_counter() - started
     summary = summary_table(result)
     print(eval_table(result))
@@ -104,12 +120,12 @@ def run_demo(
     return {"result": result, "samples": samples, "seconds": seconds, "report": report, "summary": summary}
 
 
-def _analysis_and_report(run_dir, test_files, eval_path, out_dir, seed, progress):
+def _analysis_and_report(run_dir, test_files, eval_path, out_dir, seed, progress, samples, generations):
     from .analysis.reporting import build_report
     from .analysis.run import analyze
 
-    analyze(run_dir, test_files, out_dir / "analysis", samples=16, block_size=64, method="tsne", generations=4,
-            max_new_tokens=24, seed=seed, progress=progress)
+    analyze(run_dir, test_files, out_dir / "analysis", samples=samples, block_size=64, method="tsne",
+            generations=generations, max_new_tokens=24, seed=seed, progress=progress)
     return build_report(run_dir, out_dir / "report", str(eval_path), str(out_dir / "analysis"),
                         title="superpose demo: English base + French fine-tune")
 
