@@ -55,7 +55,26 @@ def _to_log_probs(x: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(x.to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
 
 
-class LMScore:
+class _TokenAverage:
+    """Sums over scored positions, reported as per-token means."""
+
+    total_tokens: int = 0
+
+    def _require_tokens(self) -> None:
+        if self.total_tokens == 0:
+            raise ValueError("no tokens scored yet (all labels ignored or no update called)")
+
+    @property
+    def tokens(self) -> int:
+        """Number of scored (shifted, non-ignored) target positions."""
+        return self.total_tokens
+
+    def _mean(self, total: float) -> float:
+        self._require_tokens()
+        return total / self.total_tokens
+
+
+class LMScore(_TokenAverage):
     """Streaming perplexity / next-token accuracy over many batches.
 
     Keeps the summed NLL (float64), the number of scored tokens, and the number
@@ -81,20 +100,10 @@ class LMScore:
         self.total_tokens += int(target.numel())
         self.total_correct += int(correct.item())
 
-    def _require_tokens(self) -> None:
-        if self.total_tokens == 0:
-            raise ValueError("no tokens scored yet (all labels ignored or no update called)")
-
-    @property
-    def tokens(self) -> int:
-        """Number of scored (shifted, non-ignored) target tokens."""
-        return self.total_tokens
-
     @property
     def nll(self) -> float:
         """Token-weighted mean negative log-likelihood in nats."""
-        self._require_tokens()
-        return self.total_nll / self.total_tokens
+        return self._mean(self.total_nll)
 
     @property
     def ppl(self) -> float:
@@ -104,8 +113,7 @@ class LMScore:
     @property
     def accuracy(self) -> float:
         """Fraction of scored positions whose argmax equals the target."""
-        self._require_tokens()
-        return self.total_correct / self.total_tokens
+        return self._mean(self.total_correct)
 
     def as_dict(self) -> dict[str, float]:
         return {"ppl": self.ppl, "accuracy": self.accuracy, "tokens": self.tokens, "nll": self.nll}
@@ -152,7 +160,7 @@ def cosine_similarity_of_distributions(logp: torch.Tensor, logq: torch.Tensor) -
     return F.cosine_similarity(p, q, dim=-1)  # (...)
 
 
-class DistributionAgreement:
+class DistributionAgreement(_TokenAverage):
     """Streaming agreement between a model's next-token distribution and a reference.
 
     Reports the mean per-token JSD (nats) and the mean per-token cosine
@@ -184,26 +192,15 @@ class DistributionAgreement:
         self.total_cosine += float(cosine_similarity_of_distributions(logp, logq).double().sum().item())
         self.total_tokens += int(target.numel())
 
-    def _require_tokens(self) -> None:
-        if self.total_tokens == 0:
-            raise ValueError("no tokens scored yet (all labels ignored or no update called)")
-
-    @property
-    def tokens(self) -> int:
-        """Number of compared positions."""
-        return self.total_tokens
-
     @property
     def js(self) -> float:
         """Mean per-token Jensen–Shannon divergence in nats (in [0, ln 2])."""
-        self._require_tokens()
-        return self.total_js / self.total_tokens
+        return self._mean(self.total_js)
 
     @property
     def cosine(self) -> float:
         """Mean per-token cosine similarity of the two probability vectors."""
-        self._require_tokens()
-        return self.total_cosine / self.total_tokens
+        return self._mean(self.total_cosine)
 
     def as_dict(self) -> dict[str, float]:
         return {"js": self.js, "cosine": self.cosine, "tokens": self.tokens}
