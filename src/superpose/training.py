@@ -86,7 +86,7 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
     lm = causal_lm_loss(logits, batch.labels)
     reg = model.alpha.regularisation()
     total = settings.recon_weight * recon + settings.lm_weight * lm + settings.alpha_reg_weight * reg
-    return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg}
+    return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg, "logits": logits}
 
 
 def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.optim.AdamW:
@@ -113,10 +113,13 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
     batches = 0
     for batch in _batches(data, settings.batch_size, pad_id, torch.arange(len(data))):
         batch = _to(batch, settings.device)
-        for key, value in compute_losses(model, batch, settings).items():
+        losses = compute_losses(model, batch, settings)
+        logits = losses.pop("logits")
+        for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value)
         batches += 1
-        logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
+        if settings.training_graph != "sequential":  # perplexity is always that of the graph we serve
+            logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
         for index, name in enumerate(data.names):
             rows = batch.domains == index
             if rows.any():
@@ -208,6 +211,7 @@ def train(
             if settings.max_steps is not None and step >= settings.max_steps:
                 break
             losses = compute_losses(model, _to(batch, settings.device), settings)
+            del losses["logits"]
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             for group in optimizer.param_groups:
