@@ -145,3 +145,32 @@ def test_labels_give_the_mean_next_token_loss():
     logits = out.logits[:, :-1].reshape(-1, VOCAB)
     expected = torch.nn.functional.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=-100)
     torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_each_stack_runs_each_block_exactly_once_per_forward(arch):
+    base, expert = tiny_pair(arch)
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    calls = []
+    for name, stack in (("base", base), ("expert", expert)):
+        for index, layer in enumerate(model.stacks[0 if name == "base" else 1].layers):
+            layer.register_forward_hook(lambda *_, key=(name, index): calls.append(key))
+    ids, mask = _inputs()
+    with torch.no_grad():
+        model(ids, attention_mask=mask)
+    assert sorted(calls) == sorted((name, i) for name in ("base", "expert") for i in range(2))
+
+
+def test_auto_model_loads_a_saved_run(tmp_path):
+    from transformers import AutoModelForCausalLM
+    base, expert = tiny_pair("gpt2")
+    base.save_pretrained(tmp_path / "base")
+    expert.save_pretrained(tmp_path / "expert")
+    model = SuperposedModel.from_models(base, expert, ModelSettings(), str(tmp_path / "base"), "fr",
+                                        str(tmp_path / "expert"))
+    model.save_pretrained(tmp_path / "run")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
+    assert isinstance(loaded, SuperposedModel)
+    ids, _ = _inputs(pad_row=False)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model.eval()(ids).logits, atol=0, rtol=0)
