@@ -83,8 +83,10 @@ def score(
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for domain, domain_blocks in blocks.items():
         for start in range(0, len(domain_blocks), batch_size):
-            batch = collate(domain_blocks[start : start + batch_size], [0] * len(domain_blocks[start : start + batch_size]), pad_id)
-            ids, mask = batch.input_ids, batch.attention_mask
+            chunk = domain_blocks[start : start + batch_size]
+            batch = collate(chunk, [0] * len(chunk), pad_id)
+            device = base.device
+            ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
             with torch.no_grad():
                 base_logits, base_s = _timed(lambda: base(ids, attention_mask=mask).logits)
                 expert_logits, expert_s = _timed(lambda: expert(ids, attention_mask=mask).logits)
@@ -94,13 +96,13 @@ def score(
                 logits, seconds = _timed(lambda: scorer.logits(ids, mask, refs))
                 tally = tallies[name][domain]
                 tally.seconds += seconds + scorer.extra_seconds(refs)
-                tally.score.update(logits, batch.labels)
+                tally.score.update(logits, labels)
                 if name in agreement_for:
                     if log_refs is None:
                         lb, le = torch.log_softmax(base_logits.float(), -1), torch.log_softmax(expert_logits.float(), -1)
                         log_refs = {reference_names[0]: lb, reference_names[1]: le, "mixture": average_log_probs(lb, le)}
                     for ref_name, ref in log_refs.items():
-                        tally.agreement.setdefault(ref_name, DistributionAgreement()).update(logits, ref, batch.labels)
+                        tally.agreement.setdefault(ref_name, DistributionAgreement()).update(logits, ref, labels)
             bar.update(1)
     bar.close()
     results: dict[str, dict[str, dict]] = {}

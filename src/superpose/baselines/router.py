@@ -53,7 +53,7 @@ class RouterScorer(Scorer):
         choice = self.classifier.predict(_bags(blocks, self.vocab_size))  # (B,) 0 = base, 1 = expert
         self._last_choice = choice
         self._seconds = time.perf_counter() - start
-        pick_expert = torch.as_tensor(choice == self.expert_index).view(-1, 1, 1)
+        pick_expert = torch.as_tensor(choice == self.expert_index, device=refs.base_logits.device).view(-1, 1, 1)
         return torch.where(pick_expert, refs.expert_logits, refs.base_logits)
 
     def extra_seconds(self, refs: References) -> float:
