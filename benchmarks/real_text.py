@@ -190,10 +190,14 @@ def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
         tokens=", ".join(f"{d}: {result['models']['base'][d]['tokens']}" for d in domains),
         selection=selection, timings=timings, train_rows="\n".join(train_lines),
     )
+    # The hand-written reading of the numbers (and the speed table) below the marker survive a rerun.
+    if path.is_file() and MARKER in path.read_text(encoding="utf-8"):
+        text += "\n" + MARKER + path.read_text(encoding="utf-8").split(MARKER, 1)[1]
     path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
+    print(f"wrote {path}; revise the hand-written part below '{MARKER.strip()}' if the numbers moved")
 
 
+MARKER = "<!-- hand-written below: keep in step with the tables above -->\n"
 BENCHMARK_TEMPLATE = """# Benchmarks
 
 ## Real text: English base, French fine-tune (ELTeC novels)
