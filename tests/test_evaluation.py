@@ -102,6 +102,12 @@ def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     ids = torch.randint(1, 60, (2, 12))
     with torch.no_grad():
+        model.expert.transformer.ln_f.weight.add_(1.0)  # so a wrongly blended final norm would show
+    mixed = SuperposedModel.from_models(model.base, model.expert, ModelSettings(ae_layers=[], head="base"))
+    export_hard_merge(mixed, tmp_path / "mixed")  # tied head: the head follows the embeddings, not ln_f
+    mixed_sd = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").state_dict()
+    torch.testing.assert_close(mixed_sd["transformer.ln_f.weight"], model.base.state_dict()["transformer.ln_f.weight"])
+    with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.base(ids).logits, atol=1e-5, rtol=0)
     one = SuperposedModel.from_models(model.base, model.expert, ModelSettings(ae_layers=[], head="expert"))
     one.alpha.set_constant(1.0)

@@ -174,3 +174,17 @@ def test_auto_model_loads_a_saved_run(tmp_path):
     ids, _ = _inputs(pad_row=False)
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.eval()(ids).logits, atol=0, rtol=0)
+
+
+def test_incremental_forward_with_cache_or_past_key_values_equals_full_forward():
+    base, expert = tiny_pair("gpt2")
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    ids, _ = _inputs(batch=1, length=12, pad_row=False)
+    with torch.no_grad():
+        full = model(ids).logits
+        first = model(ids[:, :9], use_cache=True)
+        for name in ("cache", "past_key_values"):  # the transformers 4.x name still works
+            cache = model(ids[:, :9], use_cache=True).cache
+            rest = model(ids[:, 9:], use_cache=True, **{name: cache}).logits
+            torch.testing.assert_close(rest, full[:, 9:], atol=1e-5, rtol=0)
+        assert first.cache.get_seq_length() == 9

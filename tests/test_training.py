@@ -65,6 +65,27 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, variant
     assert progress["epoch"] == 2
 
 
+def test_resume_after_max_steps_mid_epoch_continues_the_same_epoch(tmp_path):
+    en, fr = write_domains(tmp_path)
+    files = {"base": str(en), "expert": str(fr)}
+    settings = ModelSettings(variant="2d", ae_layers=[1])  # 2d: dropout must draw the same masks after resuming
+
+    def fresh():
+        torch.manual_seed(0)
+        return SuperposedModel.from_models(*tiny_pair("gpt2"), settings)
+
+    whole = fresh()
+    full = train(whole, char_tokenizer(), files, None, tmp_path / "whole", _settings(epochs=2), progress=False)
+    stopped = fresh()
+    train(stopped, char_tokenizer(), files, None, tmp_path / "split", _settings(epochs=2, max_steps=3), progress=False)
+    resumed = fresh()
+    again = train(resumed, char_tokenizer(), files, None, tmp_path / "split", _settings(epochs=2), resume=True,
+                  progress=False)
+    assert again.steps == full.steps > 3
+    for key, value in whole.trainable_state_dict().items():
+        torch.testing.assert_close(resumed.trainable_state_dict()[key], value, atol=1e-6, rtol=0)
+
+
 def test_existing_checkpoint_needs_resume(tmp_path):
     en, fr = write_domains(tmp_path)
     files = {"base": str(en), "expert": str(fr)}
@@ -131,6 +152,14 @@ def test_cli_mismatched_models(tmp_path, capsys):
     assert _cli(tmp_path, expert=f"fr={tmp_path / 'deeper'}") == 2
     err = capsys.readouterr().err
     assert "cannot be superposed" in err and "decoder layers 2 vs 3" in err
+
+
+def test_cli_run_whose_base_moved_gives_a_clear_error(tmp_path, capsys):
+    assert _cli(tmp_path) == 0
+    (tmp_path / "base").rename(tmp_path / "moved")
+    assert main(["info", str(tmp_path / "run")]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "run"), "--prompt", " "]) == 2
 
 
 def test_cli_missing_model_folder(tmp_path, capsys):

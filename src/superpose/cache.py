@@ -42,5 +42,5 @@ class SuperposedCache(Cache):
     def crop(self, tokens_to_remove: int) -> None:
         # The convolution history of removed positions is gone; rolling it back is not supported.
         if tokens_to_remove > 0 and self.conv_states:
-            raise NotImplementedError("a superposed cache with autoencoders cannot be cropped")
+            raise ValueError("a superposed cache with autoencoders cannot be cropped (assisted decoding is unsupported)")
         super().crop(tokens_to_remove)

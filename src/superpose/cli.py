@@ -80,6 +80,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.run_dir)
     if args.temperature < 0:
         raise SettingsError("--temperature must be >= 0 (0 = greedy)")
+    if not args.prompt.strip():
+        raise SettingsError("--prompt must not be empty")
     torch.manual_seed(args.seed)
     inputs = tokenizer(args.prompt, return_tensors="pt")
     sampling = args.temperature > 0

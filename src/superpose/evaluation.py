@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,9 +155,18 @@ def evaluate(
         "superposed": SuperposedScorer(model), "base": ReferenceScorer("base"),
         f"expert:{expert_name}": ReferenceScorer("expert"),
     }
+    skipped = {}
     for method, points in sweeps.items():
         for point in points:
-            scorers[label(method, point)] = build_scorer(method, point, context)
+            try:
+                scorers[label(method, point)] = build_scorer(method, point, context)
+            except DataError as err:
+                if baselines is not None:  # asked for by name: the user must hear why it cannot run
+                    raise
+                skipped[label(method, point)] = str(err)
+                warnings.warn(f"baseline {label(method, point)} skipped: {err}", UserWarning, stacklevel=2)
+    sweeps = {m: [p for p in points if label(m, p) in scorers] for m, points in sweeps.items()}
+    sweeps = {m: points for m, points in sweeps.items() if points}
     for name, run in (other_runs or {}).items():
         scorers[name] = SuperposedScorer(run.eval())
     for name, extra in (extra_models or {}).items():
@@ -192,6 +202,7 @@ def evaluate(
         "best": best,
         "selection_geomean_ppl": selection,
         "throughput_tokens_per_s": throughput,
+        "skipped_baselines": skipped,
         "settings": {"data": data, "select_data": select_data or {}, "baselines": {m: p for m, p in sweeps.items()},
                      "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
                      "base": model.config.base_model, "experts": model.config.experts,

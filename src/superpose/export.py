@@ -26,10 +26,10 @@ def hard_merge_state_dict(model: SuperposedModel) -> dict[str, torch.Tensor]:
     mean_alpha = sum(alphas) / len(alphas)
     embed_alpha = mean_alpha if model.settings.embed_blend == "mean_alpha" else 0.0
     head_alpha = {"base": 0.0, "expert": 1.0, "blend": mean_alpha}[model.settings.head]
-    if getattr(model.base.config, "tie_word_embeddings", False) and head_alpha != embed_alpha:
+    tied = bool(getattr(model.base.config, "tie_word_embeddings", False))
+    if tied and head_alpha != embed_alpha:
         warnings.warn(f"the checkpoint ties its LM head to its input embeddings, so the exported head takes the "
                       f"embeddings' mix (alpha {embed_alpha:.3f}) instead of {head_alpha:.3f}", UserWarning, stacklevel=2)
-        head_alpha = embed_alpha
     base_sd, expert_sd = model.base.state_dict(), model.expert.state_dict()
     layer_prefixes = [(base_stack.layer_prefix(i), a) for i, a in enumerate(alphas)]
     merged = {}
@@ -38,7 +38,8 @@ def hard_merge_state_dict(model: SuperposedModel) -> dict[str, torch.Tensor]:
         if key.startswith(tuple(base_stack.embedding_prefixes())):
             weight = embed_alpha
         elif key.startswith(tuple(base_stack.final_prefixes())):
-            weight = head_alpha
+            # a tied head is the embedding matrix; the final norm is never tied and follows `head`
+            weight = embed_alpha if tied and key.startswith("lm_head.") else head_alpha
         else:
             weight = next((a for prefix, a in layer_prefixes if key.startswith(prefix)), 0.0)
         if not torch.is_floating_point(base_value) or weight == 0.0:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .architecture import adapter_for, check_compatible
 from .autoencoders import AUTOENCODERS, warn_if_leaky
@@ -137,10 +138,15 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if not (run_dir / "config.json").is_file() or not weights.is_file():
             raise FileNotFoundError(f"{run_dir} is not a superposed model folder (needs config.json and {WEIGHTS_NAME})")
         config = SuperposedConfig.from_pretrained(run_dir)
-        if base is None:
-            base = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
-        if expert is None:
-            expert = AutoModelForCausalLM.from_pretrained(config.experts[config.expert_name], dtype=dtype)
+        from .loading import ModelLoadError, load_causal_lm
+
+        try:
+            if base is None:
+                base = load_causal_lm(config.base_model, dtype)
+            if expert is None:
+                expert = load_causal_lm(config.experts[config.expert_name], dtype)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
         model = cls(config, base, expert)
         model.load_trainable_state_dict(load_file(str(weights)))
         return model
@@ -207,6 +213,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             cache.conv_states[layer] = new_state
         return hidden
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor,

@@ -141,6 +141,11 @@ def _to(batch, device: str):
     return batch
 
 
+def _absolute(files: dict[str, str]) -> dict[str, str]:
+    """Recorded paths must work from any directory (eval reads them to train the router)."""
+    return {name: str(Path(path).resolve()) for name, path in files.items()}
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -181,7 +186,7 @@ def train(
     model.to(settings.device)
     optimizer = make_optimizer(model, settings)
     result = TrainResult(run_dir)
-    start_epoch, step = 0, 0
+    start_epoch, start_batch, step = 0, 0, 0
     checkpoint = find_checkpoint(run_dir)
     if resume and checkpoint is not None:
         trainable, opt_state, saved = load_checkpoint(checkpoint)
@@ -189,7 +194,10 @@ def train(
             raise SettingsError(f"--resume: the model settings differ from the checkpoint's in {run_dir}")
         model.load_trainable_state_dict(trainable)
         optimizer.load_state_dict(opt_state)
+        for group, fresh in zip(optimizer.param_groups, make_optimizer(model, settings).param_groups):
+            group["lr"] = fresh["lr"]  # learning rates given now win over the checkpoint's
         start_epoch, step, result.history = saved["epoch"], saved["step"], saved["history"]
+        start_batch = saved.get("batch", 0)
     elif checkpoint is not None and not resume:
         raise SettingsError(f"{run_dir} already holds a training checkpoint: pass --resume to continue, or a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,8 +209,11 @@ def train(
             break
         model.train()
         order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
-        torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout inside the 2d autoencoders
-        remaining = steps_per_epoch if settings.max_steps is None else min(steps_per_epoch, settings.max_steps - step)
+        skip = start_batch if epoch == start_epoch else 0  # batches of this epoch done before an interruption
+        order = order[skip * settings.batch_size :]
+        remaining = steps_per_epoch - skip
+        if settings.max_steps is not None:
+            remaining = min(remaining, settings.max_steps - step)
         bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=remaining,
                    desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, leave=False)
         running: dict[str, float] = {}
@@ -210,6 +221,8 @@ def train(
         for batch in bar:
             if settings.max_steps is not None and step >= settings.max_steps:
                 break
+            # dropout inside the 2d autoencoders: seeded per batch, so a resumed run draws the same masks
+            torch.manual_seed(settings.seed * 100_003 + epoch * 10_007 + skip + seen)
             losses = compute_losses(model, _to(batch, settings.device), settings)
             del losses["logits"]
             optimizer.zero_grad(set_to_none=True)
@@ -223,19 +236,22 @@ def train(
                 running[key] = running.get(key, 0.0) + float(value.detach())
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in running.items() if k != "alpha_reg"})
         bar.close()
-        record = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / max(seen, 1) for k, v in running.items()}}
+        finished = skip + seen >= steps_per_epoch
+        record = {"epoch": epoch + 1 if finished else epoch + (skip + seen) / steps_per_epoch, "step": step, **{f"train_{k}": v / max(seen, 1) for k, v in running.items()}}
         if valid_data is not None:
             record.update(validate(model, valid_data, settings, pad_id))
         result.history.append(record)
         save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
-            "epoch": epoch + 1, "step": step, "history": result.history,
+            "epoch": epoch + 1 if finished else epoch, "batch": 0 if finished else skip + seen,
+            "step": step, "history": result.history,
             "model_settings": json.loads(json.dumps(asdict(model.settings))),
         })
     result.steps, result.seconds = step, time.perf_counter() - started
     model.eval()
     model.save_pretrained(run_dir)
     (run_dir / RUN_FILE).write_text(json.dumps({
-        "train_settings": asdict(settings), "train_files": train_files, "valid_files": valid_files or {},
+        "train_settings": asdict(settings), "train_files": _absolute(train_files),
+        "valid_files": _absolute(valid_files or {}),
         "history": result.history, "steps": step, "seconds_this_session": result.seconds,
     }, indent=2, sort_keys=True))
     return result
