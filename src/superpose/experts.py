@@ -19,7 +19,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from superpose.data import collate, tokenize_blocks
+from .data import collate, tokenize_blocks
+from .metrics import LMScore
 
 EOS_TOKEN = "<|endoftext|>"
 # Byte-level BPE starts from all 256 byte symbols plus the special token.
@@ -201,18 +202,13 @@ def held_out_ppl(model: GPT2LMHeadModel, blocks: list[torch.Tensor], batch_size:
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    total_nll, total_tokens = 0.0, 0
+    score = LMScore()
     for start in range(0, len(blocks), batch_size):
-        batch = collate(blocks[start : start + batch_size], [0] * len(blocks[start : start + batch_size]), pad_id)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        targets = batch.labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total_nll += nll.item()
-        total_tokens += int((targets != -100).sum())
+        chunk = blocks[start : start + batch_size]
+        batch = collate(chunk, [0] * len(chunk), pad_id)
+        score.update(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
     model.train(was_training)
-    return math.exp(total_nll / total_tokens)
+    return score.ppl
 
 
 def save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> Path:

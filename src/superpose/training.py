@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .data import DataError, collate, load_texts, tokenize_blocks
+from .metrics import LMScore
 from .modeling import SuperposedModel, causal_lm_loss
 from .settings import SettingsError, TrainSettings
 from .tables import format_table
@@ -108,8 +109,7 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
     """Mean losses over the validation blocks, and the superposed model's perplexity per domain."""
     model.eval()
     totals: dict[str, float] = {}
-    nll = {name: 0.0 for name in data.names}
-    tokens = {name: 0 for name in data.names}
+    scores = {name: LMScore() for name in data.names}
     batches = 0
     for batch in _batches(data, settings.batch_size, pad_id, torch.arange(len(data))):
         batch = _to(batch, settings.device)
@@ -123,15 +123,11 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
         for index, name in enumerate(data.names):
             rows = batch.domains == index
             if rows.any():
-                labels = batch.labels[rows][:, 1:]
-                nll[name] += float(torch.nn.functional.cross_entropy(
-                    logits[rows][:, :-1].reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                    ignore_index=-100, reduction="sum"))
-                tokens[name] += int((labels != -100).sum())
+                scores[name].update(logits[rows], batch.labels[rows])
     result = {f"valid_{k}": v / max(batches, 1) for k, v in totals.items()}
-    for name in data.names:
-        if tokens[name]:
-            result[f"valid_ppl_{name}"] = math.exp(nll[name] / tokens[name])
+    for name, score in scores.items():
+        if score.tokens:
+            result[f"valid_ppl_{name}"] = score.ppl
     return result
 
 
