@@ -61,7 +61,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, variant
     train(resumed, char_tokenizer(), files, None, tmp_path / "split", _settings(epochs=2), resume=True, progress=False)
     for key, value in whole.trainable_state_dict().items():
         torch.testing.assert_close(resumed.trainable_state_dict()[key], value, atol=1e-6, rtol=0)
-    progress = json.loads((tmp_path / "split" / "checkpoint" / "progress.json").read_text())
+    from superpose.checkpoint import find_checkpoint
+    progress = json.loads((find_checkpoint(tmp_path / "split") / "progress.json").read_text())
     assert progress["epoch"] == 2
 
 

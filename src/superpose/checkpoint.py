@@ -1,15 +1,23 @@
-"""Atomic per-epoch training checkpoints in safetensors + JSON (nothing is ever unpickled)."""
+"""Atomic training checkpoints in safetensors + JSON (nothing is ever unpickled).
+
+Each checkpoint is a folder `checkpoints/step-NNNNNNNN` written under a temporary name, synced, then
+renamed into place, so a crash or SIGKILL at any moment leaves either the previous checkpoints or the
+new one, never a half-written one. Only the latest `keep` are kept.
+"""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-CHECKPOINT = "checkpoint"
+CHECKPOINTS = "checkpoints"
+LEGACY_CHECKPOINT = "checkpoint"  # the single per-epoch folder of earlier versions
+_STEP_DIR = re.compile(r"step-(\d+)$")
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -32,12 +40,23 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, trainable: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, progress: dict) -> Path:
-    """Write to a temporary folder, then swap it in, so an interruption never leaves a half checkpoint."""
-    run_dir = Path(run_dir)
-    final, tmp, old = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}.tmp", run_dir / f".{CHECKPOINT}.old"
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Path, trainable: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                    progress: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step-<progress['step']>` atomically, then drop all but the latest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{int(progress['step']):08d}"
+    final, tmp = root / name, root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -46,17 +65,36 @@ def save_checkpoint(run_dir: Path, trainable: dict[str, torch.Tensor], optimizer
     for file in tmp.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
-    if final.exists():
+    if final.exists():  # the same step saved twice (e.g. save_every landing on an epoch end): replace it
+        old = root / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    for stale in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
+             and (p / "progress.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
 def find_checkpoint(run_dir: Path) -> Path | None:
-    """The latest complete checkpoint (falls back to the previous one if a swap was interrupted)."""
-    for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
+    """The latest complete checkpoint (a folder of an earlier version's layout counts too)."""
+    found = list_checkpoints(run_dir)
+    if found:
+        return found[-1]
+    for name in (LEGACY_CHECKPOINT, f".{LEGACY_CHECKPOINT}.old"):
         candidate = Path(run_dir) / name
         if (candidate / "progress.json").is_file():
             return candidate

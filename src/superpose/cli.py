@@ -7,29 +7,27 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .settings import MODEL_KEYS, TRAIN_KEYS, SettingsError, load_yaml, split_settings
+from .settings import DTYPES, MODEL_KEYS, TRAIN_KEYS, SettingsError, load_yaml, split_settings, torch_dtype
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per settings field (`lr_alpha` -> `--lr-alpha`), help and choices from the field's metadata."""
+    from dataclasses import fields
+
+    from .settings import ModelSettings, TrainSettings, field_type
+
     g = parser.add_argument_group("settings (flags win over --config)")
     g.add_argument("--config", help="YAML file of settings; unknown keys are an error")
-    g.add_argument("--variant", choices=["1d", "2d"], help="1d: one alpha per layer; 2d: an alpha vector per layer")
-    g.add_argument("--ae-layers", help="comma-separated 0-based layers followed by an autoencoder ('' for none)")
-    g.add_argument("--bottleneck", type=float, help="autoencoder width / hidden size (default 0.75 for 1d, 0.65 for 2d)")
-    g.add_argument("--conv-padding", choices=["causal", "symmetric"], help="symmetric reproduces the paper and leaks the next token")
-    g.add_argument("--embed-blend", choices=["mean_alpha", "base"], help="blend embeddings with the mean alpha, or use the base's")
-    g.add_argument("--head", choices=["base", "expert", "blend"], help="final norm + LM head to use")
-    g.add_argument("--training-graph", choices=["sequential", "parallel"], help="parallel reproduces the reference's training graph")
-    g.add_argument("--epochs", type=int, help="passes over the training data (default 1)")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    g.add_argument("--batch-size", type=int, help="sequences per step (default 32)")
-    g.add_argument("--block-size", type=int, help="tokens per sequence (default 128)")
-    g.add_argument("--seed", type=int, help="random seed (default 0)")
-    g.add_argument("--lr-alpha", type=float, help="learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
-    g.add_argument("--lr-ae", type=float, help="learning rate of the autoencoders (default 1e-4)")
-    g.add_argument("--max-train-blocks", type=int, help="cap on training blocks per domain")
-    g.add_argument("--max-valid-blocks", type=int, help="cap on validation blocks per domain (default 64)")
-    g.add_argument("--device", help="torch device (default cpu)")
+    for cls in (ModelSettings, TrainSettings):
+        for f in fields(cls):
+            kind = field_type(cls, f.name) or str  # lists (ae_layers) arrive as text and are parsed by the dataclass
+            g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                           choices=f.metadata.get("choices"), help=f.metadata.get("help"))
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="dtype the frozen stacks are loaded in (default float32); trainable parts stay float32")
 
 
 def _settings_from(args: argparse.Namespace):
@@ -38,16 +36,12 @@ def _settings_from(args: argparse.Namespace):
         flag = getattr(args, key, None)
         if flag is not None:
             values[key] = flag
-    if isinstance(values.get("ae_layers"), str):
-        text = values["ae_layers"].strip()
-        try:
-            values["ae_layers"] = [int(x) for x in text.split(",") if x.strip()] if text else []
-        except ValueError as err:
-            raise SettingsError(f"--ae-layers expects comma-separated integers, got {text!r}") from err
     return split_settings(values)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from .data import parse_named_paths
     from .loading import load_causal_lm, load_tokenizer, resolve_model_path
     from .modeling import SuperposedModel
@@ -59,7 +53,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if expert_name == "base":
         raise SettingsError("the expert cannot be named 'base' (that name is the base model's domain)")
     base_source, expert_source = resolve_model_path(args.base), resolve_model_path(expert_path)
-    base, expert = load_causal_lm(base_source), load_causal_lm(expert_source)
+    dtype = torch_dtype(train_settings.dtype)
+    base, expert = load_causal_lm(base_source, dtype), load_causal_lm(expert_source, dtype)
+    torch.manual_seed(train_settings.seed)  # the trainable parts' initialisation is part of the run's seed
     model = SuperposedModel.from_models(base, expert, model_settings, base_source, expert_name, expert_source)
     result = train(
         model, load_tokenizer(base_source),
@@ -76,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .loading import load_tokenizer
     from .modeling import SuperposedModel
 
-    model = SuperposedModel.from_pretrained(args.run_dir).eval()
+    model = SuperposedModel.from_pretrained(args.run_dir, dtype=torch_dtype(args.dtype))
     tokenizer = load_tokenizer(args.run_dir)
     if args.temperature < 0:
         raise SettingsError("--temperature must be >= 0 (0 = greedy)")
@@ -112,7 +108,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .loading import load_causal_lm, load_tokenizer
     from .modeling import SuperposedModel
 
-    model = SuperposedModel.from_pretrained(args.run_dir).eval()
+    dtype = torch_dtype(args.dtype)
+    model = SuperposedModel.from_pretrained(args.run_dir, dtype=dtype)
     tokenizer = load_tokenizer(args.run_dir)
     record = _run_record(args.run_dir)
     data = parse_named_paths(args.data, flag="--data")
@@ -121,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reported = {str(Path(p).resolve()) for p in data.values()}
         if not reported & {str(Path(p).resolve()) for p in record["valid_files"].values()}:
             select = record["valid_files"]  # the run's validation files pick the sweeps' best points
-    extra = {name: load_causal_lm(path) for name, path in parse_named_paths(args.model, flag="--model").items()}
+    extra = {name: load_causal_lm(path, dtype) for name, path in parse_named_paths(args.model, flag="--model").items()}
     block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
     result = evaluate(model, tokenizer, data, baselines=args.baselines, select_data=select, extra_models=extra,
                       train_files=record.get("train_files", {}), block_size=block_size, batch_size=args.batch_size,
@@ -172,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default 50)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    add_dtype_flag(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="perplexity/accuracy per domain vs baselines on held-out text")
@@ -185,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--max-blocks", type=int, help="cap on scored sequences per domain")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines (DARE)")
+    add_dtype_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="write the hard merge (per-layer alpha) as a plain Hugging Face checkpoint")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .settings import SettingsError
+from .settings import DTYPES, SettingsError
 
 __all__ = ["add_parsers", "cmd_analyze", "cmd_report"]
 
@@ -43,6 +43,8 @@ def _add_analysis_flags(parser: argparse.ArgumentParser, title: str) -> None:
                    help="prompts per domain for the generation-diversity analysis; 0 skips it (default 8)")
     g.add_argument("--max-new-tokens", type=int, default=40, help="tokens sampled per prompt (default 40)")
     g.add_argument("--seed", type=int, default=0, help="random seed for subsampling, t-SNE and sampling (default 0)")
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="dtype the frozen stacks are loaded in (default float32)")
 
 
 def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
@@ -54,7 +56,7 @@ def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
         layers=_parse_layers(args.layers, "--layers"),
         samples=args.samples, block_size=args.block_size, method=args.method, threshold=args.threshold,
         trajectory_layers=_parse_layers(args.trajectory_layers, "--trajectory-layers"),
-        generations=args.generations, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        generations=args.generations, max_new_tokens=args.max_new_tokens, seed=args.seed, dtype=args.dtype,
     )
 
 

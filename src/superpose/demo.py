@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .bundled_corpus import generate_documents, write_corpus
+from .checkpoint import find_checkpoint
 from .evaluation import eval_table, evaluate, write_json
 from .experts import ExpertRecipe, build_experts
 from .loading import load_causal_lm, load_tokenizer
@@ -92,7 +93,7 @@ def run_demo(
     run_dir = out_dir / "run"
     train_settings = TrainSettings(epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
                                    lr_ae=1e-3, seed=seed, max_valid_blocks=16)
-    if (run_dir / "checkpoint").exists():
+    if find_checkpoint(run_dir) is not None:
         import shutil
         shutil.rmtree(run_dir)  # a demo always starts from scratch, so reruns give identical numbers
     history = train(model, tokenizer, files["train"], files["valid"], run_dir, train_settings, progress=progress).history

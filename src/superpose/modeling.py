@@ -89,8 +89,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             {str(layer): ae_class(hidden, settings.resolved_bottleneck(), settings.conv_padding) for layer in self.ae_layers}
         )
         self.settings = settings
-        self.alpha.to(base.dtype)
-        self.autoencoders.to(base.dtype)
+        # The trainable parts stay float32 whatever the stacks' dtype: AdamW's small steps on control points
+        # near 0.5 round to nothing in bf16/fp16. Blends are computed in float32 and cast back for each block.
+        self.alpha.float()
+        self.autoencoders.float()
         self.post_init()
         self.generation_config = base.generation_config
 
@@ -129,10 +131,18 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         run_dir: str | Path,
         base: PreTrainedModel | None = None,
         expert: PreTrainedModel | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         **_ignored,
     ) -> "SuperposedModel":
-        """Restore a saved superposed model; the base and expert are reloaded from the paths in its config."""
+        """Restore a saved superposed model in inference mode, as `transformers` does.
+
+        The base and expert are reloaded from the paths in its config, in `dtype` (the trainable parts
+        stay float32); call `.train()` to train further.
+        """
+        if isinstance(dtype, str):
+            from .settings import torch_dtype
+
+            dtype = torch_dtype(dtype)
         run_dir = Path(run_dir)
         weights = run_dir / WEIGHTS_NAME
         if not (run_dir / "config.json").is_file() or not weights.is_file():
@@ -149,7 +159,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
         model = cls(config, base, expert)
         model.load_trainable_state_dict(load_file(str(weights)))
-        return model
+        return model.eval()
 
     def save_pretrained(self, save_directory: str | Path, **_ignored) -> None:
         """Write only what was trained (safetensors) and the config naming the base and expert."""
@@ -191,20 +201,26 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """(L,) for 1d or (L, d) for 2d."""
         return self.alpha()
 
+    @property
+    def stack_dtype(self) -> torch.dtype:
+        """The frozen stacks' dtype; the running blended state is float32 and is cast to this for each block."""
+        return self.base.dtype
+
     def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        base_embeds = self.stacks[0].embed(input_ids, position_ids)  # (B, T, d)
+        base_embeds = self.stacks[0].embed(input_ids, position_ids).float()  # (B, T, d)
         if self.settings.embed_blend == "base":
             return base_embeds
         a = alpha.mean(0)  # scalar (1d) or (d,) (2d)
-        return (1 - a) * base_embeds + a * self.stacks[1].embed(input_ids, position_ids)
+        return (1 - a) * base_embeds + a * self.stacks[1].embed(input_ids, position_ids).float()
 
     def _logits(self, hidden: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.to(self.stack_dtype)
         if self.settings.head == "base":
             return self.stacks[0].logits(hidden)
         if self.settings.head == "expert":
             return self.stacks[1].logits(hidden)
         a = alpha.mean()
-        return (1 - a) * self.stacks[0].logits(hidden) + a * self.stacks[1].logits(hidden)
+        return (1 - a) * self.stacks[0].logits(hidden).float() + a * self.stacks[1].logits(hidden).float()
 
     def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
         state = cache.conv_states.get(layer) if cache is not None else None
@@ -238,14 +254,15 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         hidden = self._embed(input_ids, position_ids, alpha)  # (B, T, d)
         stack_caches = cache.stacks if cache is not None else (None, None)
         contexts = [
-            stack.prepare(hidden, attention_mask, position_ids, stack_cache)
+            stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
             for stack, stack_cache in zip(self.stacks, stack_caches)
         ]
         states = [hidden] if output_hidden_states else None
         for layer in range(len(alpha)):
-            u = self.stacks[0].run_layer(layer, hidden, contexts[0], stack_caches[0])
-            v = self.stacks[1].run_layer(layer, hidden, contexts[1], stack_caches[1])
-            hidden = (1 - alpha[layer]) * u + alpha[layer] * v
+            x = hidden.to(self.stack_dtype)
+            u = self.stacks[0].run_layer(layer, x, contexts[0], stack_caches[0])
+            v = self.stacks[1].run_layer(layer, x, contexts[1], stack_caches[1])
+            hidden = (1 - alpha[layer]) * u.float() + alpha[layer] * v.float()  # (B, T, d) float32
             if layer in self.ae_layers:
                 hidden = self._autoencode(layer, hidden, token_mask, cache)
             if states is not None:
@@ -293,7 +310,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         alpha = self.alpha()
         outputs = {}
         for layer, (u, v) in enumerate(zip(base_states, expert_states)):
-            hidden = (1 - alpha[layer]) * u + alpha[layer] * v
+            hidden = (1 - alpha[layer]) * u.float() + alpha[layer] * v.float()
             if layer in self.ae_layers:
                 hidden = self._autoencode(layer, hidden, token_mask, None)
             outputs[layer] = hidden

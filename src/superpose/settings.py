@@ -1,11 +1,14 @@
 """Typed, validated settings of the superposed model and of its training.
 
 Settings come from a YAML file and/or flags; both are validated into these dataclasses at the edge,
-and the exact settings are saved beside every run.
+and the exact settings are saved beside every run. Each field's metadata holds its command-line help,
+so a new setting is one line here and its flag appears on every command that takes settings.
 """
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,6 +17,11 @@ import yaml
 
 class SettingsError(ValueError):
     """A setting is unknown or has a bad value."""
+
+
+def setting(default, help: str, choices: tuple | None = None):
+    """A dataclass field whose metadata carries its flag's help text (and choices)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 def _choice(name: str, value: object, allowed: tuple) -> None:
@@ -27,28 +35,72 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise SettingsError(f"{name} must be {'non-negative' if allow_zero else 'positive'}; got {value!r}")
 
 
+def _scalar_type(annotation) -> type | None:
+    """int / float / str for `int`, `float | None`, ...; None for lists and other shapes."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 and members[0] in (int, float, str) else None
+    return annotation if annotation in (int, float, str) else None
+
+
+def field_type(cls, name: str) -> type | None:
+    """The scalar type of a settings field (None for lists and other shapes)."""
+    return _scalar_type(typing.get_type_hints(cls)[name])
+
+
+def _coerce_numbers(settings) -> None:
+    """YAML reads `2e-4` as a string (YAML 1.1 needs a dot): accept numeric strings for numeric settings."""
+    hints = typing.get_type_hints(type(settings))
+    for f in fields(settings):
+        kind, value = _scalar_type(hints[f.name]), getattr(settings, f.name)
+        if kind not in (int, float) or not isinstance(value, str):
+            continue
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise SettingsError(f"{f.name} must be a number; got {value!r}") from None
+        if kind is int:
+            if not number.is_integer():
+                raise SettingsError(f"{f.name} must be an integer; got {value!r}")
+            number = int(number)
+        setattr(settings, f.name, number)
+    for f in fields(settings):  # an integral float (e.g. `epochs: 2.0`) for an int setting
+        value = getattr(settings, f.name)
+        if _scalar_type(hints[f.name]) is int and isinstance(value, float) and value.is_integer():
+            setattr(settings, f.name, int(value))
+
+
 @dataclass
 class ModelSettings:
-    """How the two stacks are blended (SPEC §2-§4)."""
+    """How the stacks are blended (SPEC §2-§4)."""
 
-    variant: str = "1d"  # "1d": one alpha per layer + linear-conv AEs; "2d": alpha vector per layer + dual-path AEs
-    ae_layers: list[int] | None = None  # 0-based layers followed by an AE; None scales the paper's 2..11 (1d) / 3..10 (2d) of 12
-    bottleneck: float | None = None  # AE width / hidden size; None = 0.75 (1d) or 0.65 (2d) as in the paper
-    conv_padding: str = "causal"  # "symmetric" reproduces the reference and leaks the next token
-    embed_blend: str = "mean_alpha"  # "mean_alpha" blends both embeddings with the mean alpha; "base" uses the base's
-    head: str = "base"  # final norm + LM head: "base" (paper), "expert", or "blend" (mean alpha)
-    n_control_points: int = 16
-    spline_degree: int = 3
+    variant: str = setting("1d", "1d: one alpha per layer + linear-conv AEs; 2d: an alpha vector per layer + "
+                                 "dual-path AEs", ("1d", "2d"))
+    ae_layers: list[int] | None = setting(None, "comma-separated 0-based layers followed by an autoencoder ('' for "
+                                                "none; default scales the paper's 2..11 (1d) / 3..10 (2d) of 12)")
+    bottleneck: float | None = setting(None, "autoencoder width / hidden size (default 0.75 for 1d, 0.65 for 2d)")
+    conv_padding: str = setting("causal", "symmetric reproduces the paper and leaks the next token",
+                                ("causal", "symmetric"))
+    embed_blend: str = setting("mean_alpha", "blend embeddings with the mean alpha, or use the base's",
+                               ("mean_alpha", "base"))
+    head: str = setting("base", "final norm + LM head: the base's (paper), the expert's, or blended by the mean alpha",
+                        ("base", "expert", "blend"))
+    n_control_points: int = setting(16, "B-spline control points of alpha (default 16)")
+    spline_degree: int = setting(3, "B-spline degree (default 3)")
 
     def __post_init__(self) -> None:
+        _coerce_numbers(self)
         _choice("variant", self.variant, ("1d", "2d"))
         _choice("conv_padding", self.conv_padding, ("causal", "symmetric"))
         _choice("embed_blend", self.embed_blend, ("mean_alpha", "base"))
         _choice("head", self.head, ("base", "expert", "blend"))
-        if self.bottleneck is not None and not 0 < self.bottleneck <= 4:
+        if self.bottleneck is not None and not (isinstance(self.bottleneck, (int, float)) and 0 < self.bottleneck <= 4):
             raise SettingsError(f"bottleneck must be in (0, 4]; got {self.bottleneck!r}")
+        if isinstance(self.ae_layers, str):
+            self.ae_layers = _parse_int_list("ae_layers", self.ae_layers)
         if self.ae_layers is not None:
-            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.ae_layers):
+            if not isinstance(self.ae_layers, (list, tuple)) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.ae_layers):
                 raise SettingsError(f"ae_layers must be non-negative layer indices; got {self.ae_layers!r}")
             self.ae_layers = sorted(set(self.ae_layers))
         if not isinstance(self.n_control_points, int) or not isinstance(self.spline_degree, int) \
@@ -73,39 +125,57 @@ class ModelSettings:
         return 0.75 if self.variant == "1d" else 0.65
 
 
+def _parse_int_list(name: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SettingsError(f"{name} expects comma-separated integers, got {text!r}") from None
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+# Settings that fix which blocks each step sees: a resumed run must keep them, or its data order breaks.
+DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph")
+
+
 @dataclass
 class TrainSettings:
     """Optimisation (SPEC §5); None values take the variant's reference value."""
 
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many optimiser steps in total
-    batch_size: int = 32
-    block_size: int = 128
-    seed: int = 0
-    lr_alpha: float | None = None  # 2e-4 (1d) / 3e-4 (2d)
-    lr_ae: float = 1e-4
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0  # max grad norm, per parameter group
-    recon_weight: float | None = None  # 3 (1d) / 1 (2d)
-    lm_weight: float | None = None  # 1 (1d) / 0.2 (2d)
-    alpha_reg_weight: float | None = None  # 0 (1d) / 0.1 (2d)
-    training_graph: str = "sequential"  # "parallel" reproduces the reference's training graph
-    max_train_blocks: int | None = None  # per domain; None = all
-    max_valid_blocks: int | None = 64  # per domain
-    device: str = "cpu"
+    epochs: int = setting(1, "passes over the training data (default 1; ignored when --max-steps is given)")
+    max_steps: int | None = setting(None, "length of training in optimiser steps: epochs repeat until it is reached")
+    batch_size: int = setting(32, "sequences per step (default 32)")
+    block_size: int = setting(128, "tokens per sequence (default 128)")
+    seed: int = setting(0, "random seed of the trainable parts' init, data order and dropout (default 0)")
+    lr_alpha: float | None = setting(None, "learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
+    lr_ae: float = setting(1e-4, "learning rate of the autoencoders (default 1e-4)")
+    weight_decay: float = setting(1e-2, "AdamW weight decay (default 1e-2)")
+    grad_clip: float = setting(1.0, "max gradient norm, per parameter group (default 1.0)")
+    recon_weight: float | None = setting(None, "weight of the reconstruction loss (default 3 1d, 1 2d)")
+    lm_weight: float | None = setting(None, "weight of the language-model loss (default 1 1d, 0.2 2d)")
+    alpha_reg_weight: float | None = setting(None, "weight of the alpha regulariser (default 0 1d, 0.1 2d)")
+    training_graph: str = setting("sequential", "parallel reproduces the reference's training graph",
+                                  ("sequential", "parallel"))
+    max_train_blocks: int | None = setting(None, "cap on training blocks per domain")
+    max_valid_blocks: int | None = setting(64, "cap on validation blocks per domain (default 64)")
+    save_every: int | None = setting(None, "also checkpoint every N optimiser steps (atomic; default: per epoch only)")
+    keep_checkpoints: int = setting(2, "how many of the latest checkpoints to keep (default 2)")
+    device: str = setting("cpu", "torch device (default cpu)")
+    dtype: str = setting("float32", "dtype the frozen stacks are loaded in; the trainable parts stay float32",
+                         DTYPES)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "block_size"):
+        _coerce_numbers(self)
+        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer; got {value!r}")
         if self.block_size < 2:
             raise SettingsError("block_size must be at least 2")
-        for name in ("max_steps", "max_train_blocks", "max_valid_blocks"):
+        for name in ("max_steps", "max_train_blocks", "max_valid_blocks", "save_every"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
-        if not isinstance(self.seed, int):
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise SettingsError(f"seed must be an integer; got {self.seed!r}")
         for name in ("lr_alpha", "lr_ae", "grad_clip"):
             value = getattr(self, name)
@@ -116,6 +186,7 @@ class TrainSettings:
             if value is not None:
                 _positive(name, value, allow_zero=True)
         _choice("training_graph", self.training_graph, ("sequential", "parallel"))
+        _choice("dtype", self.dtype, DTYPES)
 
     def resolved(self, variant: str) -> "TrainSettings":
         """A copy with every None replaced by the variant's reference value."""
@@ -128,6 +199,14 @@ class TrainSettings:
             if values[key] is None:
                 values[key] = value
         return TrainSettings(**values)
+
+
+def torch_dtype(name: str):
+    """'bfloat16' -> torch.bfloat16, with a message naming the choices."""
+    import torch
+
+    _choice("dtype", name, DTYPES)
+    return getattr(torch, name)
 
 
 def _field_names(cls) -> set[str]:
@@ -146,6 +225,8 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise SettingsError(f"{path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise SettingsError(f"{path} is not valid UTF-8 (byte {err.start})") from err
     if not isinstance(data, dict):
         raise SettingsError(f"{path} must hold a mapping of setting: value")
     return data

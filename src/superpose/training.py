@@ -5,10 +5,11 @@ should reproduce the base's states, one of domain 1 the expert's.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .data import DataError, collate, load_texts, tokenize_blocks
 from .metrics import LMScore
 from .modeling import SuperposedModel, causal_lm_loss
-from .settings import SettingsError, TrainSettings
+from .settings import DATA_ORDER_KEYS, DTYPES, SettingsError, TrainSettings
 from .tables import format_table
 
 RUN_FILE = "run.json"
@@ -106,25 +107,35 @@ def _batches(data: LabelledBlocks, batch_size: int, pad_id: int, order: torch.Te
 
 @torch.no_grad()
 def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettings, pad_id: int) -> dict[str, float]:
-    """Mean losses over the validation blocks, and the superposed model's perplexity per domain."""
+    """Token-weighted losses over the validation blocks, and the served graph's perplexity per domain.
+
+    Each batch's mean is weighted by the tokens it covers (scored next-token positions for the LM loss,
+    real tokens for the reconstruction), so a short last batch counts for what it holds (SPEC §8).
+    """
     model.eval()
-    totals: dict[str, float] = {}
+    sums = {"recon": 0.0, "lm": 0.0}
+    counts = {"recon": 0, "lm": 0}
+    reg = 0.0
     scores = {name: LMScore() for name in data.names}
-    batches = 0
     for batch in _batches(data, settings.batch_size, pad_id, torch.arange(len(data))):
         batch = _to(batch, settings.device)
         losses = compute_losses(model, batch, settings)
-        logits = losses.pop("logits")
-        for key, value in losses.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-        batches += 1
+        weights = {"recon": int(batch.attention_mask.sum()), "lm": int((batch.labels[:, 1:] != -100).sum())}
+        for key, tokens in weights.items():
+            sums[key] += float(losses[key]) * tokens
+            counts[key] += tokens
+        reg = float(losses["alpha_reg"])  # the same for every batch: it depends on the weights only
+        logits = losses["logits"]
         if settings.training_graph != "sequential":  # perplexity is always that of the graph we serve
             logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
         for index, name in enumerate(data.names):
             rows = batch.domains == index
             if rows.any():
                 scores[name].update(logits[rows], batch.labels[rows])
-    result = {f"valid_{k}": v / max(batches, 1) for k, v in totals.items()}
+    result = {f"valid_{k}": sums[k] / max(counts[k], 1) for k in sums}
+    result["valid_alpha_reg"] = reg
+    result["valid_loss"] = (settings.recon_weight * result["valid_recon"] + settings.lm_weight * result["valid_lm"]
+                            + settings.alpha_reg_weight * reg)
     for name, score in scores.items():
         if score.tokens:
             result[f"valid_ppl_{name}"] = score.ppl
@@ -157,6 +168,56 @@ class TrainResult:
         return format_table(["epoch", "step", *keys], rows, title=f"training summary ({self.run_dir})")
 
 
+def _file_fingerprint(path: str) -> dict:
+    """Path, size and content hash: a resumed run must read the very same data."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def data_order(settings: TrainSettings, train_files: dict[str, str]) -> dict:
+    """Everything that fixes which blocks each step sees."""
+    order = {key: getattr(settings, key) for key in DATA_ORDER_KEYS}
+    order["train_files"] = {name: _file_fingerprint(path) for name, path in sorted(train_files.items())}
+    return order
+
+
+def check_resumable(saved: dict, now: dict, run_dir: Path) -> None:
+    """Refuse to resume when the data order would differ from the interrupted run's, naming each difference."""
+    differences = []
+    for key in sorted(set(saved) | set(now)):
+        if key == "train_files":
+            old, new = saved.get(key, {}), now.get(key, {})
+            for name in sorted(set(old) | set(new)):
+                if name not in old or name not in new:
+                    differences.append(f"train file {name!r} ({'added' if name in new else 'removed'})")
+                elif old[name] != new[name]:
+                    what = "path" if old[name]["path"] != new[name]["path"] else "content"
+                    differences.append(f"train file {name!r} ({what} changed: {old[name]['path']} -> {new[name]['path']})")
+        elif saved.get(key) != now.get(key):
+            differences.append(f"{key} (checkpoint {saved.get(key)!r}, now {now.get(key)!r})")
+    if differences:
+        raise SettingsError(f"--resume: {run_dir} was trained with other data-order settings, so resuming would not "
+                            f"continue the same run. Differences: {'; '.join(differences)}. Use the checkpoint's "
+                            f"settings, or a new --out.")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    """Clip each parameter group's gradient norm on its own (SPEC §5), then step."""
+    for group in optimizer.param_groups:
+        torch.nn.utils.clip_grad_norm_(group["params"], grad_clip)
+    optimizer.step()
+
+
+def _settings_record(settings: TrainSettings, model: SuperposedModel) -> TrainSettings:
+    """The dtype recorded is the stacks' real one (a Python caller may pass bf16 stacks with default settings)."""
+    dtype = str(model.stack_dtype).removeprefix("torch.")
+    return replace(settings, dtype=dtype) if dtype in DTYPES else settings
+
+
 def train(
     model: SuperposedModel,
     tokenizer,
@@ -167,8 +228,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train, validate and checkpoint once per epoch; `resume=True` continues from the last checkpoint."""
-    settings = settings.resolved(model.settings.variant)
+    """Train, validate and checkpoint; `resume=True` continues exactly from the last checkpoint.
+
+    Training lasts `settings.max_steps` optimiser steps when given (epochs repeat until then), else
+    `settings.epochs` passes. A checkpoint is written after every epoch and, with `save_every`, every N steps.
+    """
+    settings = _settings_record(settings.resolved(model.settings.variant), model)
     run_dir = Path(run_dir)
     names = domain_names(model)
     if not train_files:
@@ -179,30 +244,46 @@ def train(
         load_labelled(valid_files, names, tokenizer, settings.block_size, settings.max_valid_blocks)
         if valid_files else None
     )
+    order_record = data_order(settings, train_files)
     model.to(settings.device)
     optimizer = make_optimizer(model, settings)
     result = TrainResult(run_dir)
     start_epoch, start_batch, step = 0, 0, 0
+    running: dict[str, float] = {}
+    counted = 0
     checkpoint = find_checkpoint(run_dir)
     if resume and checkpoint is not None:
         trainable, opt_state, saved = load_checkpoint(checkpoint)
         if saved["model_settings"] != json.loads(json.dumps(asdict(model.settings))):
             raise SettingsError(f"--resume: the model settings differ from the checkpoint's in {run_dir}")
+        if "data_order" in saved:
+            check_resumable(saved["data_order"], order_record, run_dir)
         model.load_trainable_state_dict(trainable)
         optimizer.load_state_dict(opt_state)
         for group, fresh in zip(optimizer.param_groups, make_optimizer(model, settings).param_groups):
             group["lr"] = fresh["lr"]  # learning rates given now win over the checkpoint's
         start_epoch, step, result.history = saved["epoch"], saved["step"], saved["history"]
         start_batch = saved.get("batch", 0)
+        running, counted = dict(saved.get("running", {})), saved.get("counted", 0)
     elif checkpoint is not None and not resume:
         raise SettingsError(f"{run_dir} already holds a training checkpoint: pass --resume to continue, or a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(run_dir)
     started = time.perf_counter()
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
-    for epoch in range(start_epoch, settings.epochs):
-        if settings.max_steps is not None and step >= settings.max_steps:
-            break
+
+    def checkpoint_now(epoch: int, batch: int) -> None:
+        save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
+            "epoch": epoch, "batch": batch, "step": step, "history": result.history,
+            "running": running, "counted": counted, "data_order": order_record,
+            "model_settings": json.loads(json.dumps(asdict(model.settings))),
+        }, keep=settings.keep_checkpoints)
+
+    def unfinished(epoch: int) -> bool:
+        return step < settings.max_steps if settings.max_steps is not None else epoch < settings.epochs
+
+    epoch = start_epoch
+    while unfinished(epoch):
         model.train()
         order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
         skip = start_batch if epoch == start_epoch else 0  # batches of this epoch done before an interruption
@@ -210,9 +291,11 @@ def train(
         remaining = steps_per_epoch - skip
         if settings.max_steps is not None:
             remaining = min(remaining, settings.max_steps - step)
+        total = f"/{settings.epochs}" if settings.max_steps is None else ""
         bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=remaining,
-                   desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, leave=False)
-        running: dict[str, float] = {}
+                   desc=f"epoch {epoch + 1}{total}", disable=not progress, leave=False)
+        if skip == 0:
+            running, counted = {}, 0
         seen = 0
         for batch in bar:
             if settings.max_steps is not None and step >= settings.max_steps:
@@ -223,25 +306,30 @@ def train(
             del losses["logits"]
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
-            for group in optimizer.param_groups:
-                torch.nn.utils.clip_grad_norm_(group["params"], settings.grad_clip)
-            optimizer.step()
+            optimizer_step(optimizer, settings.grad_clip)
             step += 1
             seen += 1
+            counted += 1
             for key, value in losses.items():
                 running[key] = running.get(key, 0.0) + float(value.detach())
-            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in running.items() if k != "alpha_reg"})
+            bar.set_postfix({k: f"{v / counted:.3f}" for k, v in running.items() if k != "alpha_reg"})
+            if settings.save_every and step % settings.save_every == 0 and skip + seen < steps_per_epoch:
+                checkpoint_now(epoch, skip + seen)
         bar.close()
-        finished = skip + seen >= steps_per_epoch
-        record = {"epoch": epoch + 1 if finished else epoch + (skip + seen) / steps_per_epoch, "step": step, **{f"train_{k}": v / max(seen, 1) for k, v in running.items()}}
+        done = skip + seen
+        finished = done >= steps_per_epoch
+        record = {"epoch": epoch + 1 if finished else epoch + done / steps_per_epoch, "step": step,
+                  **{f"train_{k}": v / max(counted, 1) for k, v in running.items()}}
         if valid_data is not None:
             record.update(validate(model, valid_data, settings, pad_id))
         result.history.append(record)
-        save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
-            "epoch": epoch + 1 if finished else epoch, "batch": 0 if finished else skip + seen,
-            "step": step, "history": result.history,
-            "model_settings": json.loads(json.dumps(asdict(model.settings))),
-        })
+        if finished:
+            running, counted = {}, 0
+            epoch += 1
+            checkpoint_now(epoch, 0)
+        else:  # stopped inside the epoch (max_steps reached): a resume continues this epoch
+            checkpoint_now(epoch, done)
+            break
     result.steps, result.seconds = step, time.perf_counter() - started
     model.eval()
     model.save_pretrained(run_dir)

@@ -316,6 +316,7 @@ def analyze(
     max_new_tokens: int = 40,
     seed: int = 0,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Run every analysis of SPEC §7 on a trained run and write its figures and `analysis.json` to `out_dir`.
 
@@ -343,7 +344,7 @@ def analyze(
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(str(run_dir))
     blocks = {d: tokenize_blocks(texts[d], tokenizer, block_size, max_blocks=samples) for d in domains}
-    model = SuperposedModel.from_pretrained(run_dir).eval()
+    model = SuperposedModel.from_pretrained(run_dir, dtype=dtype)
     collected = collect_states(model, blocks, layers, pad_id=tokenizer.pad_token_id or 0, progress=progress)
 
     result: dict[str, Any] = {
