@@ -186,3 +186,162 @@ def test_bad_setting_values():
         TrainSettings(batch_size=0)
     with pytest.raises(SettingsError, match="do not exist"):
         SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[5]))
+
+
+def test_bf16_experts_train_alpha_and_autoencoders_in_float32(tmp_path):
+    base, expert = tiny_pair("gpt2")
+    base, expert = base.to(torch.bfloat16), expert.to(torch.bfloat16)
+    en, fr = write_domains(tmp_path)
+    torch.manual_seed(0)
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[1]))
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    # the paper's learning rates: a step of ~1e-4 on control points near 0.5 is below bf16's resolution there
+    settings = TrainSettings(epochs=1, max_steps=20, batch_size=4, block_size=16, seed=0)
+    result = train(model, char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run", settings,
+                   progress=False)
+    assert result.steps == 20
+    after = model.trainable_state_dict()
+    assert (after["alpha.control"] - before["alpha.control"]).abs().max() > 5e-4
+    assert (after["autoencoders.1.encoder.0.weight"] - before["autoencoders.1.encoder.0.weight"]).abs().max() > 5e-4
+    assert base.dtype == torch.bfloat16 and model.stack_dtype == torch.bfloat16  # stacks stay as loaded
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["train_settings"]
+    assert recorded["dtype"] == "bfloat16"
+    with torch.no_grad():
+        logits = model(torch.tensor([[3, 4, 5, 6]])).logits
+    assert torch.isfinite(logits.float()).all()
+
+
+def test_cli_dtype_loads_the_stacks_in_that_dtype(tmp_path, capsys):
+    assert _cli(tmp_path, "--dtype", "bfloat16") == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    loaded = SuperposedModel.from_pretrained(run, dtype="bfloat16")
+    assert loaded.base.dtype == loaded.expert.dtype == torch.bfloat16
+    assert loaded.alpha.control.dtype == torch.float32
+    assert main(["generate", str(run), "--prompt", "the cat", "--max-new-tokens", "3", "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out.startswith("the cat")
+
+
+@pytest.mark.parametrize("loader", ["superposed", "auto"])
+def test_a_loaded_run_is_in_inference_mode(tmp_path, loader):
+    from transformers import AutoModelForCausalLM
+    base, expert = tiny_pair("gpt2")
+    base.save_pretrained(tmp_path / "base")
+    expert.save_pretrained(tmp_path / "expert")
+    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[0, 1]),
+                                        str(tmp_path / "base"), "fr", str(tmp_path / "expert"))
+    model.save_pretrained(tmp_path / "run")
+    cls = SuperposedModel if loader == "superposed" else AutoModelForCausalLM
+    loaded = cls.from_pretrained(tmp_path / "run")
+    assert not loaded.training and not any(m.training for m in loaded.modules())
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():  # the 2d autoencoders' dropout would make two identical forwards differ
+        assert torch.equal(loaded(ids).logits, loaded(ids).logits)
+
+
+def test_max_steps_is_the_length_of_training(tmp_path):
+    en, fr = write_domains(tmp_path, repeat=2)
+    files = {"base": str(en), "expert": str(fr)}
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+    result = train(model, char_tokenizer(), files, None, tmp_path / "run", _settings(epochs=1, max_steps=15),
+                   progress=False)
+    steps_per_epoch = result.history[0]["step"]
+    assert steps_per_epoch < 15  # the data hold fewer batches than asked: epochs repeat
+    assert result.steps == 15 and result.history[-1]["step"] == 15
+
+
+def test_validation_losses_are_token_weighted(tmp_path):
+    from superpose.training import domain_names, load_labelled, validate
+    en, fr = write_domains(tmp_path, repeat=2)
+    files = {"base": str(en), "expert": str(fr)}
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1])).eval()
+    tokenizer = char_tokenizer()
+    settings = _settings(batch_size=3, block_size=40).resolved("1d")
+    data = load_labelled(files, domain_names(model), tokenizer, settings.block_size, None)
+    lengths = sorted({b.numel() for b in data.blocks})
+    assert len(lengths) > 1  # short last blocks: a mean of batch means would weight them wrongly
+    got = validate(model, data, settings, pad_id=0)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for block in data.blocks:  # one sequence at a time, no padding: an independent computation
+            logits = model(block[None]).logits[0, :-1]
+            nll += torch.nn.functional.cross_entropy(logits, block[1:], reduction="sum").item()
+            count += block.numel() - 1
+    assert got["valid_lm"] == pytest.approx(nll / count, rel=1e-5)
+    assert got["valid_loss"] == pytest.approx(3 * got["valid_recon"] + got["valid_lm"], rel=1e-6)
+
+
+def test_resume_refuses_changed_data_order_settings(tmp_path):
+    en, fr = write_domains(tmp_path)
+    files = {"base": str(en), "expert": str(fr)}
+
+    def run(settings, files=files):
+        model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+        return train(model, char_tokenizer(), files, None, tmp_path / "run", settings, resume=True, progress=False)
+
+    run(_settings(epochs=1, max_steps=2))
+    for changed, name in ((dict(batch_size=4), "batch_size"), (dict(block_size=16), "block_size"),
+                          (dict(seed=1), "seed"), (dict(max_train_blocks=3), "max_train_blocks")):
+        with pytest.raises(ValueError, match=f"--resume.*{name} \\(checkpoint"):
+            run(_settings(epochs=2, **changed))
+    edited = tmp_path / "fr_edited.txt"
+    edited.write_text(fr.read_text() + "\nUNE LIGNE DE PLUS")
+    with pytest.raises(ValueError, match="train file 'expert' \\(path changed"):
+        run(_settings(epochs=2), {"base": str(en), "expert": str(edited)})
+    fr.write_text(fr.read_text() + "\nUNE LIGNE DE PLUS")
+    with pytest.raises(ValueError, match="train file 'expert' \\(content changed"):
+        run(_settings(epochs=2))
+    fr.write_text(fr.read_text().rsplit("\n", 1)[0])  # back to the original bytes: resuming works again
+    assert run(_settings(epochs=2, lr_alpha=5e-3)).steps > 2  # learning rates and epochs may change
+
+
+def test_step_checkpoints_keep_the_latest(tmp_path):
+    from superpose.checkpoint import list_checkpoints
+    en, fr = write_domains(tmp_path)
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+    train(model, char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run",
+          _settings(epochs=1, max_steps=7, save_every=2, keep_checkpoints=3), progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000004", "step-00000006", "step-00000007"]
+
+
+def test_sigkilled_training_resumes_to_the_same_weights(tmp_path):
+    """A training process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from superpose.checkpoint import list_checkpoints
+    base, other = save_pair(tmp_path)
+    en, fr = write_domains(tmp_path, repeat=12)
+    steps = 120
+
+    def argv(out):
+        return ["train", "--base", str(base), "--expert", f"fr={other}", "--train", f"base={en}", "--train",
+                f"fr={fr}", "--out", str(out), "--batch-size", "4", "--block-size", "16", "--max-steps", str(steps),
+                "--variant", "2d", "--ae-layers", "1", "--save-every", "3"]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "superpose", *argv(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(killed) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved_step = int(list_checkpoints(killed)[-1].name.split("-")[1])
+    assert 0 < saved_step < steps and not (killed / "superposed.safetensors").exists()
+    assert main(argv(killed) + ["--resume"]) == 0
+    assert main(argv(tmp_path / "whole")) == 0
+    resumed = load_file(str(killed / "superposed.safetensors"))
+    whole = load_file(str(tmp_path / "whole" / "superposed.safetensors"))
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0)
+    history = json.loads((killed / "run.json").read_text())["history"]
+    assert history == json.loads((tmp_path / "whole" / "run.json").read_text())["history"]
