@@ -139,6 +139,17 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"hard merge written to {out} (per-layer alpha: {alphas}); autoencoders are not part of it")
 
 
+def cmd_mix_data(args: argparse.Namespace) -> None:
+    from .code_switch import write_mixed
+    from .data import parse_named_paths
+
+    if args.max_lines is not None and args.max_lines < 1:
+        raise SettingsError("--max-lines must be positive")
+    path, count = write_mixed(parse_named_paths(args.data, flag="--data"), args.out, args.seed, args.segment,
+                              args.max_lines)
+    print(f"wrote {count} code-switched lines to {path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -190,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--out", required=True, help="folder for the merged checkpoint and tokenizer")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("mix-data", help="code-switched lines: sentences alternating between sources, with spans")
+    p.add_argument("--data", action="append", required=True, metavar="NAME=FILE",
+                   help="one source per language, named like the model that knows it (base, fr, ...); repeat")
+    p.add_argument("--out", required=True, help="JSONL file to write: {text, spans: [{start, end, source}]} per line")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the shuffling and the alternation (default 0)")
+    p.add_argument("--segment", choices=["sentence", "line"], default="sentence",
+                   help="unit that alternates: a sentence (default) or a whole input line")
+    p.add_argument("--max-lines", type=int, help="stop after this many lines (default: until a source runs out)")
+    p.set_defaults(func=cmd_mix_data)
 
     p = sub.add_parser("demo", help="the whole story offline: shipped experts, superpose, evaluate, sample, report")
     p.add_argument("--out", default="superpose-demo", help="output folder (default ./superpose-demo)")

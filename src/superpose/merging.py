@@ -143,15 +143,17 @@ def _quiet_full_density() -> Iterator[None]:
 # --------------------------------------------------------------------------- merge methods
 
 
-def linear(base_sd: StateDict, expert_sd: StateDict, t: float) -> MergedSD:
-    """(1 − t)·θ_b + t·θ_e: the plain weight-average baseline (t=0 → base, t=1 → expert exactly)."""
+def linear(base_sd: StateDict, experts: Experts, t: float) -> MergedSD:
+    """(1 − t)·θ_b + t·mean_i θ_i: the plain weight-average baseline (t=0 → base, t=1 → the experts' mean)."""
     t = _check_finite("t", t)
+    expert_list = _as_expert_list(experts)
 
     def merge(_key: str, b: torch.Tensor, es: list[torch.Tensor]) -> torch.Tensor:
         # Written as a weighted sum (not b + t·τ) so both endpoints are bit-exact.
-        return (1.0 - t) * b + t * es[0]
+        mean = es[0] if len(es) == 1 else torch.stack(es).mean(0)
+        return (1.0 - t) * b + t * mean
 
-    return _merge_state_dicts(base_sd, [expert_sd], merge)
+    return _merge_state_dicts(base_sd, expert_list, merge)
 
 
 def task_arithmetic(base_sd: StateDict, experts: Experts, lam: float) -> MergedSD:
@@ -283,38 +285,54 @@ def slerp(base_sd: StateDict, expert_sd: StateDict, t: float) -> MergedSD:
 
 
 class MergeFn(Protocol):
-    """Uniform signature for sweeps: one scalar knob plus a seed (ignored where unused)."""
+    """Uniform signature for sweeps: every expert, one parameter point, and a seed (ignored where unused).
 
-    def __call__(
-        self, base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0
-    ) -> MergedSD: ...
+    A point is a number, or (number, λ) for TIES and DARE, whose merged task vector λ scales.
+    """
+
+    def __call__(self, base_sd: StateDict, experts: Experts, param: float | tuple[float, float],
+                 seed: int = 0) -> MergedSD: ...
 
 
-def _linear_entry(base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0) -> MergedSD:
+def _with_scale(param: float | tuple[float, float]) -> tuple[float, float]:
+    """density or (density, λ) -> (density, λ); λ defaults to 1."""
+    return (float(param[0]), float(param[1])) if isinstance(param, tuple) else (float(param), 1.0)
+
+
+def _single(param: float | tuple[float, float], method: str) -> float:
+    if isinstance(param, tuple):
+        raise ValueError(f"{method} takes one number per point, got {param!r}")
+    return float(param)
+
+
+def _linear_entry(base_sd: StateDict, experts: Experts, param, seed: int = 0) -> MergedSD:
     """param = t."""
-    return linear(base_sd, expert_sd, param)
+    return linear(base_sd, experts, _single(param, "linear"))
 
 
-def _task_arithmetic_entry(
-    base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0
-) -> MergedSD:
+def _task_arithmetic_entry(base_sd: StateDict, experts: Experts, param, seed: int = 0) -> MergedSD:
     """param = λ."""
-    return task_arithmetic(base_sd, expert_sd, param)
+    return task_arithmetic(base_sd, experts, _single(param, "task_arithmetic"))
 
 
-def _ties_entry(base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0) -> MergedSD:
-    """param = density, λ = 1."""
-    return ties(base_sd, expert_sd, param)
+def _ties_entry(base_sd: StateDict, experts: Experts, param, seed: int = 0) -> MergedSD:
+    """param = density or (density, λ)."""
+    density, lam = _with_scale(param)
+    return ties(base_sd, experts, density, lam)
 
 
-def _dare_entry(base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0) -> MergedSD:
-    """param = density, λ = 1."""
-    return dare(base_sd, expert_sd, param, seed)
+def _dare_entry(base_sd: StateDict, experts: Experts, param, seed: int = 0) -> MergedSD:
+    """param = density or (density, λ)."""
+    density, lam = _with_scale(param)
+    return dare(base_sd, experts, density, seed, lam)
 
 
-def _slerp_entry(base_sd: StateDict, expert_sd: StateDict, param: float, seed: int = 0) -> MergedSD:
-    """param = t."""
-    return slerp(base_sd, expert_sd, param)
+def _slerp_entry(base_sd: StateDict, experts: Experts, param, seed: int = 0) -> MergedSD:
+    """param = t; SLERP interpolates between two models, so it takes exactly one expert."""
+    expert_list = _as_expert_list(experts)
+    if len(expert_list) != 1:
+        raise ValueError(f"slerp interpolates between the base and one expert; got {len(expert_list)} experts")
+    return slerp(base_sd, expert_list[0], _single(param, "slerp"))
 
 
 MERGE_METHODS: dict[str, MergeFn] = {

@@ -1,0 +1,75 @@
+"""Causal output mixtures of M models' next-token distributions (SPEC §10), in log space.
+
+Position t's logits predict token t+1. The weight of model m at position t may depend only on the
+tokens x_1..x_t already seen, through the log-likelihood each model gave them:
+
+* Bayes: log w_m(t) = log π_m + Σ_{i<t} log p_m(x_{i+1} | x_≤i), normalised (uniform π, reset per sequence).
+* Fixed share (Herbster & Warmuth): after each Bayesian update, w ← (1 − ρ) w + ρ / M, so the weights can
+  follow a switch inside a sequence; ρ = 0 is Bayes.
+
+Padding (label -100) adds no evidence.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels -> (B, T) bool: positions whose next token is scored (the last position never is)."""
+    return torch.nn.functional.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1), value=False)
+
+
+def token_log_probs(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(M, B, T, V) log-probs and (B, T) labels -> (M, B, T): log p_m(x_{t+1} | x_≤t), 0 where nothing is scored.
+
+    The last position predicts nothing inside the sequence, so it is 0 too.
+    """
+    targets = labels[:, 1:]  # (B, T-1)
+    valid = targets != IGNORE_INDEX
+    picked = log_probs[:, :, :-1].gather(-1, targets.clamp(min=0)[None, ..., None].expand(log_probs.shape[0], -1, -1, 1))
+    picked = picked.squeeze(-1).masked_fill(~valid[None], 0.0)  # (M, B, T-1)
+    return torch.nn.functional.pad(picked, (0, 1))  # (M, B, T)
+
+
+def bayes_log_weights(evidence: torch.Tensor) -> torch.Tensor:
+    """(M, B, T) per-token log-likelihoods -> (M, B, T) log posterior weights used at each position."""
+    seen = torch.cumsum(evidence, dim=-1) - evidence  # Σ_{i<t}: position t has not seen its own target yet
+    return torch.log_softmax(seen, dim=0)
+
+
+def fixed_share_log_weights(evidence: torch.Tensor, rate: float, observed: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, B, T) -> (M, B, T): Bayes updates, each followed by mixing a share `rate` back towards uniform.
+
+    `observed` (B, T) marks the positions whose evidence counts (default: every nonzero one).
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fixed-share rate must be in [0, 1], got {rate}")
+    if rate == 0.0:
+        return bayes_log_weights(evidence)
+    models, _, length = evidence.shape
+    keep, share = math.log1p(-rate) if rate < 1 else -math.inf, math.log(rate / models)
+    if observed is None:
+        observed = (evidence != 0).any(dim=0)
+    log_w = torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B): uniform prior
+    out = []
+    for t in range(length):
+        out.append(log_w)
+        posterior = torch.log_softmax(log_w + evidence[:, :, t], dim=0)
+        # a position with no evidence (padding) leaves the weights as they are
+        mixed = torch.logaddexp(posterior + keep, torch.full_like(posterior, share))
+        log_w = torch.where(observed[None, :, t], mixed, log_w)
+    return torch.stack(out, dim=-1)
+
+
+def mix(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """(M, B, T, V) log-probs and (M, B, T) log weights -> (B, T, V) log-probs of the mixture."""
+    return torch.logsumexp(log_probs + log_weights.unsqueeze(-1), dim=0)
+
+
+def best_token_choice(evidence: torch.Tensor) -> torch.Tensor:
+    """(M, B, T) -> (B, T): the model that gave each scored token the highest probability (reads the answer)."""
+    return evidence.argmax(dim=0)
