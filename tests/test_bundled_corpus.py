@@ -1,7 +1,9 @@
 """Tests for the bundled English/French corpus generator (superpose.bundled_corpus)."""
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,35 @@ def _words(text: str) -> list[str]:
 def train() -> dict[str, list[str]]:
     """The default train split of each language, generated once for the module (well under a second each)."""
     return {lang: generate_documents(lang, "train") for lang in LANGUAGES}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Path, dict[tuple[str, str], Path]]:
+    """`write_corpus` output, written once for the module (a few seconds): its directory and paths."""
+    out = tmp_path_factory.mktemp("bundled") / "corpus"
+    return out, write_corpus(out)
+
+
+# sha256 of every file `write_corpus` writes, measured on the generator before its tables moved to
+# assets/bundled_corpus.yaml. Any change to a table entry, a rule or the random stream changes them;
+# update them only when changing the corpus on purpose (the demo's results depend on it).
+CORPUS_SHA256 = {
+    ("en", "train"): "6cf27e29d9f79ef185c58a0c9f20cd124709bf5cc698843fa94f970ef7dee3a8",
+    ("en", "valid"): "274f4326034a010a32c6ca70c037cc36ec924342ccbcd3f8f03eb843b5ad65b4",
+    ("en", "test"): "ad09179dc8be0753922889415fe00b37a8cb2890200d5fd504363abaa8de2ee9",
+    ("fr", "train"): "aacee10bbee93005ed9b28685eaa8c205d1598c1690bae07cce10e83b38503aa",
+    ("fr", "valid"): "bf3646cbbbea0df402d0ab81257c26de51cc64f2a77c0a89ddc64a70f8f2f8ad",
+    ("fr", "test"): "adfc9bc6854d940ec3106b1be824ee7991d4d2fef5ceb081e5c1581795e16d4a",
+}
+
+
+def test_corpus_bytes_match_recorded_checksums(written, train):
+    _, paths = written
+    assert set(CORPUS_SHA256) == {(lang, split) for lang in LANGUAGES for split in SPLITS}
+    digests = {key: hashlib.sha256(path.read_bytes()).hexdigest() for key, path in paths.items()}
+    assert digests == CORPUS_SHA256
+    for lang in LANGUAGES:  # the files are exactly the generated documents, one per line
+        assert paths[lang, "train"].read_bytes() == ("\n".join(train[lang]) + "\n").encode("utf-8")
 
 
 def test_generation_is_deterministic():
@@ -47,11 +78,11 @@ def test_documents_are_single_paragraphs(train):
             assert 3 <= ends <= 14, doc  # 3-7 sentences, where a question and its reply count as one
 
 
-def test_write_corpus_writes_six_utf8_files(tmp_path, train):
-    paths = write_corpus(tmp_path / "corpus")
+def test_write_corpus_writes_six_utf8_files(written, train):
+    out, paths = written
     assert set(paths) == {(lang, split) for lang in LANGUAGES for split in SPLITS}
     for (lang, split), path in paths.items():
-        assert path == tmp_path / "corpus" / lang / f"{split}.txt"
+        assert path == out / lang / f"{split}.txt"
         lines = path.read_bytes().decode("utf-8").splitlines()
         assert len(lines) == DEFAULT_SIZES[split]
         assert all(line.strip() for line in lines)
