@@ -35,8 +35,23 @@ def test_2d_straight_through_gradient_reaches_control_points():
     alpha = Alpha2D(6, 8)
     alpha().sum().backward()
     assert alpha.control.grad is not None and alpha.control.grad.abs().sum() > 0
-    reg = alpha.regularisation()
-    assert reg.item() > 0
+
+
+def test_2d_regularisation_is_the_spec_formula_on_known_control_points():
+    alpha = Alpha2D(4, 3, n_control=5)
+    control = np.arange(15, dtype=np.float64).reshape(5, 3) ** 1.5 / 20  # uneven steps: smoothness is not trivial
+    bias = np.array([[0.3, -0.1, 0.2], [0.5, 0.0, -0.4], [0.1, 0.25, 0.05], [-0.2, 0.6, 0.35]])
+    with torch.no_grad():
+        alpha.control.copy_(torch.tensor(control))
+        alpha.layer_bias.copy_(torch.tensor(bias))
+    # SPEC §2: 0.1*smooth + 0.1*central + 0.05*(0.75*meanbias + 0.25*varbias); var as torch's (unbiased)
+    smooth = np.mean((control[1:] - control[:-1]) ** 2)
+    central = np.mean(control**2)
+    mean_bias = np.mean(bias) ** 2
+    var_bias = (np.var(bias, ddof=1) - 0.02) ** 2
+    expected = 0.1 * smooth + 0.1 * central + 0.05 * (0.75 * mean_bias + 0.25 * var_bias)
+    assert alpha.regularisation().item() == pytest.approx(expected, rel=1e-6)
+    assert Alpha1D(4, 3).regularisation().item() == 0.0  # SPEC: the 1D variant has no alpha regulariser
 
 
 def test_set_constant():

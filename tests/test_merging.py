@@ -10,6 +10,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from superpose import merging
+from superpose.baselines import BaselineContext, MergedModelScorer
 from superpose.merging import MERGE_METHODS, dare, linear, slerp, task_arithmetic, ties
 
 
@@ -212,3 +213,22 @@ def test_every_method_loads_strict_and_runs(base_model, pair):
         assert torch.isfinite(logits).all(), name
     assert set(MERGE_METHODS) == {"linear", "task_arithmetic", "ties", "dare", "slerp"}
     assert merging.MERGE_METHODS is MERGE_METHODS
+
+
+def test_merging_into_one_reused_model_equals_loading_the_whole_merged_state_dict():
+    """Evaluation merges tensor by tensor into one scratch model; that must be the state-dict merge, exactly."""
+    base, expert = _tiny_gpt2(0), _tiny_gpt2(1)  # GPT-2 ties its head to its embeddings
+    context = BaselineContext(base, expert, "fr", tokenizer=None, seed=3)
+    scratch, references = None, {}
+    for name, fn in MERGE_METHODS.items():
+        references[name] = _tiny_gpt2(2)
+        references[name].load_state_dict(fn(base.state_dict(), expert.state_dict(), 0.4, seed=3), strict=True)
+        scorer = MergedModelScorer.build(context, (name, 0.4), into=scratch)
+        assert scratch is None or scorer.model is scratch  # the same model, overwritten: one alive at a time
+        scratch = scorer.model
+        assert scratch is not base and scratch is not expert
+        _assert_sd_equal(scratch.state_dict(), references[name].state_dict())
+    assert scratch.lm_head.weight is scratch.transformer.wte.weight  # still tied
+    fresh = MergedModelScorer.build(context, ("dare", 0.4)).model  # without `into`: a copy of the base
+    _assert_sd_equal(fresh.state_dict(), references["dare"].state_dict())
+    _assert_sd_equal(base.state_dict(), _tiny_gpt2(0).state_dict())  # the base itself is untouched

@@ -2,7 +2,9 @@
 
 Each entry is labelled `method:parameter` (e.g. `linear:0.5`). A scorer turns a batch into
 next-token logits; it may reuse the base's and expert's logits of the same batch (`References`),
-so that the two experts run once per batch whatever the number of baselines.
+so that the two experts run once per batch whatever the number of baselines. Weight merges are
+the exception: each holds a model as large as the base, so evaluation builds and scores them one
+at a time (`holds_model`).
 """
 from __future__ import annotations
 
@@ -59,10 +61,16 @@ def label(method: str, parameter: float | None) -> str:
     return method if parameter is None else f"{method}:{parameter:g}"
 
 
-def build_scorer(method: str, parameter: float | None, context: BaselineContext) -> Scorer:
+def holds_model(method: str) -> bool:
+    """True for methods whose scorer owns a whole model (a weight merge): too large to keep several alive."""
+    return method in WEIGHT_MERGES
+
+
+def build_scorer(method: str, parameter: float | None, context: BaselineContext, **options) -> Scorer:
+    """`options` go to the builder (e.g. `into=` a model that a weight merge may overwrite)."""
     builder, _, _ = REGISTRY[method]
-    return builder(context, (method, parameter))
+    return builder(context, (method, parameter), **options)
 
 
-__all__ = ["REGISTRY", "DEFAULT_BASELINES", "parse_baselines", "label", "build_scorer", "BaselineContext",
-           "References", "Scorer"]
+__all__ = ["REGISTRY", "DEFAULT_BASELINES", "WEIGHT_MERGES", "parse_baselines", "label", "holds_model",
+           "build_scorer", "BaselineContext", "References", "Scorer", "MergedModelScorer"]

@@ -19,17 +19,25 @@ class BaselineContext:
 
 @dataclass
 class References:
-    """The base's and expert's logits on the current batch (each (B, T, V)), and their cost in seconds."""
+    """The base's and expert's logits on the current batch (each (B, T, V)), and their cost in seconds.
 
-    base_logits: torch.Tensor
-    expert_logits: torch.Tensor
+    The logits are None on a pass where no scorer uses them (then the two experts do not run).
+    """
+
+    base_logits: torch.Tensor | None
+    expert_logits: torch.Tensor | None
     base_seconds: float
     expert_seconds: float
     domain: str  # the domain whose file this batch comes from (only the oracle may look at it)
 
 
 class Scorer:
-    """Next-token logits for a batch; `extra_seconds` is the reference compute it used on that batch."""
+    """Next-token logits for a batch; `extra_seconds` is the reference compute it used on that batch.
+
+    `uses_references` says whether `logits` reads the base's and expert's logits of the batch.
+    """
+
+    uses_references: bool = True
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, refs: References) -> torch.Tensor:
         raise NotImplementedError

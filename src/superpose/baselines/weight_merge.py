@@ -1,4 +1,8 @@
-"""Weight-space merges (linear, task arithmetic, TIES, DARE, SLERP): one ordinary model per point."""
+"""Weight-space merges (linear, task arithmetic, TIES, DARE, SLERP): one ordinary model per point.
+
+A merged model is as large as the base, so evaluation holds at most one at a time: each point is
+written into one reusable copy of the base, tensor by tensor (`MergedModelScorer.build(..., into=)`).
+"""
 from __future__ import annotations
 
 import copy
@@ -18,17 +22,43 @@ WEIGHT_MERGES = {
 }
 
 
+@torch.no_grad()
+def merge_into(target: torch.nn.Module, context: BaselineContext, method: str, parameter: float) -> torch.nn.Module:
+    """Overwrite `target` (a model of the base's architecture) with the merge of base and expert at `parameter`.
+
+    Every method in MERGE_METHODS works tensor by tensor (DARE seeds its mask from the tensor's key), so merging
+    one key at a time gives the same weights as merging whole state dicts while holding one merged tensor, not a
+    second state dict. Keys are written in state-dict order, as `load_state_dict` would: for tied tensors (a
+    GPT-2 head and its embeddings) the last key wins there too.
+    """
+    merge = MERGE_METHODS[method]
+    base_sd, expert_sd = context.base.state_dict(), context.expert.state_dict()
+    target_sd = target.state_dict()
+    if target_sd.keys() != base_sd.keys():
+        missing, extra = sorted(base_sd.keys() - target_sd.keys()), sorted(target_sd.keys() - base_sd.keys())
+        raise ValueError(f"the merge target is not the base's architecture (missing {missing[:3]}, extra {extra[:3]})")
+    for key, dest in target_sd.items():
+        merged = merge({key: base_sd[key]}, {key: expert_sd[key]}, parameter, seed=context.seed)[key]
+        dest.copy_(merged)
+        del merged  # before the next key's merge: one merged tensor alive at a time
+    return target
+
+
 class MergedModelScorer(Scorer):
+    """Scores with an ordinary causal LM of its own (a weight merge, or a model the caller passes in)."""
+
+    uses_references = False
+
     def __init__(self, model: torch.nn.Module):
         self.model = model
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "MergedModelScorer":
+    def build(cls, context: BaselineContext, method_and_parameter, into: torch.nn.Module | None = None
+              ) -> "MergedModelScorer":
+        """The merged model, written into `into` when given (reused across points), else into a copy of the base."""
         method, parameter = method_and_parameter
-        merged = MERGE_METHODS[method](context.base.state_dict(), context.expert.state_dict(), parameter, seed=context.seed)
-        model = copy.deepcopy(context.base)
-        model.load_state_dict(merged, strict=True)
-        return cls(model.eval())
+        model = into if into is not None else copy.deepcopy(context.base)
+        return cls(merge_into(model, context, method, parameter).eval())
 
     @torch.no_grad()
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
