@@ -172,17 +172,28 @@ def test_a_model_passed_in_cannot_take_a_scored_model_s_name(setup):
                  progress=False)
 
 
-def test_router_learns_the_domains_from_training_files(setup):
+def test_routers_learn_the_domains_from_training_files(setup):
     model, tokenizer, data = setup
-    result = evaluate(model, tokenizer, data, baselines=["router"], train_files=data, block_size=32, progress=False)
+    result = evaluate(model, tokenizer, data, baselines=["router", "router_lookahead"], train_files=data,
+                      block_size=32, progress=False)
     models = result["models"]
-    # upper-case French and lower-case English are easy to tell apart: the router matches the oracle
-    assert models["router"]["base"]["ppl"] == pytest.approx(models["base"]["base"]["ppl"])
-    assert models["router"]["fr"]["ppl"] == pytest.approx(models["expert:fr"]["fr"]["ppl"])
+    # upper-case French and lower-case English are easy to tell apart: reading the whole sequence, the router
+    # matches the oracle; deciding from each prefix, it can only err on the first token(s) of a block
+    assert models["router_lookahead"]["base"]["ppl"] == pytest.approx(models["base"]["base"]["ppl"])
+    assert models["router_lookahead"]["fr"]["ppl"] == pytest.approx(models["expert:fr"]["fr"]["ppl"])
+    for domain, own in (("base", "base"), ("fr", "expert:fr")):
+        assert models["router"][domain]["ppl"] == pytest.approx(models[own][domain]["ppl"], rel=0.02)
+    assert "router_lookahead" in result["reads_answer"] and "router" not in result["reads_answer"]
 
 
 def test_baseline_parsing():
     assert parse_baselines(["linear:0.1,0.5", "linear:0.5", "router"]) == {"linear": [0.1, 0.5], "router": [None]}
+    assert parse_baselines(["ties:0.5,0.5@0.3", "fixed_share:0.02"]) == {"ties": [0.5, (0.5, 0.3)],
+                                                                        "fixed_share": [0.02]}
+    with pytest.raises(ValueError, match="density@λ"):
+        parse_baselines(["dare:0.5@x"])
+    with pytest.raises(ValueError, match="must be numbers"):
+        parse_baselines(["linear:0.5@1"])
     with pytest.raises(ValueError, match="unknown baseline"):
         parse_baselines(["average:0.5"])
     with pytest.raises(ValueError, match="no parameter"):
@@ -253,4 +264,9 @@ def test_cli_eval_and_export(tmp_path, capsys):
     assert set(result["models"]) == {"superposed", "base", "expert:fr", "linear:0.5", "router", "hard_merge"}
     assert result["domains"] == ["base", "fr"]
     assert "superposed" in capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "run"), "--data", f"german={en}"]) == 2
+    capsys.readouterr()
+    # a name that is no model's is an unlabelled set: every model scores it, nothing needs its language
+    assert main(["eval", str(tmp_path / "run"), "--data", f"mixed={en}", "--baselines", "bayes",
+                 "--baselines", "oracle", "--block-size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "unlabelled sets: mixed" in out and "oracle †" in out

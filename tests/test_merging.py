@@ -218,7 +218,7 @@ def test_every_method_loads_strict_and_runs(base_model, pair):
 def test_merging_into_one_reused_model_equals_loading_the_whole_merged_state_dict():
     """Evaluation merges tensor by tensor into one scratch model; that must be the state-dict merge, exactly."""
     base, expert = _tiny_gpt2(0), _tiny_gpt2(1)  # GPT-2 ties its head to its embeddings
-    context = BaselineContext(base, expert, "fr", tokenizer=None, seed=3)
+    context = BaselineContext({"base": base, "fr": expert}, tokenizer=None, seed=3)
     scratch, references = None, {}
     for name, fn in MERGE_METHODS.items():
         references[name] = _tiny_gpt2(2)

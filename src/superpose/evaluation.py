@@ -29,10 +29,13 @@ except ImportError:  # not on Windows
 from .baselines import (
     BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label, parse_baselines,
 )
+from .code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
 from .data import DataError, collate, load_texts, tokenize_blocks
-from .metrics import DistributionAgreement, LMScore, average_log_probs
+from .metrics import DistributionAgreement, LMScore
 from .modeling import SuperposedModel
 from .tables import format_table
+
+SWITCH_WINDOW = 8  # tokens after a switch of language whose perplexity is reported on its own
 
 
 class SuperposedScorer(Scorer):
@@ -45,23 +48,38 @@ class SuperposedScorer(Scorer):
     def logits(self, input_ids, attention_mask, refs):
         return self.model(input_ids, attention_mask=attention_mask).logits
 
+    def stacks(self, models: int) -> float:
+        return float(len(self.model.stacks))
+
 
 class ReferenceScorer(Scorer):
-    """The base or the expert alone (their logits are computed once per batch for everyone)."""
+    """One model alone (every model's logits are computed once per batch for everyone)."""
 
-    def __init__(self, which: str):
-        self.which = which
+    def __init__(self, name: str):
+        self.name = name
 
     def logits(self, input_ids, attention_mask, refs):
-        return refs.base_logits if self.which == "base" else refs.expert_logits
+        return refs.logits[self.name]
 
     def extra_seconds(self, refs):
-        return refs.base_seconds if self.which == "base" else refs.expert_seconds
+        return refs.seconds[self.name]
+
+
+@dataclass
+class EvalSet:
+    """The blocks of one --data file. `label` names the model whose domain it is (None: an unlabelled set);
+    `sourced` holds each token's source for code-switched files (JSONL with spans)."""
+
+    blocks: list[torch.Tensor]
+    label: str | None
+    sourced: SourcedBlocks | None = None
 
 
 @dataclass
 class _Tally:
     score: LMScore = field(default_factory=LMScore)
+    subsets: dict[str, LMScore] = field(default_factory=dict)  # e.g. "source:fr", "after_switch"
+    own_weight: list[int] = field(default_factory=lambda: [0, 0])  # [tokens whose heaviest weight is right, tokens]
     agreement: dict[str, DistributionAgreement] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -72,73 +90,122 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def load_domain_blocks(data: dict[str, str], names: list[str], tokenizer, block_size: int,
-                       max_blocks: int | None) -> dict[str, list[torch.Tensor]]:
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise DataError(f"data named {unknown} matches no model: use {' or '.join(names)}")
-    return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks) for name, path in data.items()}
+def load_sets(data: dict[str, str], names: list[str], tokenizer, block_size: int,
+              max_blocks: int | None) -> dict[str, EvalSet]:
+    """NAME=FILE sets: labelled when NAME is a model's name, unlabelled otherwise; JSONL with spans is code-switched."""
+    sets = {}
+    for name, path in data.items():
+        records = load_spans(path) if Path(path).is_file() else None
+        if records is not None:
+            sourced = tokenize_spans(records, tokenizer, block_size, max_blocks)
+            sets[name] = EvalSet(sourced.blocks, name if name in names else None, sourced)
+        else:
+            blocks = tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks)
+            sets[name] = EvalSet(blocks, name if name in names else None)
+    return sets
+
+
+def _pad(rows: list[torch.Tensor], length: int, fill) -> torch.Tensor:
+    out = torch.full((len(rows), length), fill, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.numel()] = row
+    return out
+
+
+def _subsets(sourced: SourcedBlocks, start: int, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Labels restricted to each source's tokens and to the first tokens after each switch; (B, T) sources."""
+    size, length = labels.shape
+    sources = _pad(sourced.sources[start : start + size], length, NO_SOURCE).to(labels.device)
+    since = _pad(sourced.segment_start[start : start + size], length, 0).to(labels.device)
+    switched = _pad(sourced.switched[start : start + size], length, False).to(labels.device)
+    subsets = {f"source:{name}": labels.masked_fill(sources != index, -100) for index, name in enumerate(sourced.names)}
+    subsets["after_switch"] = labels.masked_fill(~(switched & (since < SWITCH_WINDOW)), -100)
+    return subsets, sources
+
+
+def _count_own_weight(tally: _Tally, weights: torch.Tensor, sources: torch.Tensor, labels: torch.Tensor,
+                      source_to_model: torch.Tensor) -> None:
+    """Tokens whose heaviest per-token weight is on the model named like the token's source."""
+    heaviest = weights[:, :, :-1].argmax(0)  # (B, T-1): position t predicts token t+1
+    target_source = sources[:, 1:]  # (B, T-1)
+    own = source_to_model[target_source.clamp(min=0)]  # (B, T-1), -1 where the source is no model
+    valid = (labels[:, 1:] != -100) & (target_source != NO_SOURCE) & (own >= 0)
+    tally.own_weight[0] += int(((heaviest == own) & valid).sum())
+    tally.own_weight[1] += int(valid.sum())
 
 
 def score(
     scorers: dict[str, Scorer],
-    blocks: dict[str, list[torch.Tensor]],
-    base: torch.nn.Module,
-    expert: torch.nn.Module,
+    sets: dict[str, EvalSet],
+    stacks: dict[str, torch.nn.Module],
     pad_id: int,
     batch_size: int,
     agreement_for: set[str] = frozenset(),
-    reference_names: tuple[str, str] = ("base", "expert"),
     progress: bool = True,
     desc: str = "eval",
 ) -> dict[str, dict[str, dict]]:
-    """{model: {domain: metrics}}; each domain's metrics carry 'seconds' (the model's compute) for throughput.
+    """{model: {set: metrics}}; each set's metrics carry 'seconds' (the model's compute) for throughput.
 
-    The base and expert run on a batch only when a scorer reads their logits or agreement is measured.
+    `stacks` are the base and every expert ("base" first); they run on a batch only when a scorer reads their
+    logits or agreement is measured.
     """
     agreement_for = set(agreement_for) & set(scorers)
     need_refs = bool(agreement_for) or any(scorer.uses_references for scorer in scorers.values())
-    tallies = {name: {domain: _Tally() for domain in blocks} for name in scorers}
-    total = sum(math.ceil(len(b) / batch_size) for b in blocks.values())
+    device = next(iter(stacks.values())).device
+    tallies = {name: {set_name: _Tally() for set_name in sets} for name in scorers}
+    total = sum(math.ceil(len(s.blocks) / batch_size) for s in sets.values())
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
-    for domain, domain_blocks in blocks.items():
-        for start in range(0, len(domain_blocks), batch_size):
-            chunk = domain_blocks[start : start + batch_size]
+    for set_name, eval_set in sets.items():
+        sourced = eval_set.sourced
+        source_to_model = None
+        if sourced is not None:
+            source_to_model = torch.tensor([list(stacks).index(n) if n in stacks else -1 for n in sourced.names],
+                                           device=device)
+        for start in range(0, len(eval_set.blocks), batch_size):
+            chunk = eval_set.blocks[start : start + batch_size]
             batch = collate(chunk, [0] * len(chunk), pad_id)
-            device = base.device
             ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
-            base_logits = expert_logits = None
-            base_s = expert_s = 0.0
+            logits_of, seconds_of = {}, {}
             if need_refs:
                 with torch.no_grad():
-                    base_logits, base_s = _timed(lambda: base(ids, attention_mask=mask).logits)  # (B, T, V)
-                    expert_logits, expert_s = _timed(lambda: expert(ids, attention_mask=mask).logits)  # (B, T, V)
-            refs = References(base_logits, expert_logits, base_s, expert_s, domain)
+                    for name, stack in stacks.items():
+                        logits_of[name], seconds_of[name] = _timed(lambda: stack(ids, attention_mask=mask).logits)
+            refs = References(logits_of, seconds_of, labels, eval_set.label)
+            subsets, sources = _subsets(sourced, start, labels) if sourced is not None else ({}, None)
             log_refs = None
             for name, scorer in scorers.items():
+                scorer.last_weights = None
                 logits, seconds = _timed(lambda: scorer.logits(ids, mask, refs))
-                tally = tallies[name][domain]
+                tally = tallies[name][set_name]
                 tally.seconds += seconds + scorer.extra_seconds(refs)
                 tally.score.update(logits, labels)
+                for key, subset in subsets.items():
+                    tally.subsets.setdefault(key, LMScore()).update(logits, subset)
+                if sources is not None and scorer.last_weights is not None:
+                    _count_own_weight(tally, scorer.last_weights, sources, labels, source_to_model)
                 if name in agreement_for:
                     if log_refs is None:
-                        lb, le = torch.log_softmax(base_logits.float(), -1), torch.log_softmax(expert_logits.float(), -1)
-                        log_refs = {reference_names[0]: lb, reference_names[1]: le, "mixture": average_log_probs(lb, le)}
+                        log_refs = {**dict(zip(refs.names, refs.log_probs())), "mixture": refs.mixture()}
                     for ref_name, ref in log_refs.items():
                         tally.agreement.setdefault(ref_name, DistributionAgreement()).update(logits, ref, labels)
             bar.update(1)
     bar.close()
-    results: dict[str, dict[str, dict]] = {}
-    for name, per_domain in tallies.items():
-        results[name] = {}
-        for domain, tally in per_domain.items():
-            metrics = tally.score.as_dict()
-            for ref_name, agreement in tally.agreement.items():
-                metrics[f"js_{ref_name}"] = agreement.js
-                metrics[f"cos_{ref_name}"] = agreement.cosine
-            metrics["seconds"] = tally.seconds
-            results[name][domain] = metrics
-    return results
+    return {name: {set_name: _metrics(tally) for set_name, tally in per_set.items()}
+            for name, per_set in tallies.items()}
+
+
+def _metrics(tally: _Tally) -> dict:
+    metrics = tally.score.as_dict()
+    for key, subset in tally.subsets.items():
+        metrics[f"ppl_{key}"] = subset.ppl if subset.tokens else float("nan")
+        metrics[f"tokens_{key}"] = subset.tokens
+    if tally.own_weight[1]:
+        metrics["own_weight_share"] = tally.own_weight[0] / tally.own_weight[1]
+    for ref_name, agreement in tally.agreement.items():
+        metrics[f"js_{ref_name}"] = agreement.js
+        metrics[f"cos_{ref_name}"] = agreement.cosine
+    metrics["seconds"] = tally.seconds
+    return metrics
 
 
 def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
@@ -156,6 +223,12 @@ def _peak_memory_mb(device: torch.device) -> dict[str, float]:
     return peaks
 
 
+def stack_models(model: SuperposedModel) -> dict[str, torch.nn.Module]:
+    """The superposed model's frozen stacks by name: "base" first, then each expert."""
+    experts = getattr(model, "expert_models", None) or {model.config.expert_name: model.expert}
+    return {"base": model.base, **experts}
+
+
 def evaluate(
     model: SuperposedModel,
     tokenizer,
@@ -171,17 +244,20 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Per domain and model: perplexity, accuracy, tokens, and agreement with the experts' distributions.
+    """Per set and model: perplexity, accuracy, tokens, and agreement with the models' distributions.
 
-    `other_runs` are further superposed models over the same base and expert (e.g. the 2d variant),
-    `extra_models` plain causal LMs (e.g. an exported hard merge), scored alongside. Weight merges are built
-    and scored one at a time; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
+    A set named like a model (`base`, an expert's name) is that model's labelled domain; any other name is an
+    unlabelled set. A JSONL file with `spans` (from `mix-data`) also gets perplexity per source language, on the
+    first tokens after each switch, and, for methods with per-token weights, the share of tokens whose heaviest
+    weight is on the source's own model. `other_runs` are further superposed models over the same stacks,
+    `extra_models` plain causal LMs (e.g. an exported hard merge). Weight merges are built and scored one at a
+    time; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
     """
     if not data:
         raise DataError("no evaluation data: pass --data NAME=FILE")
     model.eval()
-    expert_name = model.config.expert_name
-    names = ["base", expert_name]
+    stacks = stack_models(model)
+    names = list(stacks)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sweeps = parse_baselines(baselines)
     swept = {method for method, points in sweeps.items() if len(points) > 1}
@@ -189,15 +265,14 @@ def evaluate(
     if selecting and any(Path(select_data[k]).resolve() == Path(v).resolve()
                          for k, v in data.items() if k in select_data):
         raise DataError("selection data must differ from the data being reported")
-    blocks = load_domain_blocks(data, names, tokenizer, block_size, max_blocks)
-    select_blocks = load_domain_blocks(select_data, names, tokenizer, block_size, max_blocks) if selecting else None
-    context = BaselineContext(model.base, model.expert, expert_name, tokenizer, train_files or {}, seed)
-    score_args = dict(base=model.base, expert=model.expert, pad_id=pad_id, batch_size=batch_size, progress=progress)
-    references = ("base", expert_name)
+    sets = load_sets(data, names, tokenizer, block_size, max_blocks)
+    select_sets = load_sets(select_data, names, tokenizer, block_size, max_blocks) if selecting else None
+    context = BaselineContext(stacks, tokenizer, train_files or {}, seed)
+    score_args = dict(stacks=stacks, pad_id=pad_id, batch_size=batch_size, progress=progress)
 
     skipped = {}
 
-    def build(method: str, point: float | None, **options) -> Scorer | None:
+    def build(method: str, point, **options) -> Scorer | None:
         try:
             return build_scorer(method, point, context, **options)
         except DataError as err:
@@ -207,14 +282,13 @@ def evaluate(
             warnings.warn(f"baseline {label(method, point)} skipped: {err}", UserWarning, stacklevel=3)
             return None
 
-    # cheap scorers: one shared pass over the data, the experts' logits computed once per batch
-    cheap: dict[str, Scorer] = {
-        "superposed": SuperposedScorer(model), "base": ReferenceScorer("base"),
-        f"expert:{expert_name}": ReferenceScorer("expert"),
-    }
+    # cheap scorers: one shared pass over the data, every model's logits computed once per batch
+    reference_labels = {"base": "base", **{f"expert:{name}": name for name in names[1:]}}
+    cheap: dict[str, Scorer] = {"superposed": SuperposedScorer(model),
+                                **{key: ReferenceScorer(name) for key, name in reference_labels.items()}}
     order = list(cheap)  # the models' order in the result
     method_of: dict[str, str] = {}
-    merges: list[tuple[str, float]] = []
+    merges: list[tuple] = []
     for method, points in sweeps.items():
         for point in points:
             name = label(method, point)
@@ -233,13 +307,14 @@ def evaluate(
              **{name: MergedModelScorer(extra.eval()) for name, extra in (extra_models or {}).items()}}
     cheap.update(added)
     order += list(added)
-    reference_labels = {"base", f"expert:{expert_name}", "oracle"}
-    results = score(cheap, blocks, agreement_for=set(cheap) - reference_labels, reference_names=references,
-                    **score_args)
+    no_agreement = set(reference_labels) | {name for name, s in cheap.items() if s.reads_answer}
+    results = score(cheap, sets, agreement_for=set(cheap) - no_agreement, **score_args)
+    compute = {name: scorer.stacks(len(stacks)) for name, scorer in cheap.items()}
+    bounds = [name for name, scorer in cheap.items() if scorer.reads_answer]
     chosen: dict[str, dict[str, dict]] = {}
     select_cheap = {name: s for name, s in cheap.items() if method_of.get(name) in swept}
-    if select_blocks is not None and select_cheap:
-        chosen.update(score(select_cheap, select_blocks, desc="select sweeps", **score_args))
+    if select_sets is not None and select_cheap:
+        chosen.update(score(select_cheap, select_sets, desc="select sweeps", **score_args))
 
     # weight merges: one model at a time, written into one reusable copy of the base
     scratch = None
@@ -249,10 +324,10 @@ def evaluate(
         if scorer is None:
             continue
         scratch = scorer.model
-        results.update(score({name: scorer}, blocks, agreement_for={name}, reference_names=references,
-                             desc=name, **score_args))
-        if select_blocks is not None and method in swept:
-            chosen.update(score({name: scorer}, select_blocks, desc=f"select {name}", **score_args))
+        compute[name] = scorer.stacks(len(stacks))
+        results.update(score({name: scorer}, sets, agreement_for={name}, desc=name, **score_args))
+        if select_sets is not None and method in swept:
+            chosen.update(score({name: scorer}, select_sets, desc=f"select {name}", **score_args))
         del scorer
     del scratch
     gc.collect()  # hand the last merge's memory back before the caller goes on
@@ -261,7 +336,7 @@ def evaluate(
     sweeps = {m: [p for p in points if label(m, p) in results] for m, points in sweeps.items()}
     sweeps = {m: points for m, points in sweeps.items() if points}
     best, selection = {}, {}
-    if select_blocks is not None:
+    if select_sets is not None:
         for method, points in sweeps.items():
             if len(points) < 2:
                 continue
@@ -270,38 +345,72 @@ def evaluate(
             selection[method] = {k: math.exp(v) for k, v in candidates.items()}
 
     throughput = {}
-    for name, per_domain in results.items():
-        tokens = sum(m["tokens"] for m in per_domain.values())
-        seconds = sum(m.pop("seconds") for m in per_domain.values())
+    for name, per_set in results.items():
+        tokens = sum(m["tokens"] for m in per_set.values())
+        seconds = sum(m.pop("seconds") for m in per_set.values())
         throughput[name] = tokens / seconds if seconds > 0 else float("inf")
     return {
-        "domains": list(blocks),
+        "domains": list(sets),
+        "labels": {name: eval_set.label for name, eval_set in sets.items()},
+        "sources": {name: eval_set.sourced.names for name, eval_set in sets.items() if eval_set.sourced},
         "models": results,
         "best": best,
         "selection_geomean_ppl": selection,
         "throughput_tokens_per_s": throughput,
+        "stacks_per_token": {name: compute[name] for name in results},
+        "reads_answer": bounds,
         "skipped_baselines": skipped,
         **_peak_memory_mb(model.base.device),
-        "settings": {"data": data, "select_data": select_data or {}, "baselines": {m: p for m, p in sweeps.items()},
+        "settings": {"data": data, "select_data": select_data or {},
+                     "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
+                                   for m, points in sweeps.items()},
                      "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
                      "base": model.config.base_model, "experts": model.config.experts,
                      "superposed": model.config.settings},
     }
 
 
+BOUND_NOTE = "† reads the tokens it scores: a bound, not a usable model"
+
+
 def eval_table(result: dict) -> str:
     domains = result["domains"]
     best = set(result.get("best", {}).values())
-    headers = ["model", *[f"{d} ppl" for d in domains], *[f"{d} acc" for d in domains], "tok/s"]
+    bounds = set(result.get("reads_answer", []))
+    compute = result.get("stacks_per_token", {})
+    headers = ["model", *[f"{d} ppl" for d in domains], *[f"{d} acc" for d in domains], "stacks", "tok/s"]
     rows = []
     for name, per_domain in result["models"].items():
-        rows.append([name + (" ★" if name in best else ""),
+        rows.append([name + (" ★" if name in best else "") + (" †" if name in bounds else ""),
                      *[per_domain[d]["ppl"] for d in domains],
                      *[per_domain[d]["accuracy"] for d in domains],
+                     compute.get(name, float("nan")),
                      round(result["throughput_tokens_per_s"][name])])
-    note = "★ = best point of its sweep, chosen on the selection data" if best else None
-    table = format_table(headers, rows, title="evaluation (token-weighted perplexity, next-token accuracy)")
-    return table + (f"\n{note}" if note else "")
+    notes = ["★ = best point of its sweep, chosen on the selection data"] if best else []
+    if bounds:
+        notes.append(BOUND_NOTE)
+    unlabelled = [d for d in domains if result.get("labels", {}).get(d, d) is None]
+    title = "evaluation (token-weighted perplexity, next-token accuracy; stacks = model stacks run per token)"
+    if unlabelled:
+        title += f"; unlabelled sets: {', '.join(unlabelled)}"
+    table = format_table(headers, rows, title=title)
+    for set_name, sources in result.get("sources", {}).items():
+        table += "\n\n" + switch_table(result, set_name, sources)
+    return table + "".join(f"\n{note}" for note in notes)
+
+
+def switch_table(result: dict, set_name: str, sources: list[str]) -> str:
+    """Code-switched set: perplexity per source language, right after each switch, and own-weight share."""
+    bounds = set(result.get("reads_answer", []))
+    headers = ["model", *[f"{s} ppl" for s in sources], f"first {SWITCH_WINDOW} after switch ppl",
+               "heaviest weight on own model"]
+    rows = []
+    for name, per_set in result["models"].items():
+        metrics = per_set[set_name]
+        share = metrics.get("own_weight_share")
+        rows.append([name + (" †" if name in bounds else ""), *[metrics[f"ppl_source:{s}"] for s in sources],
+                     metrics["ppl_after_switch"], "" if share is None else f"{share:.3f}"])
+    return format_table(headers, rows, title=f"code-switched set {set_name!r}")
 
 
 def write_json(result: dict, path: str | Path) -> Path:

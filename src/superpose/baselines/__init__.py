@@ -1,26 +1,33 @@
 """One explicit registry of the alternatives the superposed model is compared with.
 
 Each entry is labelled `method:parameter` (e.g. `linear:0.5`). A scorer turns a batch into
-next-token logits; it may reuse the base's and expert's logits of the same batch (`References`),
-so that the two experts run once per batch whatever the number of baselines. Weight merges are
+next-token logits; it may reuse every model's logits of the same batch (`References`), so that
+the base and each expert run once per batch whatever the number of baselines. Weight merges are
 the exception: each holds a model as large as the base, so evaluation builds and scores them one
 at a time (`holds_model`).
 """
 from __future__ import annotations
 
+from .bayes import BayesScorer
 from .common import BaselineContext, References, Scorer
 from .ensemble import EnsembleScorer
-from .oracle import OracleScorer
-from .router import RouterScorer
+from .fixed_share import FixedShareScorer
+from .oracle import OracleScorer, OracleTokenScorer
+from .router import RouterLookaheadScorer, RouterScorer
 from .weight_merge import WEIGHT_MERGES, MergedModelScorer
 
-# method -> (builder(context, parameter) -> Scorer, takes a parameter, default sweep)
+# method -> (builder(context, (method, parameter)) -> Scorer, takes a parameter, default sweep)
 REGISTRY: dict[str, tuple] = {
     **{name: (MergedModelScorer.build, True, sweep) for name, sweep in WEIGHT_MERGES.items()},
     "ensemble": (EnsembleScorer.build, True, (0.5,)),
+    "bayes": (BayesScorer.build, False, ()),
+    "fixed_share": (FixedShareScorer.build, True, (0.005, 0.02, 0.1)),
     "router": (RouterScorer.build, False, ()),
+    "router_lookahead": (RouterLookaheadScorer.build, False, ()),
     "oracle": (OracleScorer.build, False, ()),
+    "oracle_token": (OracleTokenScorer.build, False, ()),
 }
+SCALED = {"ties", "dare"}  # methods whose points may carry a scale: density@λ
 
 DEFAULT_BASELINES = [
     "linear:0.1,0.3,0.5,0.7,0.9",
@@ -29,14 +36,36 @@ DEFAULT_BASELINES = [
     "dare:0.5",
     "slerp:0.5",
     "ensemble:0.5",
+    "bayes",
+    "fixed_share:0.005,0.02,0.1",
     "router",
+    "router_lookahead",
     "oracle",
+    "oracle_token",
 ]
 
+Point = float | tuple[float, float] | None
 
-def parse_baselines(values: list[str] | None) -> dict[str, list[float | None]]:
-    """`method` or `method:p1,p2,...` (a sweep) -> {method: [parameters]}; None = the default set, [] = none."""
-    sweeps: dict[str, list[float | None]] = {}
+
+def _parse_point(method: str, text: str, value: str) -> float | tuple[float, float]:
+    number, at, scale = text.partition("@")
+    try:
+        if at:
+            if method not in SCALED:
+                raise ValueError
+            return (float(number), float(scale))
+        return float(number)
+    except ValueError:
+        scaled = " (or density@λ)" if method in SCALED else ""
+        raise ValueError(f"baseline parameters of {method} must be numbers{scaled}, got {value!r}") from None
+
+
+def parse_baselines(values: list[str] | None) -> dict[str, list[Point]]:
+    """`method` or `method:p1,p2,...` (a sweep) -> {method: [points]}; None = the default set, [] = none.
+
+    TIES and DARE points may be `density@λ` (λ scales the merged task vector; plain `density` means λ = 1).
+    """
+    sweeps: dict[str, list[Point]] = {}
     for value in DEFAULT_BASELINES if values is None else values:
         method, _, params = value.partition(":")
         method = method.strip()
@@ -48,17 +77,19 @@ def parse_baselines(values: list[str] | None) -> dict[str, list[float | None]]:
                 raise ValueError(f"baseline {method!r} takes no parameter, got {value!r}")
             sweeps[method] = [None]
             continue
-        try:
-            points = [float(p) for p in params.split(",") if p.strip()] if params else list(default)
-        except ValueError as err:
-            raise ValueError(f"baseline parameters must be numbers, got {value!r}") from err
+        points = [_parse_point(method, p.strip(), value) for p in params.split(",") if p.strip()] if params \
+            else list(default)
         sweeps.setdefault(method, [])
         sweeps[method].extend(p for p in points if p not in sweeps[method])
     return sweeps
 
 
-def label(method: str, parameter: float | None) -> str:
-    return method if parameter is None else f"{method}:{parameter:g}"
+def label(method: str, parameter: Point) -> str:
+    if parameter is None:
+        return method
+    if isinstance(parameter, tuple):
+        return f"{method}:{parameter[0]:g}@{parameter[1]:g}"
+    return f"{method}:{parameter:g}"
 
 
 def holds_model(method: str) -> bool:
@@ -66,11 +97,11 @@ def holds_model(method: str) -> bool:
     return method in WEIGHT_MERGES
 
 
-def build_scorer(method: str, parameter: float | None, context: BaselineContext, **options) -> Scorer:
+def build_scorer(method: str, parameter: Point, context: BaselineContext, **options) -> Scorer:
     """`options` go to the builder (e.g. `into=` a model that a weight merge may overwrite)."""
     builder, _, _ = REGISTRY[method]
     return builder(context, (method, parameter), **options)
 
 
 __all__ = ["REGISTRY", "DEFAULT_BASELINES", "WEIGHT_MERGES", "parse_baselines", "label", "holds_model",
-           "build_scorer", "BaselineContext", "References", "Scorer", "MergedModelScorer"]
+           "build_scorer", "BaselineContext", "References", "Scorer", "MergedModelScorer", "Point"]

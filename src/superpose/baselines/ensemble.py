@@ -1,4 +1,4 @@
-"""Output-probability ensemble: p = (1 - w) p_base + w p_expert (both experts run: superposition's compute)."""
+"""Output-probability ensemble: p = (1 - w) p_base + w · mean_e p_e (every stack runs: superposition's compute)."""
 from __future__ import annotations
 
 import math
@@ -19,10 +19,15 @@ class EnsembleScorer(Scorer):
         return cls(method_and_parameter[1])
 
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
-        # log((1-w) p_b + w p_e), computed in log space; log(0) = -inf drops a term exactly
-        log_b = torch.log_softmax(refs.base_logits.float(), -1) + math.log(max(1 - self.weight, 1e-300))
-        log_e = torch.log_softmax(refs.expert_logits.float(), -1) + math.log(max(self.weight, 1e-300))
-        return torch.logaddexp(log_b, log_e)
+        # log((1-w) p_b + w/N Σ p_e) in log space; log(0) = -inf drops a term exactly
+        log_probs = refs.log_probs()  # (M, B, T, V), base first
+        experts = len(refs.logits) - 1
+        weights = [1 - self.weight] + [self.weight / experts] * experts
+        logw = torch.tensor([math.log(max(w, 1e-300)) for w in weights], device=log_probs.device)
+        return torch.logsumexp(log_probs + logw.view(-1, 1, 1, 1), dim=0)
 
     def extra_seconds(self, refs: References) -> float:
-        return refs.base_seconds + refs.expert_seconds
+        return refs.all_seconds()
+
+    def stacks(self, models: int) -> float:
+        return float(models)

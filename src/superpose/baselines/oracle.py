@@ -1,16 +1,55 @@
-"""Each domain scored by its own expert: the lower bound any switching method can hope for."""
+"""Bounds that read the answer: no real method can match them, they show how far switching could go.
+
+* `oracle`: one model per sequence. On a labelled set, the set's own model; on an unlabelled set, the model
+  with the lowest loss on that sequence in hindsight.
+* `oracle_token`: per token, the model that gave the observed token the highest probability (its whole
+  distribution is used at that position), a lower bound below every per-sequence choice.
+"""
 from __future__ import annotations
 
-from .common import BaselineContext, References, Scorer
+import torch
+
+from .common import BaselineContext, References, Scorer, pick_per_token
 
 
 class OracleScorer(Scorer):
+    reads_answer = True
+
     @classmethod
     def build(cls, context: BaselineContext, method_and_parameter) -> "OracleScorer":
         return cls()
 
-    def logits(self, input_ids, attention_mask, refs: References):
-        return refs.base_logits if refs.domain == "base" else refs.expert_logits
+    def _choice(self, refs: References) -> torch.Tensor:
+        """(B,) model index per sequence."""
+        batch = refs.labels.shape[0]
+        if refs.domain is not None:
+            return torch.full((batch,), refs.names.index(refs.domain), device=refs.labels.device)
+        return refs.evidence().sum(-1).argmax(0)  # (B,): highest log-likelihood of the whole sequence
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        self._last = self._choice(refs)
+        choice = self._last[:, None].expand(-1, refs.labels.shape[1])
+        logits, self.last_weights = pick_per_token(refs, choice)
+        return logits
 
     def extra_seconds(self, refs: References) -> float:
-        return refs.base_seconds if refs.domain == "base" else refs.expert_seconds
+        chosen = [refs.names[i] for i in self._last.tolist()]
+        return sum(refs.seconds[name] for name in chosen) / max(len(chosen), 1)
+
+
+class OracleTokenScorer(Scorer):
+    reads_answer = True
+
+    @classmethod
+    def build(cls, context: BaselineContext, method_and_parameter) -> "OracleTokenScorer":
+        return cls()
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        logits, self.last_weights = pick_per_token(refs, refs.evidence().argmax(0))
+        return logits
+
+    def extra_seconds(self, refs: References) -> float:
+        return refs.all_seconds()
+
+    def stacks(self, models: int) -> float:
+        return float(models)

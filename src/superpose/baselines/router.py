@@ -1,7 +1,10 @@
-"""Per-sequence router: a bag-of-tokens logistic regression picks one expert, which alone scores the sequence.
+"""Routers: a bag-of-tokens logistic regression, trained on the run's training files, picks one model.
 
-It reads the whole sequence before choosing, so it is an optimistic router (like the oracle,
-it is not causal); it is trained on the run's training files only.
+* `router` is causal: at position t it picks the model its classifier prefers for the prefix x_≤t, and that
+  model's prediction scores token t+1. Switching stacks inside a sequence needs the new stack's cache of the
+  prefix, so it is charged every stack's compute.
+* `router_lookahead` reads the whole sequence before choosing one model for all of it: like an oracle, it
+  sees the tokens it scores, so it is an optimistic bound, not a usable model.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from ..data import DataError, load_texts, tokenize_blocks
-from .common import BaselineContext, References, Scorer
+from .common import BaselineContext, References, Scorer, pick_per_token
 
 
 def _bags(blocks: list[torch.Tensor], vocab_size: int) -> sparse.csr_matrix:
@@ -24,39 +27,78 @@ def _bags(blocks: list[torch.Tensor], vocab_size: int) -> sparse.csr_matrix:
     return sparse.diags(1.0 / lengths) @ counts  # token frequencies: length does not matter
 
 
-class RouterScorer(Scorer):
-    def __init__(self, classifier: LogisticRegression, vocab_size: int, expert_index: int):
-        self.classifier, self.vocab_size, self.expert_index = classifier, vocab_size, expert_index
-        self._last_choice: np.ndarray | None = None
+def train_classifier(context: BaselineContext) -> tuple[LogisticRegression, int]:
+    """A classifier over the models (class i = i-th model of the context) from each model's training file."""
+    names = list(context.models)
+    missing = [name for name in names if name not in context.train_files]
+    if missing:
+        raise DataError(f"the routers need a training file for every model ({', '.join(names)}); the run has none "
+                        f"for {', '.join(missing)}")
+    vocab = context.base.get_output_embeddings().weight.shape[0]
+    blocks, labels = [], []
+    for index, name in enumerate(names):
+        domain_blocks = tokenize_blocks(load_texts(context.train_files[name]), context.tokenizer, 64, max_blocks=2000)
+        blocks += domain_blocks
+        labels += [index] * len(domain_blocks)
+    classifier = LogisticRegression(max_iter=1000, C=10.0)
+    classifier.fit(_bags(blocks, vocab), np.array(labels))
+    return classifier, vocab
+
+
+class RouterLookaheadScorer(Scorer):
+    reads_answer = True
+
+    def __init__(self, classifier: LogisticRegression, vocab_size: int):
+        self.classifier, self.vocab_size = classifier, vocab_size
+        self._share: np.ndarray | None = None
         self._seconds = 0.0
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "RouterScorer":
-        names = ["base", context.expert_name]
-        files = {k: v for k, v in context.train_files.items() if k in names}
-        if set(files) != set(names):
-            raise DataError(f"the router needs training files for both domains ({', '.join(names)}); the run has "
-                            f"{', '.join(sorted(files)) or 'none'}")
-        vocab = context.base.get_output_embeddings().weight.shape[0]
-        blocks, labels = [], []
-        for index, name in enumerate(names):
-            domain_blocks = tokenize_blocks(load_texts(files[name]), context.tokenizer, 64, max_blocks=2000)
-            blocks += domain_blocks
-            labels += [index] * len(domain_blocks)
-        classifier = LogisticRegression(max_iter=1000, C=10.0)
-        classifier.fit(_bags(blocks, vocab), np.array(labels))
-        return cls(classifier, vocab, 1)
+    def build(cls, context: BaselineContext, method_and_parameter):
+        return cls(*train_classifier(context))
 
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
         start = time.perf_counter()
         blocks = [row[mask.bool()] for row, mask in zip(input_ids.cpu(), attention_mask.cpu())]
-        choice = self.classifier.predict(_bags(blocks, self.vocab_size))  # (B,) 0 = base, 1 = expert
-        self._last_choice = choice
+        choice = torch.as_tensor(self.classifier.predict(_bags(blocks, self.vocab_size)), device=input_ids.device)
+        self._share = np.bincount(choice.cpu().numpy(), minlength=len(refs.logits)) / len(blocks)
         self._seconds = time.perf_counter() - start
-        pick_expert = torch.as_tensor(choice == self.expert_index, device=refs.base_logits.device).view(-1, 1, 1)
-        return torch.where(pick_expert, refs.expert_logits, refs.base_logits)
+        logits, self.last_weights = pick_per_token(refs, choice[:, None].expand_as(input_ids))
+        return logits
 
     def extra_seconds(self, refs: References) -> float:
-        # only the chosen expert runs for each sequence
-        share = float(np.mean(self._last_choice == self.expert_index)) if self._last_choice is not None else 0.5
-        return self._seconds + (1 - share) * refs.base_seconds + share * refs.expert_seconds
+        # only the chosen model runs for each sequence
+        return self._seconds + sum(share * refs.seconds[name] for share, name in zip(self._share, refs.names))
+
+
+class RouterScorer(RouterLookaheadScorer):
+    reads_answer = False
+
+    def prefix_choice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) the classifier's choice for each prefix x_≤t, from running sums of per-token coefficients.
+
+        A logistic regression on token frequencies scores a prefix as intercept + Σ_{i≤t} coef[x_i] / (t+1).
+        """
+        coef = torch.as_tensor(self.classifier.coef_, dtype=torch.float64, device=input_ids.device)  # (C', V)
+        intercept = torch.as_tensor(self.classifier.intercept_, dtype=torch.float64, device=input_ids.device)
+        mask = attention_mask.to(torch.float64)  # (B, T)
+        per_token = coef[:, input_ids] * mask  # (C', B, T)
+        counts = mask.cumsum(-1).clamp(min=1)  # (B, T)
+        scores = per_token.cumsum(-1) / counts + intercept[:, None, None]  # (C', B, T)
+        if scores.shape[0] == 1:  # binary: one decision function for class 1 against class 0
+            scores = torch.cat([torch.zeros_like(scores), scores])
+        classes = torch.as_tensor(self.classifier.classes_, device=input_ids.device)
+        return classes[scores.argmax(0)]
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        start = time.perf_counter()
+        choice = self.prefix_choice(input_ids, attention_mask)
+        self._seconds = time.perf_counter() - start
+        logits, self.last_weights = pick_per_token(refs, choice)
+        return logits
+
+    def extra_seconds(self, refs: References) -> float:
+        return self._seconds + refs.all_seconds()  # switching stacks mid-sequence needs every stack's cache
+
+    def stacks(self, models: int) -> float:
+        return float(models)
