@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from superpose.code_switch import write_mixed
 from superpose.data import load_texts
 from superpose.demo import demo_settings
 from superpose.evaluation import eval_table, evaluate, write_json
@@ -53,8 +54,12 @@ VARIANTS = [
 LEARNING_RATES = dict(lr_alpha=2e-3, lr_ae=1e-3)  # the paper's rates are for 10 epochs; we have a few hundred steps
 
 
+MIXED_LINES = 400  # code-switched lines per half (each 2-6 sentences)
+
+
 def split_halves(corpus: Path, out: Path) -> dict[str, dict[str, str]]:
-    """valid.txt -> select (first half of the lines) and report (second half)."""
+    """valid.txt -> select (first half of the lines) and report (second half), plus a code-switched set built
+    with `superpose mix-data` from each half (never from training files)."""
     files: dict[str, dict[str, str]] = {"train": {}, "select": {}, "report": {}}
     out.mkdir(parents=True, exist_ok=True)
     for lang, domain in (("en", "base"), ("fr", "fr")):
@@ -65,7 +70,29 @@ def split_halves(corpus: Path, out: Path) -> dict[str, dict[str, str]]:
             path.write_text("\n".join(chunk) + "\n", encoding="utf-8")
             files[split][domain] = str(path)
         files["train"][domain] = str(corpus / lang / "train.txt")
+    for split in ("select", "report"):
+        path = out / f"mixed_{split}.jsonl"
+        # the same code path as `superpose mix-data --data base=en_{split}.txt --data fr=fr_{split}.txt
+        #   --out mixed_{split}.jsonl --seed 0 --max-lines 400`
+        write_mixed(dict(files[split]), path, seed=0, segment="sentence", max_lines=MIXED_LINES)
+        files[split]["switch"] = str(path)
     return files
+
+
+def _clear_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux), so the evaluation's own peak can be read afterwards."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> int:
@@ -110,13 +137,15 @@ def main() -> int:
         if run_dir.exists():
             import shutil
             shutil.rmtree(run_dir)
-        result = train(model, tokenizer, files["train"], files["select"], run_dir, train_settings)
+        languages = {k: v for k, v in files["select"].items() if k != "switch"}  # training validates per language
+        result = train(model, tokenizer, files["train"], languages, run_dir, train_settings)
         histories[label] = result.history
         runs[label] = model.eval()
         timings[f"train {label}"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     main_label = VARIANTS[0][0]
+    cleared = _clear_peak_rss()
     hard_dir = export_hard_merge(runs[main_label], out / "hard_merge", tokenizer)
     result = evaluate(
         runs[main_label], tokenizer, files["report"], baselines=None, select_data=files["select"],
@@ -128,6 +157,11 @@ def main() -> int:
     result["throughput_tokens_per_s"] = {(main_label if k == "superposed" else k): v
                                         for k, v in result["throughput_tokens_per_s"].items()}
     timings["evaluate"] = time.perf_counter() - tick
+    if cleared:
+        result["eval_peak_rss_mb"] = _peak_rss_mb()
+    result["model_mb"] = sum(p.numel() * p.element_size() for p in base.parameters()) / 2**20
+    result["stacks_per_token"] = {(main_label if k == "superposed" else k): v
+                                  for k, v in result["stacks_per_token"].items()}
     timings["total"] = time.perf_counter() - started
     result["timings_s"] = timings
     result["training_history"] = histories
@@ -153,29 +187,29 @@ def _hardware() -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads")
 
 
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
 def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
     recipe = json.loads((experts_dir / "recipe.json").read_text())
-    domains = result["domains"]
     throughput = result["throughput_tokens_per_s"]
     base_tps = throughput["base"]
     best = set(result["best"].values())
+    bounds = set(result.get("reads_answer", []))
+    compute = result.get("stacks_per_token", {})
     rows = []
-    for name, per_domain in result["models"].items():
+    for name, sets in result["models"].items():
+        en, fr, mixed = sets["base"], sets["fr"], sets["switch"]
         rows.append("| " + " | ".join([
-            name + (" ★" if name in best else ""),
-            *[f"{per_domain[d]['ppl']:.2f}" for d in domains],
-            *[f"{per_domain[d]['accuracy']:.3f}" for d in domains],
-            f"{math.exp(sum(math.log(per_domain[d]['ppl']) for d in domains) / len(domains)):.2f}",
-            *[f"{per_domain[d].get('js_mixture', float('nan')):.3f}" for d in domains],
-            f"{throughput[name]:.0f}", f"{throughput[name] / base_tps:.2f}",
+            name + (" ★" if name in best else "") + (" †" if name in bounds else ""),
+            _fmt(en["ppl"]), _fmt(fr["ppl"]), _fmt(math.sqrt(en["ppl"] * fr["ppl"])),
+            _fmt(mixed["ppl"]), _fmt(mixed.get("ppl_source:base")), _fmt(mixed.get("ppl_source:fr")),
+            _fmt(mixed.get("ppl_after_switch")), _fmt(mixed.get("own_weight_share"), 3),
+            _fmt(compute.get(name), 0), f"{throughput[name]:.0f}", f"{throughput[name] / base_tps:.2f}",
         ]) + " |")
-    header = ("| model | " + " | ".join(f"{'English' if d == 'base' else 'French'} PPL" for d in domains) + " | "
-              + " | ".join(f"{'English' if d == 'base' else 'French'} acc" for d in domains)
-              + " | geo-mean PPL | " + " | ".join(f"JSD to mixture ({d})" for d in domains)
-              + " | eval tokens/s | × base |")
-    sep = "|" + "---|" * (header.count("|") - 1)
     timings = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in result["timings_s"].items())
-    selection = "\n".join(f"* `{m}`: chose `{p}` (geometric-mean PPL on the selection half: "
+    selection = "\n".join(f"* `{m}`: chose `{p}` (geometric-mean PPL over the selection sets: "
                           + ", ".join(f"{k} {v:.1f}" for k, v in result["selection_geomean_ppl"][m].items()) + ")"
                           for m, p in result["best"].items())
     train_lines = []
@@ -184,11 +218,13 @@ def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
         graph_ppl = math.exp(last["valid_lm"]) if "valid_lm" in last else float("nan")
         train_lines.append(f"| {label} | {last['step']} | {last['train_loss']:.3f} | {graph_ppl:.1f} | "
                            f"{last.get('valid_ppl_base', float('nan')):.1f} | {last.get('valid_ppl_fr', float('nan')):.1f} |")
+    tokens = result["models"]["base"]
     text = BENCHMARK_TEMPLATE.format(
         hardware=_hardware(), recipe=json.dumps(recipe["recipe"]), params=recipe["n_params"],
-        expert_train=json.dumps(recipe["train"]), header=header, sep=sep, rows="\n".join(rows),
-        tokens=", ".join(f"{d}: {result['models']['base'][d]['tokens']}" for d in domains),
-        selection=selection, timings=timings, train_rows="\n".join(train_lines),
+        expert_train=json.dumps(recipe["train"]), rows="\n".join(rows),
+        tokens=", ".join(f"{d}: {tokens[d]['tokens']}" for d in result["domains"]),
+        mixed_lines=MIXED_LINES, selection=selection, timings=timings, train_rows="\n".join(train_lines),
+        eval_rss=_fmt(result.get("eval_peak_rss_mb"), 0), model_mb=_fmt(result.get("model_mb"), 1),
     )
     # The hand-written reading of the numbers (and the speed table) below the marker survive a rerun.
     if path.is_file() and MARKER in path.read_text(encoding="utf-8"):
@@ -203,35 +239,50 @@ BENCHMARK_TEMPLATE = """# Benchmarks
 ## Real text: English base, French fine-tune (ELTeC novels)
 
 Produced by `python benchmarks/real_text.py --corpus ../shared/corpus` (also `make benchmark`), which
-rewrites this file. Hardware: {hardware}.
+rewrites this file down to the hand-written part. Hardware: {hardware}.
 
 * **Data**: `../shared/corpus` (public-domain English and French novels, one paragraph per line).
   Experts train on `en/train.txt` and `fr/train.txt`. Each `valid.txt` is split by lines: the first
   half chooses each sweep's best point (★) and validates training, the second half is what the table reports.
+  The code-switched set (`switch`) holds {mixed_lines} lines built from the report halves with
+  `superpose mix-data --data base=en_report.txt --data fr=fr_report.txt --out mixed_report.jsonl --seed 0
+  --max-lines {mixed_lines}` (sentences alternating between English and French inside each line, 2-6 per line);
+  the selection half gets its own mixed set the same way.
 * **Experts** (built by `superpose.experts.build_experts`): byte-level BPE on both languages, a GPT-2-shaped base
   ({params} parameters) trained on English, then fine-tuned on French. Recipe: `{recipe}`;
   training: `{expert_train}`.
-* **Superposed models**: trained with `superpose.training.train` on both training files for a few hundred steps
-  (batch 16, block 128, lr_alpha 2e-3, lr_ae 1e-3; other settings the paper's, except the `-demo` run, which uses
-  the demo's blend: one autoencoder after the last layer and the expert's final norm + head, see `superpose/demo.py`). The equivalent CLI is
+* **Superposed models**: trained with `superpose.training.train` on both training files, 400 steps of batch 16 ×
+  block 128 each (the same budget for every trained row), lr_alpha 2e-3, lr_ae 1e-3; other settings the paper's,
+  except the `-demo` run, which uses the demo's blend: one autoencoder after the last layer and the expert's final
+  norm + head, see `superpose/demo.py`. The equivalent CLI is
   `superpose train --base out/experts/base --expert fr=out/experts/fr --train base=../shared/corpus/en/train.txt
   --train fr=../shared/corpus/fr/train.txt --valid base=en_select.txt --valid fr=fr_select.txt --max-steps 400
   --batch-size 16 --block-size 128 --lr-alpha 2e-3 --lr-ae 1e-3 [--variant 2d] [--conv-padding symmetric --training-graph parallel]`,
-  and the table is `superpose eval RUN --data base=en_report.txt --data fr=fr_report.txt --select base=en_select.txt --select fr=fr_select.txt`.
-* **Metrics**: token-weighted perplexity and next-token accuracy over every token of the report half
-  (tokens scored: {tokens}); JSD (nats, per token) to the experts' averaged distribution; evaluation throughput in
-  tokens/s on this CPU, next to the base model's (ensemble, router and oracle are charged the expert runs they use).
+  and the table is `superpose eval RUN --data base=en_report.txt --data fr=fr_report.txt --data switch=mixed_report.jsonl
+  --select base=en_select.txt --select fr=fr_select.txt --select switch=mixed_select.jsonl`.
+* **Metrics**: token-weighted perplexity over every token of the report half (tokens scored: {tokens}). On the
+  code-switched set: the whole set, English and French tokens inside mixed lines, and the first 8 tokens after
+  each switch; "own weight" is the share of tokens whose heaviest per-token weight is on the sentence's own
+  language's model (only methods with per-token weights have one). `stacks` is the number of model stacks run
+  per token (the compute); evaluation throughput is tokens/s on this CPU next to the base model's.
+* **Bounds (†)** read the tokens they score and are no usable model: `oracle` (per sequence: the labelled
+  language's expert; on the unlabelled code-switched set, the best single model per block in hindsight),
+  `oracle_token` (per token, the model that gave the observed token the highest probability) and
+  `router_lookahead` (a classifier that reads the whole block before choosing). The causal `router` decides from
+  each prefix; switching stacks mid-sequence needs every stack's cache, so it is charged every stack.
+* **Memory**: peak resident memory of the evaluation alone (weight merges built, scored and freed one at a
+  time): {eval_rss} MB; one model's weights are {model_mb} MB.
 
-{header}
-{sep}
+| model | English PPL | French PPL | geo-mean | code-switched PPL | English in mixed | French in mixed | first 8 after switch | own weight | stacks | eval tok/s | × base |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
-Sweep selection (on the selection half, never on the reported half):
+Sweep selection (on the selection sets, never on the reported ones):
 {selection}
 
-Training, last step (the `graph PPL` column is the perplexity of the graph each run was trained in, on the
-selection half, both languages together; the reproduction's parallel graph with symmetric convolutions reads the
-next token, so its training-graph number is not an honest perplexity):
+Training, last step (the `graph PPL` column is the token-weighted perplexity of the graph each run was trained
+in, on the selection half, both languages together; the reproduction's parallel graph with symmetric
+convolutions reads the next token, so its training-graph number is not an honest perplexity):
 
 | run | steps | train loss | graph PPL | served English PPL | served French PPL |
 |---|---|---|---|---|---|

@@ -13,9 +13,9 @@ import torch
 
 from .bundled_corpus import generate_documents, write_corpus
 from .checkpoint import find_checkpoint
-from .evaluation import eval_table, evaluate, write_json
+from .evaluation import BOUND_NOTE, eval_table, evaluate, write_json
 from .experts import ExpertRecipe, build_experts
-from .loading import load_causal_lm, load_tokenizer
+from .loading import load_causal_lm, load_tokenizer, resolve_device
 from .modeling import SuperposedModel
 from .settings import ModelSettings, TrainSettings
 from .tables import format_table
@@ -43,7 +43,7 @@ def _samples(models: dict[str, torch.nn.Module], tokenizer, max_new_tokens: int,
             texts = []
             for prompt in prompts:
                 torch.manual_seed(seed)
-                inputs = tokenizer(prompt, return_tensors="pt")
+                inputs = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
                 with torch.no_grad():
                     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, top_k=40,
                                          temperature=0.8, pad_token_id=tokenizer.pad_token_id)
@@ -74,9 +74,13 @@ def run_demo(
     progress: bool = True,
     analysis_samples: int = 16,
     generations: int = 4,
+    device: str | None = "cpu",
 ) -> dict:
-    """Train, evaluate, sample and report; every output goes under `out_dir`."""
+    """Train, evaluate, sample and report; every output goes under `out_dir`.
+
+    `device` None picks cuda when available, else cpu (the command line's default)."""
     started = time.perf_counter()
+    device = resolve_device(device)
     out_dir = Path(out_dir)
     if rebuild:
         build_demo_experts(progress=progress)
@@ -85,14 +89,15 @@ def run_demo(
     corpus = {f"{lang}/{split}": str(path) for (lang, split), path in write_corpus(out_dir / "corpus").items()}
     files = {split: {"base": corpus[f"en/{split}"], "fr": corpus[f"fr/{split}"]} for split in ("train", "valid", "test")}
     base_path, expert_path = str(DEMO_EXPERTS / "base"), str(DEMO_EXPERTS / "fr")
-    base, expert = load_causal_lm(base_path), load_causal_lm(expert_path)
+    placement = None if device.type == "cpu" else device
+    base, expert = load_causal_lm(base_path, device_map=placement), load_causal_lm(expert_path, device_map=placement)
     tokenizer = load_tokenizer(base_path)
     torch.manual_seed(seed)
     settings = demo_settings(variant, base.config.num_hidden_layers)
     model = SuperposedModel.from_models(base, expert, settings, base_path, "fr", expert_path)
     run_dir = out_dir / "run"
     train_settings = TrainSettings(epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
-                                   lr_ae=1e-3, seed=seed, max_valid_blocks=16)
+                                   lr_ae=1e-3, seed=seed, max_valid_blocks=16, device=str(device))
     if find_checkpoint(run_dir) is not None:
         import shutil
         shutil.rmtree(run_dir)  # a demo always starts from scratch, so reruns give identical numbers
@@ -108,7 +113,7 @@ def run_demo(
     report = None
     if analysis:
         report = _analysis_and_report(run_dir, files["test"], eval_path, out_dir, seed, progress,
-                                      analysis_samples, generations)
+                                      analysis_samples, generations, device)
     seconds = time.perf_counter() - started
     summary = summary_table(result)
     print(eval_table(result))
@@ -121,12 +126,12 @@ def run_demo(
     return {"result": result, "samples": samples, "seconds": seconds, "report": report, "summary": summary}
 
 
-def _analysis_and_report(run_dir, test_files, eval_path, out_dir, seed, progress, samples, generations):
+def _analysis_and_report(run_dir, test_files, eval_path, out_dir, seed, progress, samples, generations, device):
     from .analysis.reporting import build_report
     from .analysis.run import analyze
 
     analyze(run_dir, test_files, out_dir / "analysis", samples=samples, block_size=64, method="tsne",
-            generations=generations, max_new_tokens=24, seed=seed, progress=progress)
+            generations=generations, max_new_tokens=24, seed=seed, progress=progress, device=device)
     return build_report(run_dir, out_dir / "report", str(eval_path), str(out_dir / "analysis"),
                         title="superpose demo: English base + French fine-tune")
 
@@ -135,10 +140,15 @@ def summary_table(result: dict) -> str:
     """Models × languages: the superposed model next to both experts and the strongest simple alternatives."""
     models = result["models"]
     best = result.get("best", {})
-    keep = ["base", "expert:fr", "superposed", best.get("linear", "linear:0.5"), "ensemble:0.5", "router", "oracle"]
+    bounds = set(result.get("reads_answer", []))
+    compute = result.get("stacks_per_token", {})
+    keep = ["base", "expert:fr", "superposed", best.get("linear", "linear:0.5"), "ensemble:0.5", "bayes",
+            best.get("fixed_share", "fixed_share:0.02"), "router", "oracle", "oracle_token"]
     rows = []
     for name in dict.fromkeys(k for k in keep if k in models):
         per = models[name]
-        rows.append([name, per["base"]["ppl"], per["fr"]["ppl"], per["base"]["accuracy"], per["fr"]["accuracy"]])
-    return format_table(["model", "English PPL", "French PPL", "English acc", "French acc"], rows,
-                        title="demo summary (test split of the bundled corpus)")
+        rows.append([name + (" †" if name in bounds else ""), per["base"]["ppl"], per["fr"]["ppl"],
+                     per["base"]["accuracy"], per["fr"]["accuracy"], compute.get(name, float("nan"))])
+    table = format_table(["model", "English PPL", "French PPL", "English acc", "French acc", "stacks"], rows,
+                         title="demo summary (test split of the bundled corpus)")
+    return table + (f"\n{BOUND_NOTE}" if bounds & set(keep) else "")
