@@ -176,6 +176,11 @@ def test_main_cli_analyze(run, capsys):
                  "--block-size", "16", "--generations", "1", "--max-new-tokens", "4",
                  "--data", f"base={run['data']['base']}", "--data", f"fr={run['data']['fr']}"]) == 0
     assert (out / ANALYSIS_JSON).is_file()
+    half = run["tmp"] / "main-cli-bf16"  # frozen stacks loaded in bfloat16
+    assert main(["analyze", str(run["dir"]), "--out", str(half), "--method", "pca", "--samples", "2",
+                 "--block-size", "16", "--generations", "1", "--max-new-tokens", "4", "--dtype", "bfloat16",
+                 "--data", f"base={run['data']['base']}", "--data", f"fr={run['data']['fr']}"]) == 0
+    assert (half / ANALYSIS_JSON).is_file()
     assert main(["analyze", str(run["dir"]), "--out", str(out), "--data", f"base={run['data']['base']}",
                  "--data", f"xx={run['data']['fr']}"]) == 2
     assert "unknown domain" in capsys.readouterr().err
