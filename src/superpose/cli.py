@@ -30,6 +30,13 @@ def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
                         help="dtype the frozen stacks are loaded in (default float32); trainable parts stay float32")
 
 
+def add_device_flags(parser: argparse.ArgumentParser, device_map: bool = True) -> None:
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    if device_map:
+        parser.add_argument("--device-map", help="spread the frozen stacks over the available devices: auto, "
+                                                 "balanced, balanced_low_0 or sequential (Hugging Face / accelerate)")
+
+
 def _settings_from(args: argparse.Namespace):
     values = load_yaml(args.config) if args.config else {}
     for key in MODEL_KEYS | TRAIN_KEYS:
@@ -43,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from .data import parse_named_paths
+    from .distributed import setup_processes
     from .loading import load_causal_lm, load_tokenizer, resolve_model_path
     from .modeling import SuperposedModel
     from .training import train
@@ -54,16 +62,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SettingsError("the expert cannot be named 'base' (that name is the base model's domain)")
     base_source, expert_source = resolve_model_path(args.base), resolve_model_path(expert_path)
     dtype = torch_dtype(train_settings.dtype)
-    base, expert = load_causal_lm(base_source, dtype), load_causal_lm(expert_source, dtype)
-    torch.manual_seed(train_settings.seed)  # the trainable parts' initialisation is part of the run's seed
-    model = SuperposedModel.from_models(base, expert, model_settings, base_source, expert_name, expert_source)
-    result = train(
-        model, load_tokenizer(base_source),
-        parse_named_paths(args.train, flag="--train"), parse_named_paths(args.valid, flag="--valid"),
-        args.out, train_settings, resume=args.resume,
-    )
-    print(result.summary())
-    print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out}")
+    processes = setup_processes(train_settings.device)  # joins the processes of `accelerate launch` / `torchrun`
+    try:
+        # straight into the dtype and onto this process's device (or spread by --device-map): no fp32/CPU copy
+        placement = train_settings.device_map or (None if processes.device.type == "cpu" else processes.device)
+        base, expert = load_causal_lm(base_source, dtype, placement), load_causal_lm(expert_source, dtype, placement)
+        torch.manual_seed(train_settings.seed)  # the trainable parts' initialisation is part of the run's seed
+        model = SuperposedModel.from_models(base, expert, model_settings, base_source, expert_name, expert_source)
+        result = train(
+            model, load_tokenizer(base_source),
+            parse_named_paths(args.train, flag="--train"), parse_named_paths(args.valid, flag="--valid"),
+            args.out, train_settings, resume=args.resume,
+        )
+    finally:
+        processes.finish()
+    if processes.is_main:
+        print(result.summary())
+        print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -72,14 +87,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .loading import load_tokenizer
     from .modeling import SuperposedModel
 
-    model = SuperposedModel.from_pretrained(args.run_dir, dtype=torch_dtype(args.dtype))
+    model = SuperposedModel.from_pretrained(args.run_dir, dtype=torch_dtype(args.dtype), device=args.device,
+                                            device_map=args.device_map)
     tokenizer = load_tokenizer(args.run_dir)
     if args.temperature < 0:
         raise SettingsError("--temperature must be >= 0 (0 = greedy)")
     if not args.prompt.strip():
         raise SettingsError("--prompt must not be empty")
     torch.manual_seed(args.seed)
-    inputs = tokenizer(args.prompt, return_tensors="pt")
+    inputs = tokenizer(args.prompt, return_tensors="pt").to(model.device)
     sampling = args.temperature > 0
     options = dict(max_new_tokens=args.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
     if sampling:
@@ -105,11 +121,11 @@ def _run_record(run_dir: str) -> dict:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data import parse_named_paths
     from .evaluation import eval_table, evaluate, write_json
-    from .loading import load_causal_lm, load_tokenizer
+    from .loading import load_causal_lm, load_tokenizer, resolve_device
     from .modeling import SuperposedModel
 
-    dtype = torch_dtype(args.dtype)
-    model = SuperposedModel.from_pretrained(args.run_dir, dtype=dtype)
+    dtype, device = torch_dtype(args.dtype), resolve_device(args.device)
+    model = SuperposedModel.from_pretrained(args.run_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(args.run_dir)
     record = _run_record(args.run_dir)
     data = parse_named_paths(args.data, flag="--data")
@@ -118,7 +134,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reported = {str(Path(p).resolve()) for p in data.values()}
         if not reported & {str(Path(p).resolve()) for p in record["valid_files"].values()}:
             select = record["valid_files"]  # the run's validation files pick the sweeps' best points
-    extra = {name: load_causal_lm(path, dtype) for name, path in parse_named_paths(args.model, flag="--model").items()}
+    placement = None if device.type == "cpu" else device
+    extra = {name: load_causal_lm(path, dtype, placement)
+             for name, path in parse_named_paths(args.model, flag="--model").items()}
     block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
     result = evaluate(model, tokenizer, data, baselines=args.baselines, select_data=select, extra_models=extra,
                       train_files=record.get("train_files", {}), block_size=block_size, batch_size=args.batch_size,
@@ -155,7 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     if args.steps < 1:
         raise SettingsError("--steps must be positive")
-    run_demo(args.out, args.variant, args.rebuild, args.steps, args.eval_blocks, not args.no_report, args.seed)
+    run_demo(args.out, args.variant, args.rebuild, args.steps, args.eval_blocks, not args.no_report, args.seed,
+             device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
     add_dtype_flag(p)
+    add_device_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="perplexity/accuracy per domain vs baselines on held-out text")
@@ -195,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-blocks", type=int, help="cap on scored sequences per domain")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines (DARE)")
     add_dtype_flag(p)
+    add_device_flags(p, device_map=False)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="write the hard merge (per-layer alpha) as a plain Hugging Face checkpoint")
@@ -220,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-blocks", type=int, default=48, help="test sequences scored per language (default 48)")
     p.add_argument("--no-report", action="store_true", help="skip the analysis figures and HTML report")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_device_flags(p, device_map=False)
     p.set_defaults(func=cmd_demo)
 
     from .cli_analysis import add_parsers

@@ -45,6 +45,9 @@ def _add_analysis_flags(parser: argparse.ArgumentParser, title: str) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed for subsampling, t-SNE and sampling (default 0)")
     g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="dtype the frozen stacks are loaded in (default float32)")
+    g.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    g.add_argument("--device-map", help="spread the frozen stacks over the available devices: auto, balanced, "
+                                        "balanced_low_0 or sequential (Hugging Face / accelerate)")
 
 
 def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
@@ -57,6 +60,7 @@ def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
         samples=args.samples, block_size=args.block_size, method=args.method, threshold=args.threshold,
         trajectory_layers=_parse_layers(args.trajectory_layers, "--trajectory-layers"),
         generations=args.generations, max_new_tokens=args.max_new_tokens, seed=args.seed, dtype=args.dtype,
+        device=args.device, device_map=args.device_map,
     )
 
 

@@ -53,6 +53,13 @@ class SuperposedConfig(PreTrainedConfig):
         return next(iter(self.experts or {"expert": None}))
 
 
+def _execution_device(module: nn.Module, default: str | torch.device) -> torch.device:
+    """Where `module` computes: its accelerate hook's device when dispatched by a device map, else `default`."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    return torch.device(device if device is not None else default)
+
+
 def _mark_initialised(model: nn.Module) -> None:
     # PreTrainedModel.post_init re-initialises modules not flagged as initialised; the stacks are trained weights.
     for module in model.modules():
@@ -132,17 +139,23 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         base: PreTrainedModel | None = None,
         expert: PreTrainedModel | None = None,
         dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device | None = "cpu",
+        device_map: str | None = None,
         **_ignored,
     ) -> "SuperposedModel":
         """Restore a saved superposed model in inference mode, as `transformers` does.
 
-        The base and expert are reloaded from the paths in its config, in `dtype` (the trainable parts
-        stay float32); call `.train()` to train further.
+        The base and expert are reloaded from the paths in its config straight into `dtype` and onto
+        `device` (or spread by `device_map`, e.g. "auto"); the trainable parts stay float32 and sit beside
+        the layers they serve. Call `.train()` to train further.
         """
         if isinstance(dtype, str):
             from .settings import torch_dtype
 
             dtype = torch_dtype(dtype)
+        from .loading import resolve_device
+
+        device = resolve_device(device)
         run_dir = Path(run_dir)
         weights = run_dir / WEIGHTS_NAME
         if not (run_dir / "config.json").is_file() or not weights.is_file():
@@ -150,15 +163,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         config = SuperposedConfig.from_pretrained(run_dir)
         from .loading import ModelLoadError, load_causal_lm
 
+        placement = device_map or (None if device.type == "cpu" else device)  # cpu: transformers' plain load
         try:
             if base is None:
-                base = load_causal_lm(config.base_model, dtype)
+                base = load_causal_lm(config.base_model, dtype, placement)
             if expert is None:
-                expert = load_causal_lm(config.experts[config.expert_name], dtype)
+                expert = load_causal_lm(config.experts[config.expert_name], dtype, placement)
         except ModelLoadError as err:
             raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
         model = cls(config, base, expert)
         model.load_trainable_state_dict(load_file(str(weights)))
+        model.place_trainable(device)
         return model.eval()
 
     def save_pretrained(self, save_directory: str | Path, **_ignored) -> None:
@@ -168,6 +183,13 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         state = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
         save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
         self.config.save_pretrained(save_directory)
+
+    def place_trainable(self, device: str | torch.device) -> None:
+        """Alpha on `device`; each autoencoder on the device of the base layer it follows (beside it when a
+        device map spreads the stacks over several devices, else on `device` with everything else)."""
+        self.alpha.to(device)
+        for layer in self.ae_layers:
+            self.autoencoders[str(layer)].to(_execution_device(self.stacks[0].layers[layer], device))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
@@ -198,8 +220,9 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     # ---- forward --------------------------------------------------------------------------------
 
     def alphas(self) -> torch.Tensor:
-        """(L,) for 1d or (L, d) for 2d."""
-        return self.alpha()
+        """(L,) for 1d or (L, d) for 2d, in float32 even under bf16 autocast (small steps stay visible)."""
+        with torch.autocast(self.alpha.control.device.type, enabled=False):
+            return self.alpha()
 
     @property
     def stack_dtype(self) -> torch.dtype:
@@ -210,8 +233,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         base_embeds = self.stacks[0].embed(input_ids, position_ids).float()  # (B, T, d)
         if self.settings.embed_blend == "base":
             return base_embeds
-        a = alpha.mean(0)  # scalar (1d) or (d,) (2d)
-        return (1 - a) * base_embeds + a * self.stacks[1].embed(input_ids, position_ids).float()
+        a = alpha.mean(0).to(base_embeds.device)  # scalar (1d) or (d,) (2d)
+        return (1 - a) * base_embeds + a * self.stacks[1].embed(input_ids, position_ids).float().to(base_embeds.device)
 
     def _logits(self, hidden: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         hidden = hidden.to(self.stack_dtype)
@@ -219,15 +242,16 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             return self.stacks[0].logits(hidden)
         if self.settings.head == "expert":
             return self.stacks[1].logits(hidden)
-        a = alpha.mean()
-        return (1 - a) * self.stacks[0].logits(hidden).float() + a * self.stacks[1].logits(hidden).float()
+        base_logits = self.stacks[0].logits(hidden).float()
+        a = alpha.mean().to(base_logits.device)
+        return (1 - a) * base_logits + a * self.stacks[1].logits(hidden).float().to(base_logits.device)
 
     def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
         state = cache.conv_states.get(layer) if cache is not None else None
         hidden, new_state = self.autoencoders[str(layer)](hidden, token_mask, state)
         if cache is not None:
             cache.conv_states[layer] = new_state
-        return hidden
+        return hidden.float()  # under bf16 autocast the AE computes in bf16; the running state stays float32
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -250,7 +274,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
         token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
-        alpha = self.alpha()
+        alpha = self.alphas()
         hidden = self._embed(input_ids, position_ids, alpha)  # (B, T, d)
         stack_caches = cache.stacks if cache is not None else (None, None)
         contexts = [
@@ -262,7 +286,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             x = hidden.to(self.stack_dtype)
             u = self.stacks[0].run_layer(layer, x, contexts[0], stack_caches[0])
             v = self.stacks[1].run_layer(layer, x, contexts[1], stack_caches[1])
-            hidden = (1 - alpha[layer]) * u.float() + alpha[layer] * v.float()  # (B, T, d) float32
+            a = alpha[layer].to(u.device)  # a device map may place the two stacks' layers apart
+            hidden = (1 - a) * u.float() + a * v.float().to(u.device)  # (B, T, d) float32
+            if token_mask is not None:
+                token_mask = token_mask.to(u.device)
             if layer in self.ae_layers:
                 hidden = self._autoencode(layer, hidden, token_mask, cache)
             if states is not None:
@@ -307,10 +334,13 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """The reference's training graph: blends and AEs see the independent states, and only the
         last layer's output reaches the head. Returns (state per layer, logits)."""
-        alpha = self.alpha()
+        alpha = self.alphas()
         outputs = {}
         for layer, (u, v) in enumerate(zip(base_states, expert_states)):
-            hidden = (1 - alpha[layer]) * u.float() + alpha[layer] * v.float()
+            a = alpha[layer].to(u.device)
+            hidden = (1 - a) * u.float() + a * v.float().to(u.device)
+            if token_mask is not None:
+                token_mask = token_mask.to(u.device)
             if layer in self.ae_layers:
                 hidden = self._autoencode(layer, hidden, token_mask, None)
             outputs[layer] = hidden
@@ -325,5 +355,6 @@ AutoModelForCausalLM.register(SuperposedConfig, SuperposedModel, exist_ok=True)
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions whose label is not -100."""
     return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1).to(logits.device),
+        ignore_index=-100
     )

@@ -134,7 +134,9 @@ def _parse_int_list(name: str, text: str) -> list[int]:
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Settings that fix which blocks each step sees: a resumed run must keep them, or its data order breaks.
-DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph")
+DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph", "grad_accum")
+MIXED_PRECISION = ("no", "bf16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 @dataclass
@@ -143,7 +145,10 @@ class TrainSettings:
 
     epochs: int = setting(1, "passes over the training data (default 1; ignored when --max-steps is given)")
     max_steps: int | None = setting(None, "length of training in optimiser steps: epochs repeat until it is reached")
-    batch_size: int = setting(32, "sequences per step (default 32)")
+    batch_size: int = setting(32, "sequences per micro-batch and process (default 32); a step sees batch x "
+                                  "processes x grad_accum sequences")
+    grad_accum: int = setting(1, "micro-batches per optimiser step (default 1): the same result as a K-times larger "
+                                 "batch")
     block_size: int = setting(128, "tokens per sequence (default 128)")
     seed: int = setting(0, "random seed of the trainable parts' init, data order and dropout (default 0)")
     lr_alpha: float | None = setting(None, "learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
@@ -159,13 +164,20 @@ class TrainSettings:
     max_valid_blocks: int | None = setting(64, "cap on validation blocks per domain (default 64)")
     save_every: int | None = setting(None, "also checkpoint every N optimiser steps (atomic; default: per epoch only)")
     keep_checkpoints: int = setting(2, "how many of the latest checkpoints to keep (default 2)")
-    device: str = setting("cpu", "torch device (default cpu)")
+    device: str | None = setting(None, "torch device (default: cuda when available, else cpu); with several "
+                                       "processes each takes its own GPU")
+    device_map: str | None = setting(None, "spread the frozen stacks over the available devices (Hugging Face / "
+                                           "accelerate placement: auto, balanced, balanced_low_0, sequential) or "
+                                           "load them onto one named device")
+    mixed_precision: str | None = setting(None, "bf16: autocast the forward to bfloat16 (alpha, AEs and losses stay "
+                                                "float32); default bf16 on CUDA (unless the stacks are float16), "
+                                                "no elsewhere", MIXED_PRECISION)
     dtype: str = setting("float32", "dtype the frozen stacks are loaded in; the trainable parts stay float32",
                          DTYPES)
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
-        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints"):
+        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer; got {value!r}")
@@ -187,6 +199,20 @@ class TrainSettings:
                 _positive(name, value, allow_zero=True)
         _choice("training_graph", self.training_graph, ("sequential", "parallel"))
         _choice("dtype", self.dtype, DTYPES)
+        if self.mixed_precision is not None:
+            _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        for name in ("device", "device_map"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SettingsError(f"{name} must be a device name such as cpu or cuda; got {value!r}")
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            import torch
+
+            try:
+                torch.device(self.device_map)
+            except (RuntimeError, TypeError):
+                raise SettingsError(f"device_map must be one of {', '.join(DEVICE_MAPS)} or a device; "
+                                    f"got {self.device_map!r}") from None
 
     def resolved(self, variant: str) -> "TrainSettings":
         """A copy with every None replaced by the variant's reference value."""

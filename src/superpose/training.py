@@ -5,6 +5,8 @@ should reproduce the base's states, one of domain 1 the expert's.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -13,10 +15,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .data import DataError, collate, load_texts, tokenize_blocks
+from .distributed import Processes, peak_memory_mb, setup_processes
 from .metrics import LMScore
 from .modeling import SuperposedModel, causal_lm_loss
 from .settings import DATA_ORDER_KEYS, DTYPES, SettingsError, TrainSettings
@@ -55,8 +59,9 @@ def load_labelled(
 
 
 def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor, variant: str) -> torch.Tensor:
-    """Masked MSE (1d); 0.9 MSE + 0.1 mean per-token L2 distance (2d)."""
-    mask = token_mask.to(predicted.dtype).unsqueeze(-1)  # (B, T, 1)
+    """Masked MSE (1d); 0.9 MSE + 0.1 mean per-token L2 distance (2d). Always float32, on `predicted`'s device."""
+    predicted, target = predicted.float(), target.to(predicted.device).float()
+    mask = token_mask.to(predicted.device, predicted.dtype).unsqueeze(-1)  # (B, T, 1)
     tokens = mask.sum().clamp(min=1)
     diff = (predicted - target) * mask  # (B, T, d)
     mse = diff.pow(2).sum() / (tokens * predicted.shape[-1])
@@ -80,12 +85,14 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
         logits = out.logits
     else:
         predicted, logits = model.forward_parallel(base_states, expert_states, mask)
+    home = ids.device  # a device map may spread the layers (and so the per-layer terms) over several devices
     recon = sum(
-        reconstruction_loss(predicted[layer], torch.where(pick_base, base_states[layer], expert_states[layer]),
-                            mask, model.settings.variant)
+        reconstruction_loss(predicted[layer], torch.where(pick_base.to(base_states[layer].device), base_states[layer],
+                                                          expert_states[layer].to(base_states[layer].device)),
+                            mask, model.settings.variant).to(home)
         for layer in recon_layers(model)
     )
-    lm = causal_lm_loss(logits, batch.labels)
+    lm = causal_lm_loss(logits, batch.labels).to(home)
     reg = model.alpha.regularisation()
     total = settings.recon_weight * recon + settings.lm_weight * lm + settings.alpha_reg_weight * reg
     return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg, "logits": logits}
@@ -105,44 +112,77 @@ def _batches(data: LabelledBlocks, batch_size: int, pad_id: int, order: torch.Te
         yield collate([data.blocks[i] for i in rows], [data.domains[i] for i in rows], pad_id)
 
 
+def resolve_mixed_precision(settings: TrainSettings, device: torch.device, stack_dtype: torch.dtype) -> str:
+    """The autocast mode: as set, else bf16 on a CUDA device that supports it (unless the stacks are fp16)."""
+    if settings.mixed_precision is not None:
+        return settings.mixed_precision
+    if device.type == "cuda" and stack_dtype != torch.float16 and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"  # CPU runs compute exactly as without this option
+
+
+def _autocast(mode: str, device: torch.device):
+    """bf16 autocast of the forward: the stacks' matmuls and the AEs run in bf16, while alpha, the running
+    blended state, the trainable parameters, their gradients and every loss stay float32."""
+    if mode == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _home(model: SuperposedModel) -> torch.device:
+    """The device batches go to: where alpha (and the first stack's inputs) live."""
+    return model.alpha.control.device
+
+
 @torch.no_grad()
-def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettings, pad_id: int) -> dict[str, float]:
+def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettings, pad_id: int,
+             processes: Processes | None = None) -> dict[str, float]:
     """Token-weighted losses over the validation blocks, and the served graph's perplexity per domain.
 
     Each batch's mean is weighted by the tokens it covers (scored next-token positions for the LM loss,
-    real tokens for the reconstruction), so a short last batch counts for what it holds (SPEC §8).
+    real tokens for the reconstruction), so a short last batch counts for what it holds (SPEC §8). With
+    several processes each scores every P-th block and the sums are added up.
     """
+    device = _home(model)
+    processes = processes or Processes(0, 1, device)
+    precision = resolve_mixed_precision(settings, device, model.stack_dtype)
     model.eval()
-    sums = {"recon": 0.0, "lm": 0.0}
-    counts = {"recon": 0, "lm": 0}
-    reg = 0.0
-    scores = {name: LMScore() for name in data.names}
-    for batch in _batches(data, settings.batch_size, pad_id, torch.arange(len(data))):
-        batch = _to(batch, settings.device)
-        losses = compute_losses(model, batch, settings)
-        weights = {"recon": int(batch.attention_mask.sum()), "lm": int((batch.labels[:, 1:] != -100).sum())}
-        for key, tokens in weights.items():
-            sums[key] += float(losses[key]) * tokens
-            counts[key] += tokens
-        reg = float(losses["alpha_reg"])  # the same for every batch: it depends on the weights only
-        logits = losses["logits"]
-        if settings.training_graph != "sequential":  # perplexity is always that of the graph we serve
-            logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
-        for index, name in enumerate(data.names):
-            rows = batch.domains == index
-            if rows.any():
-                scores[name].update(logits[rows], batch.labels[rows])
-    result = {f"valid_{k}": sums[k] / max(counts[k], 1) for k in sums}
+    # recon sum, recon tokens, lm sum, lm tokens, then (nll, tokens, correct) per domain; float64 for exact sums
+    totals = torch.zeros(4 + 3 * len(data.names), dtype=torch.float64)
+    rows = torch.arange(len(data))[processes.index :: processes.count]
+    for batch in _batches(data, settings.batch_size, pad_id, rows):
+        batch = _to(batch, device)
+        with _autocast(precision, device):
+            losses = compute_losses(model, batch, settings)
+            logits = losses["logits"]
+            if settings.training_graph != "sequential":  # perplexity is always that of the graph we serve
+                logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
+        recon_tokens, lm_tokens = int(batch.attention_mask.sum()), int((batch.labels[:, 1:] != -100).sum())
+        totals[:4] += torch.tensor([float(losses["recon"]) * recon_tokens, recon_tokens,
+                                    float(losses["lm"]) * lm_tokens, lm_tokens], dtype=torch.float64)
+        for index in range(len(data.names)):
+            picked = batch.domains == index
+            if picked.any():
+                score = LMScore()
+                score.update(logits[picked], batch.labels[picked])
+                totals[4 + 3 * index : 7 + 3 * index] += torch.tensor(
+                    [score.total_nll, score.total_tokens, score.total_correct], dtype=torch.float64)
+    totals = processes.sum_(totals.to(device)).cpu()
+    result = {"valid_recon": float(totals[0] / max(totals[1], 1)), "valid_lm": float(totals[2] / max(totals[3], 1))}
+    reg = float(model.alpha.regularisation())  # it depends on the weights only
     result["valid_alpha_reg"] = reg
     result["valid_loss"] = (settings.recon_weight * result["valid_recon"] + settings.lm_weight * result["valid_lm"]
                             + settings.alpha_reg_weight * reg)
-    for name, score in scores.items():
-        if score.tokens:
+    for index, name in enumerate(data.names):
+        nll, tokens, correct = totals[4 + 3 * index : 7 + 3 * index].tolist()
+        if tokens:
+            score = LMScore()
+            score.total_nll, score.total_tokens, score.total_correct = nll, int(tokens), int(correct)
             result[f"valid_ppl_{name}"] = score.ppl
     return result
 
 
-def _to(batch, device: str):
+def _to(batch, device: str | torch.device):
     for key in ("input_ids", "attention_mask", "labels", "domains"):
         setattr(batch, key, getattr(batch, key).to(device))
     return batch
@@ -159,13 +199,26 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    throughput: dict = field(default_factory=dict)  # tokens/s and peak memory per process, this session
 
     def summary(self) -> str:
         if not self.history:
             return "no epochs run"
         keys = [k for k in self.history[-1] if k not in ("epoch", "step")]
         rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in self.history]
-        return format_table(["epoch", "step", *keys], rows, title=f"training summary ({self.run_dir})")
+        table = format_table(["epoch", "step", *keys], rows, title=f"training summary ({self.run_dir})")
+        return table + ("\n" + describe_throughput(self.throughput) if self.throughput else "")
+
+
+def describe_throughput(record: dict) -> str:
+    """One line: training tokens/s (all processes, and per process) and each process's peak memory."""
+    peaks = ", ".join(
+        f"{p['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in p else f"{p['peak_rss_mb']:.0f} MB RSS"
+        for p in record["peak_memory_mb"])
+    return (f"throughput: {record['tokens_per_second']:.0f} training tokens/s over {record['processes']} "
+            f"process(es) ({record['tokens_per_second_per_process']:.0f} per process; {record['tokens']} tokens in "
+            f"{record['train_seconds']:.1f} s on {record['device']}, mixed precision {record['mixed_precision']}); "
+            f"peak memory per process: {peaks}")
 
 
 def _file_fingerprint(path: str) -> dict:
@@ -178,9 +231,14 @@ def _file_fingerprint(path: str) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def data_order(settings: TrainSettings, train_files: dict[str, str]) -> dict:
-    """Everything that fixes which blocks each step sees."""
+# What a checkpoint written before a key was recorded implies for it.
+_DATA_ORDER_DEFAULTS = {"grad_accum": 1, "processes": 1}
+
+
+def data_order(settings: TrainSettings, train_files: dict[str, str], processes: int = 1) -> dict:
+    """Everything that fixes which blocks each step sees (and which process sees them)."""
     order = {key: getattr(settings, key) for key in DATA_ORDER_KEYS}
+    order["processes"] = processes
     order["train_files"] = {name: _file_fingerprint(path) for name, path in sorted(train_files.items())}
     return order
 
@@ -197,8 +255,10 @@ def check_resumable(saved: dict, now: dict, run_dir: Path) -> None:
                 elif old[name] != new[name]:
                     what = "path" if old[name]["path"] != new[name]["path"] else "content"
                     differences.append(f"train file {name!r} ({what} changed: {old[name]['path']} -> {new[name]['path']})")
-        elif saved.get(key) != now.get(key):
-            differences.append(f"{key} (checkpoint {saved.get(key)!r}, now {now.get(key)!r})")
+        elif saved.get(key, _DATA_ORDER_DEFAULTS.get(key)) != now.get(key, _DATA_ORDER_DEFAULTS.get(key)):
+            old, new = saved.get(key, _DATA_ORDER_DEFAULTS.get(key)), now.get(key, _DATA_ORDER_DEFAULTS.get(key))
+            hint = " (launch as many processes as the checkpoint's run)" if key == "processes" else ""
+            differences.append(f"{key} (checkpoint {old!r}, now {new!r}){hint}")
     if differences:
         raise SettingsError(f"--resume: {run_dir} was trained with other data-order settings, so resuming would not "
                             f"continue the same run. Differences: {'; '.join(differences)}. Use the checkpoint's "
@@ -218,6 +278,120 @@ def _settings_record(settings: TrainSettings, model: SuperposedModel) -> TrainSe
     return replace(settings, dtype=dtype) if dtype in DTYPES else settings
 
 
+def _seed_of(*parts: int) -> int:
+    """A 63-bit seed from a few integers (hashed, so nearby tuples give unrelated streams)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+class SequenceSeededDropout:
+    """While training, draw the autoencoders' dropout masks per sequence, from that sequence's own seed.
+
+    The seed depends on the run's seed, the epoch and the sequence's position in the epoch's order, never
+    on the batch that holds it. So P processes with batch B, or K accumulated micro-batches of B, drop
+    exactly what one batch of P·K·B drops, and a resumed run draws the masks of an uninterrupted one.
+    """
+
+    def __init__(self, model: SuperposedModel, length: int):
+        self.seeds: list[int] = []
+        self.length = length  # masks are drawn for this many positions and cut to the batch's padded length
+        dropouts = [m for m in model.autoencoders.modules() if isinstance(m, nn.Dropout)]
+        self._handles = [m.register_forward_hook(functools.partial(self._drop, index)) for index, m in enumerate(dropouts)]
+
+    def _drop(self, index: int, module: nn.Dropout, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not module.training or module.p == 0:
+            return None
+        x = inputs[0]  # (B, T, m)
+        if len(self.seeds) != x.shape[0]:
+            raise RuntimeError(f"dropout over {x.shape[0]} sequences was given {len(self.seeds)} seeds")
+        # (B, T, m): drawn at a fixed length, so a sequence's mask does not depend on how far its batch is padded
+        shape = (max(self.length, x.shape[1]), x.shape[2])
+        keep = torch.stack([
+            torch.rand(shape, generator=torch.Generator(x.device).manual_seed(_seed_of(seed, index)),
+                       device=x.device)[: x.shape[1]] >= module.p
+            for seed in self.seeds
+        ])
+        return x * keep.to(x.dtype) / (1 - module.p)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _sum_gradients(optimizer: torch.optim.Optimizer, totals: torch.Tensor, processes: Processes) -> torch.Tensor:
+    """Add up the trainable parameters' gradients (and the step's loss totals) over all processes.
+
+    Each process's gradient is already weighted by its share of the global batch, so the sum is the
+    gradient of the global batch's loss. A parameter no process produced a gradient for keeps none (AdamW
+    then leaves it alone, as in one process).
+    """
+    if processes.count == 1:
+        return totals
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
+    shared = processes.sum_(torch.cat([totals, has_grad]).to(processes.device)).cpu()
+    for param, produced in zip(params, shared[len(totals):].tolist()):
+        if produced:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            processes.sum_(param.grad)  # one collective per tensor: no second copy of large AE gradients
+    return shared[: len(totals)]
+
+
+LOGGED = ("loss", "recon", "lm", "alpha_reg")
+
+
+def _train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: LabelledBlocks, rows: list[int],
+                first: int, epoch: int, settings: TrainSettings, processes: Processes, dropout: SequenceSeededDropout,
+                pad_id: int, precision: str) -> tuple[dict[str, float], int]:
+    """One optimiser step on the global batch `rows` (positions `first`... of the epoch's order).
+
+    The global batch is cut into chunks of `batch_size`: chunk c is micro-batch c // P of process c % P.
+    The loss terms are token means, so each chunk's term is weighted by its share of the global batch's
+    tokens (real tokens for the reconstruction, scored positions for the LM loss) and the regulariser is
+    counted once: the summed gradient is exactly the gradient of one batch holding all of `rows`.
+    Returns the global batch's losses and its token count.
+    """
+    lengths = [data.blocks[i].numel() for i in rows]
+    tokens, scored = sum(lengths), sum(lengths) - len(rows)
+    size = settings.batch_size
+    device = processes.device
+    optimizer.zero_grad(set_to_none=True)
+    totals = torch.zeros(len(LOGGED), dtype=torch.float64)
+    for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
+        picked = rows[chunk * size : (chunk + 1) * size]
+        batch = _to(collate([data.blocks[i] for i in picked], [data.domains[i] for i in picked], pad_id), device)
+        dropout.seeds = [_seed_of(settings.seed, epoch, first + chunk * size + j) for j in range(len(picked))]
+        chunk_tokens = sum(lengths[chunk * size : (chunk + 1) * size])
+        share = {"recon": chunk_tokens / tokens, "lm": (chunk_tokens - len(picked)) / scored,
+                 "alpha_reg": 1.0 if chunk == 0 else 0.0}
+        with _autocast(precision, device):
+            losses = compute_losses(model, batch, settings)
+        objective = (settings.recon_weight * losses["recon"] * share["recon"]
+                     + settings.lm_weight * losses["lm"] * share["lm"]
+                     + settings.alpha_reg_weight * losses["alpha_reg"] * share["alpha_reg"])
+        objective.backward()
+        totals += torch.tensor([float(objective.detach())]
+                               + [float(losses[k].detach()) * share[k] for k in LOGGED[1:]], dtype=torch.float64)
+    totals = _sum_gradients(optimizer, totals, processes)
+    optimizer_step(optimizer, settings.grad_clip)
+    return dict(zip(LOGGED, totals.tolist())), tokens
+
+
+def _place(model: SuperposedModel, device: torch.device) -> None:
+    """Stacks onto `device` unless a device map spreads them; trainable parts beside the layers they serve."""
+    spread = any(len(set(getattr(stack, "hf_device_map", {}).values())) > 1 for stack in (model.base, model.expert))
+    if not spread:
+        model.to(device)
+    model.place_trainable(device)
+
+
+def _broadcast_trainable(model: SuperposedModel, processes: Processes) -> None:
+    """Every process starts from the main process's trainable weights (cheap; guards against unseeded inits)."""
+    for param in model.parameters():
+        if param.requires_grad:
+            processes.broadcast_(param.data)
+
+
 def train(
     model: SuperposedModel,
     tokenizer,
@@ -232,8 +406,17 @@ def train(
 
     Training lasts `settings.max_steps` optimiser steps when given (epochs repeat until then), else
     `settings.epochs` passes. A checkpoint is written after every epoch and, with `save_every`, every N steps.
+    Launched as several processes (`accelerate launch` / `torchrun`), each step sees batch_size x processes x
+    grad_accum blocks, and only the main process writes files and shows progress.
     """
+    processes = setup_processes(settings.device)
+    if settings.device_map and processes.count > 1:
+        raise SettingsError("--device-map spreads one copy of the stacks over the devices: run it as one process "
+                            f"(this run has {processes.count})")
+    device = processes.device
     settings = _settings_record(settings.resolved(model.settings.variant), model)
+    precision = resolve_mixed_precision(settings, device, model.stack_dtype)
+    settings = replace(settings, device=str(device), mixed_precision=precision)
     run_dir = Path(run_dir)
     names = domain_names(model)
     if not train_files:
@@ -244,8 +427,8 @@ def train(
         load_labelled(valid_files, names, tokenizer, settings.block_size, settings.max_valid_blocks)
         if valid_files else None
     )
-    order_record = data_order(settings, train_files)
-    model.to(settings.device)
+    order_record = data_order(settings, train_files, processes.count)
+    _place(model, device)
     optimizer = make_optimizer(model, settings)
     result = TrainResult(run_dir)
     start_epoch, start_batch, step = 0, 0, 0
@@ -267,75 +450,94 @@ def train(
         running, counted = dict(saved.get("running", {})), saved.get("counted", 0)
     elif checkpoint is not None and not resume:
         raise SettingsError(f"{run_dir} already holds a training checkpoint: pass --resume to continue, or a new --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(run_dir)
+    _broadcast_trainable(model, processes)
+    processes.barrier()  # every process has read the run folder before the main process writes to it
+    if processes.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(run_dir)
     started = time.perf_counter()
-    steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
+    global_batch = settings.batch_size * processes.count * settings.grad_accum
+    steps_per_epoch = math.ceil(len(train_data) / global_batch)
+    trained_tokens, train_seconds = 0, 0.0
 
     def checkpoint_now(epoch: int, batch: int) -> None:
-        save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
-            "epoch": epoch, "batch": batch, "step": step, "history": result.history,
-            "running": running, "counted": counted, "data_order": order_record,
-            "model_settings": json.loads(json.dumps(asdict(model.settings))),
-        }, keep=settings.keep_checkpoints)
+        if processes.is_main:
+            save_checkpoint(run_dir, model.trainable_state_dict(), optimizer, {
+                "epoch": epoch, "batch": batch, "step": step, "history": result.history,
+                "running": running, "counted": counted, "data_order": order_record,
+                "model_settings": json.loads(json.dumps(asdict(model.settings))),
+            }, keep=settings.keep_checkpoints)
 
     def unfinished(epoch: int) -> bool:
         return step < settings.max_steps if settings.max_steps is not None else epoch < settings.epochs
 
-    epoch = start_epoch
-    while unfinished(epoch):
-        model.train()
-        order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch))
-        skip = start_batch if epoch == start_epoch else 0  # batches of this epoch done before an interruption
-        order = order[skip * settings.batch_size :]
-        remaining = steps_per_epoch - skip
-        if settings.max_steps is not None:
-            remaining = min(remaining, settings.max_steps - step)
-        total = f"/{settings.epochs}" if settings.max_steps is None else ""
-        bar = tqdm(_batches(train_data, settings.batch_size, pad_id, order), total=remaining,
-                   desc=f"epoch {epoch + 1}{total}", disable=not progress, leave=False)
-        if skip == 0:
-            running, counted = {}, 0
-        seen = 0
-        for batch in bar:
-            if settings.max_steps is not None and step >= settings.max_steps:
+    dropout = SequenceSeededDropout(model, settings.block_size)
+    try:
+        epoch = start_epoch
+        while unfinished(epoch):
+            model.train()
+            order = torch.randperm(len(train_data),
+                                   generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch)).tolist()
+            skip = start_batch if epoch == start_epoch else 0  # steps of this epoch done before an interruption
+            remaining = steps_per_epoch - skip
+            if settings.max_steps is not None:
+                remaining = min(remaining, settings.max_steps - step)
+            total = f"/{settings.epochs}" if settings.max_steps is None else ""
+            bar = tqdm(range(skip, skip + remaining), desc=f"epoch {epoch + 1}{total}",
+                       disable=not progress or not processes.is_main, leave=False)
+            if skip == 0:
+                running, counted = {}, 0
+            seen = 0
+            for index in bar:
+                # any other randomness of a step is seeded per step, so a resumed run repeats it
+                torch.manual_seed(settings.seed * 100_003 + epoch * 10_007 + index)
+                tick = time.perf_counter()
+                first = index * global_batch
+                losses, tokens = _train_step(model, optimizer, train_data, order[first : first + global_batch], first,
+                                             epoch, settings, processes, dropout, pad_id, precision)
+                train_seconds += time.perf_counter() - tick
+                trained_tokens += tokens
+                step += 1
+                seen += 1
+                counted += 1
+                for key, value in losses.items():
+                    running[key] = running.get(key, 0.0) + value
+                bar.set_postfix({**{k: f"{v / counted:.3f}" for k, v in running.items() if k != "alpha_reg"},
+                                 "tok/s": f"{trained_tokens / max(train_seconds, 1e-9):.0f}"})
+                if settings.save_every and step % settings.save_every == 0 and skip + seen < steps_per_epoch:
+                    checkpoint_now(epoch, skip + seen)
+            bar.close()
+            done = skip + seen
+            finished = done >= steps_per_epoch
+            record = {"epoch": epoch + 1 if finished else epoch + done / steps_per_epoch, "step": step,
+                      **{f"train_{k}": v / max(counted, 1) for k, v in running.items()}}
+            if valid_data is not None:
+                record.update(validate(model, valid_data, settings, pad_id, processes))
+            result.history.append(record)
+            if finished:
+                running, counted = {}, 0
+                epoch += 1
+                checkpoint_now(epoch, 0)
+            else:  # stopped inside the epoch (max_steps reached): a resume continues this epoch
+                checkpoint_now(epoch, done)
                 break
-            # dropout inside the 2d autoencoders: seeded per batch, so a resumed run draws the same masks
-            torch.manual_seed(settings.seed * 100_003 + epoch * 10_007 + skip + seen)
-            losses = compute_losses(model, _to(batch, settings.device), settings)
-            del losses["logits"]
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer_step(optimizer, settings.grad_clip)
-            step += 1
-            seen += 1
-            counted += 1
-            for key, value in losses.items():
-                running[key] = running.get(key, 0.0) + float(value.detach())
-            bar.set_postfix({k: f"{v / counted:.3f}" for k, v in running.items() if k != "alpha_reg"})
-            if settings.save_every and step % settings.save_every == 0 and skip + seen < steps_per_epoch:
-                checkpoint_now(epoch, skip + seen)
-        bar.close()
-        done = skip + seen
-        finished = done >= steps_per_epoch
-        record = {"epoch": epoch + 1 if finished else epoch + done / steps_per_epoch, "step": step,
-                  **{f"train_{k}": v / max(counted, 1) for k, v in running.items()}}
-        if valid_data is not None:
-            record.update(validate(model, valid_data, settings, pad_id))
-        result.history.append(record)
-        if finished:
-            running, counted = {}, 0
-            epoch += 1
-            checkpoint_now(epoch, 0)
-        else:  # stopped inside the epoch (max_steps reached): a resume continues this epoch
-            checkpoint_now(epoch, done)
-            break
+    finally:
+        dropout.remove()
     result.steps, result.seconds = step, time.perf_counter() - started
+    result.throughput = {
+        "processes": processes.count, "grad_accum": settings.grad_accum, "global_batch": global_batch,
+        "device": str(device), "mixed_precision": precision, "tokens": trained_tokens,
+        "train_seconds": train_seconds, "tokens_per_second": trained_tokens / max(train_seconds, 1e-9),
+        "tokens_per_second_per_process": trained_tokens / max(train_seconds, 1e-9) / processes.count,
+        "peak_memory_mb": processes.gather(peak_memory_mb(device)),
+    }
     model.eval()
-    model.save_pretrained(run_dir)
-    (run_dir / RUN_FILE).write_text(json.dumps({
-        "train_settings": asdict(settings), "train_files": _absolute(train_files),
-        "valid_files": _absolute(valid_files or {}),
-        "history": result.history, "steps": step, "seconds_this_session": result.seconds,
-    }, indent=2, sort_keys=True))
+    if processes.is_main:
+        model.save_pretrained(run_dir)
+        (run_dir / RUN_FILE).write_text(json.dumps({
+            "train_settings": asdict(settings), "train_files": _absolute(train_files),
+            "valid_files": _absolute(valid_files or {}), "history": result.history, "steps": step,
+            "seconds_this_session": result.seconds, "throughput_this_session": result.throughput,
+        }, indent=2, sort_keys=True))
+    processes.barrier()  # no process returns before the run folder is complete
     return result

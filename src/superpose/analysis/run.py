@@ -317,6 +317,8 @@ def analyze(
     seed: int = 0,
     progress: bool = True,
     dtype: str = "float32",
+    device: str | torch.device | None = "cpu",
+    device_map: str | None = None,
 ) -> dict[str, Any]:
     """Run every analysis of SPEC §7 on a trained run and write its figures and `analysis.json` to `out_dir`.
 
@@ -344,7 +346,7 @@ def analyze(
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(str(run_dir))
     blocks = {d: tokenize_blocks(texts[d], tokenizer, block_size, max_blocks=samples) for d in domains}
-    model = SuperposedModel.from_pretrained(run_dir, dtype=dtype)
+    model = SuperposedModel.from_pretrained(run_dir, dtype=dtype, device=device, device_map=device_map)
     collected = collect_states(model, blocks, layers, pad_id=tokenizer.pad_token_id or 0, progress=progress)
 
     result: dict[str, Any] = {
