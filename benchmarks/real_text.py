@@ -80,7 +80,7 @@ def split_halves(corpus: Path, out: Path) -> dict[str, dict[str, str]]:
 
 
 def _clear_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux), so the evaluation's own peak can be read afterwards."""
+    """Reset the kernel's peak-RSS counter (Linux), so the peak while evaluating can be read afterwards."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -270,8 +270,9 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   `oracle_token` (per token, the model that gave the observed token the highest probability) and
   `router_lookahead` (a classifier that reads the whole block before choosing). The causal `router` decides from
   each prefix; switching stacks mid-sequence needs every stack's cache, so it is charged every stack.
-* **Memory**: peak resident memory of the evaluation alone (weight merges built, scored and freed one at a
-  time): {eval_rss} MB; one model's weights are {model_mb} MB.
+* **Memory**: peak resident memory of this process while it evaluated (the peak counter is reset just before
+  `evaluate`; the process also holds the trained runs and the experts): {eval_rss} MB; one model's weights are
+  {model_mb} MB.
 
 | model | English PPL | French PPL | geo-mean | code-switched PPL | English in mixed | French in mixed | first 8 after switch | own weight | stacks | eval tok/s | × base |
 |---|---|---|---|---|---|---|---|---|---|---|---|

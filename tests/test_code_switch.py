@@ -64,3 +64,49 @@ def test_malformed_spans_are_refused(tmp_path):
     path.write_text(json.dumps({"text": "abc def", "spans": [{"start": 0, "end": 3, "source": "base"}]}) + "\n")
     with pytest.raises(DataError, match="spans end at 3"):
         load_spans(path)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['"just a string"'], "bad.jsonl:1: each JSONL line needs a string field 'text'"),
+    (['{"text": "a", "spans": [{"start": 0, "end": 1, "source": "base"}]}', "7"], "bad.jsonl:2: each JSONL"),
+    (["{not json"], "bad.jsonl:1: not valid JSON"),
+    (['{"text": "ab"}', '{"text": "a", "spans": [{"start": 0, "end": 1, "source": "base"}]}'],
+     "bad.jsonl:1: this line has no 'spans' while line 2 has"),
+    (['{"text": "ab", "spans": ["x"]}'], "bad.jsonl:1: 'spans' must be a non-empty list"),
+])
+def test_bad_jsonl_lines_are_named_by_file_and_line(tmp_path, lines, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_spans(path)
+
+
+def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
+    import math
+
+    import torch
+
+    from superpose.evaluation import evaluate
+    from superpose.modeling import SuperposedModel
+    from superpose.settings import ModelSettings
+    from helpers import tiny_pair
+    records = mix_lines({"base": EN, "fr": FR}, seed=2)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    base, expert = tiny_pair("gpt2")
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[]), expert_name="fr").eval()
+    tok = char_tokenizer()
+    result = evaluate(model, tok, {"switch": str(path)}, baselines=[], block_size=40, batch_size=3, progress=False)
+    got = result["models"]["base"]["switch"]
+    sourced = tokenize_spans(records, tok, block_size=40)
+    for index, name in enumerate(sourced.names):  # one unpadded block at a time, targets of that source only
+        nll, count = 0.0, 0
+        with torch.no_grad():
+            for block, sources in zip(sourced.blocks, sourced.sources):
+                logits = base(block[None]).logits[0, :-1]
+                losses = torch.nn.functional.cross_entropy(logits, block[1:], reduction="none")
+                picked = sources[1:] == index
+                nll += losses[picked].sum().item()
+                count += int(picked.sum())
+        assert got[f"tokens_source:{name}"] == count > 0
+        assert got[f"ppl_source:{name}"] == pytest.approx(math.exp(nll / count), rel=1e-5)

@@ -119,6 +119,8 @@ def test_sweep_best_point_is_chosen_on_selection_data_not_on_the_reported_data(t
     sweep = ["linear:0.1,0.5,0.9", "ensemble:0.1,0.9"]  # a weight merge (own pass) and a shared-pass baseline
     with pytest.raises(ValueError, match="must differ"):
         evaluate(model, tokenizer, report, baselines=sweep, select_data=report, progress=False)
+    with pytest.raises(ValueError, match="must differ"):  # the same file under another name is still the same data
+        evaluate(model, tokenizer, report, baselines=sweep, select_data={"other": str(en)}, progress=False)
 
     def geomean_ppl(models: dict, method: str) -> dict[str, float]:
         return {name: math.exp(sum(math.log(m["ppl"]) for m in per_domain.values()) / len(per_domain))

@@ -293,6 +293,9 @@ def test_resume_refuses_changed_data_order_settings(tmp_path):
     with pytest.raises(ValueError, match="train file 'expert' \\(content changed"):
         run(_settings(epochs=2))
     fr.write_text(fr.read_text().rsplit("\n", 1)[0])  # back to the original bytes: resuming works again
+    # the files' blocks are concatenated in the order given, so the order is part of the data order
+    with pytest.raises(ValueError, match="train_file_order"):
+        run(_settings(epochs=2), {"expert": str(fr), "base": str(en)})
     assert run(_settings(epochs=2, lr_alpha=5e-3)).steps > 2  # learning rates and epochs may change
 
 

@@ -134,6 +134,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         reported = {str(Path(p).resolve()) for p in data.values()}
         if not reported & {str(Path(p).resolve()) for p in record["valid_files"].values()}:
             select = record["valid_files"]  # the run's validation files pick the sweeps' best points
+        else:
+            print("superpose eval: the reported data include the run's --valid files, so no sweep point is chosen "
+                  "(pass --select NAME=FILE with other held-out text)", file=sys.stderr)
     placement = None if device.type == "cpu" else device
     extra = {name: load_causal_lm(path, dtype, placement)
              for name, path in parse_named_paths(args.model, flag="--model").items()}

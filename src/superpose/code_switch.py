@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError, load_texts
+from .data import DataError, load_texts, read_jsonl
 
 SEGMENTS = ("sentence", "line")
 # A sentence ends at . ! ? or … (then any closing quotes or brackets, a French » after a space) and whitespace.
@@ -84,25 +84,31 @@ def write_mixed(sources: dict[str, str], out: str | Path, seed: int = 0, segment
 
 
 def load_spans(path: str | Path) -> list[dict] | None:
-    """The records of a JSONL file whose lines carry `spans`, checked; None for plain text files."""
+    """The records of a code-switched JSONL file (every line carries `spans`), checked; None for other files."""
     path = Path(path)
     if path.suffix != ".jsonl":
         return None
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not records or "spans" not in records[0]:
+    records = read_jsonl(path)
+    with_spans = [number for number, record in records if "spans" in record]
+    if not with_spans:
         return None
-    for number, record in enumerate(records, start=1):
-        spans, text = record.get("spans"), record.get("text")
-        if not isinstance(text, str) or not isinstance(spans, list) or not spans:
-            raise DataError(f"{path}:{number}: a code-switched line needs 'text' and a non-empty 'spans' list")
+    if len(with_spans) != len(records):
+        without = next(number for number, record in records if "spans" not in record)
+        raise DataError(f"{path}:{without}: this line has no 'spans' while line {with_spans[0]} has: a "
+                        f"code-switched file needs spans on every line")
+    for number, record in records:
+        spans, text = record["spans"], record["text"]
+        if not isinstance(spans, list) or not spans or not all(isinstance(span, dict) for span in spans):
+            raise DataError(f"{path}:{number}: 'spans' must be a non-empty list of {{start, end, source}} objects")
         position = 0
         for span in spans:
-            if span.get("start") != position or not isinstance(span.get("source"), str):
+            if span.get("start") != position or not isinstance(span.get("end"), int) \
+                    or span["end"] <= position or not isinstance(span.get("source"), str):
                 raise DataError(f"{path}:{number}: spans must tile the text in order, each with a 'source'")
             position = span["end"]
         if position != len(text):
             raise DataError(f"{path}:{number}: spans end at {position}, the text at {len(text)}")
-    return records
+    return [record for _, record in records]
 
 
 @dataclass

@@ -12,29 +12,39 @@ class DataError(ValueError):
     """A data file is missing, empty, unreadable or malformed."""
 
 
-def load_texts(path: str | Path) -> list[str]:
-    """Documents of a `.txt` file (one per non-empty line) or a `.jsonl` file (`text` field)."""
-    path = Path(path)
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        raw = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not valid UTF-8 (byte {err.start}): re-encode it as UTF-8") from err
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of a JSONL file; each record an object with a string `text`."""
+    path = Path(path)
+    records = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f"{path}:{number}: each JSONL line needs a string field 'text'")
+        records.append((number, record))
+    return records
+
+
+def load_texts(path: str | Path) -> list[str]:
+    """Documents of a `.txt` file (one per non-empty line) or a `.jsonl` file (`text` field)."""
+    path = Path(path)
     if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f"{path}:{number}: each JSONL line needs a string field 'text'")
-            texts.append(record["text"])
+        texts = [record["text"] for _, record in read_jsonl(path)]
     else:
-        texts = raw.splitlines()
+        texts = _read_text(path).splitlines()
     texts = [t.strip() for t in texts if t.strip()]
     if not texts:
         raise DataError(f"{path} holds no text (empty file or only blank lines)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,16 +20,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None
-
 from .baselines import (
     BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label, parse_baselines,
 )
 from .code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
 from .data import DataError, collate, load_texts, tokenize_blocks
+from .distributed import peak_memory_mb
 from .metrics import DistributionAgreement, LMScore
 from .modeling import SuperposedModel
 from .tables import format_table
@@ -212,17 +207,6 @@ def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
     return sum(math.log(m["ppl"]) for m in per_domain.values()) / len(per_domain)
 
 
-def _peak_memory_mb(device: torch.device) -> dict[str, float]:
-    """The process's peak resident memory so far (and the CUDA allocator's peak when the models run there)."""
-    peaks = {}
-    if resource is not None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peaks["peak_rss_mb"] = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-    if device.type == "cuda":
-        peaks["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return peaks
-
-
 def stack_models(model: SuperposedModel) -> dict[str, torch.nn.Module]:
     """The superposed model's frozen stacks by name: "base" first, then each expert."""
     experts = getattr(model, "expert_models", None) or {model.config.expert_name: model.expert}
@@ -262,9 +246,11 @@ def evaluate(
     sweeps = parse_baselines(baselines)
     swept = {method for method, points in sweeps.items() if len(points) > 1}
     selecting = bool(swept and select_data)
-    if selecting and any(Path(select_data[k]).resolve() == Path(v).resolve()
-                         for k, v in data.items() if k in select_data):
-        raise DataError("selection data must differ from the data being reported")
+    if selecting:
+        shared = {str(Path(p).resolve()) for p in select_data.values()} & {str(Path(p).resolve()) for p in data.values()}
+        if shared:
+            raise DataError(f"selection data must differ from the data being reported: {', '.join(sorted(shared))} "
+                            f"is both")
     sets = load_sets(data, names, tokenizer, block_size, max_blocks)
     select_sets = load_sets(select_data, names, tokenizer, block_size, max_blocks) if selecting else None
     context = BaselineContext(stacks, tokenizer, train_files or {}, seed)
@@ -360,7 +346,7 @@ def evaluate(
         "stacks_per_token": {name: compute[name] for name in results},
         "reads_answer": bounds,
         "skipped_baselines": skipped,
-        **_peak_memory_mb(model.base.device),
+        **peak_memory_mb(model.base.device),
         "settings": {"data": data, "select_data": select_data or {},
                      "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
                                    for m, points in sweeps.items()},

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-IGNORE_INDEX = -100
+from .metrics import IGNORE_INDEX
 
 
 def scored_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -68,8 +68,3 @@ def fixed_share_log_weights(evidence: torch.Tensor, rate: float, observed: torch
 def mix(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
     """(M, B, T, V) log-probs and (M, B, T) log weights -> (B, T, V) log-probs of the mixture."""
     return torch.logsumexp(log_probs + log_weights.unsqueeze(-1), dim=0)
-
-
-def best_token_choice(evidence: torch.Tensor) -> torch.Tensor:
-    """(M, B, T) -> (B, T): the model that gave each scored token the highest probability (reads the answer)."""
-    return evidence.argmax(dim=0)

@@ -213,7 +213,7 @@ class TrainResult:
 def describe_throughput(record: dict) -> str:
     """One line: training tokens/s (all processes, and per process) and each process's peak memory."""
     peaks = ", ".join(
-        f"{p['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in p else f"{p['peak_rss_mb']:.0f} MB RSS"
+        f"{p['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in p else f"{p.get('peak_rss_mb', float('nan')):.0f} MB RSS"
         for p in record["peak_memory_mb"])
     return (f"throughput: {record['tokens_per_second']:.0f} training tokens/s over {record['processes']} "
             f"process(es) ({record['tokens_per_second_per_process']:.0f} per process; {record['tokens']} tokens in "
@@ -235,11 +235,23 @@ def _file_fingerprint(path: str) -> dict:
 _DATA_ORDER_DEFAULTS = {"grad_accum": 1, "processes": 1}
 
 
-def data_order(settings: TrainSettings, train_files: dict[str, str], processes: int = 1) -> dict:
-    """Everything that fixes which blocks each step sees (and which process sees them)."""
+def _tokenizer_fingerprint(tokenizer) -> str:
+    """The tokenizer decides the blocks: a hash of its vocabulary and end-of-text token."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps([vocab, tokenizer.eos_token_id]).encode()).hexdigest()
+
+
+def data_order(settings: TrainSettings, train_files: dict[str, str], processes: int = 1, tokenizer=None) -> dict:
+    """Everything that fixes which blocks each step sees (and which process sees them).
+
+    The files' order counts too: their blocks are concatenated in the order given.
+    """
     order = {key: getattr(settings, key) for key in DATA_ORDER_KEYS}
     order["processes"] = processes
     order["train_files"] = {name: _file_fingerprint(path) for name, path in sorted(train_files.items())}
+    order["train_file_order"] = list(train_files)
+    if tokenizer is not None:
+        order["tokenizer"] = _tokenizer_fingerprint(tokenizer)
     return order
 
 
@@ -427,7 +439,7 @@ def train(
         load_labelled(valid_files, names, tokenizer, settings.block_size, settings.max_valid_blocks)
         if valid_files else None
     )
-    order_record = data_order(settings, train_files, processes.count)
+    order_record = data_order(settings, train_files, processes.count, tokenizer)
     _place(model, device)
     optimizer = make_optimizer(model, settings)
     result = TrainResult(run_dir)
