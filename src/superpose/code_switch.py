@@ -129,11 +129,10 @@ def tokenize_spans(records: list[dict], tokenizer, block_size: int, max_blocks: 
     limit = None if max_blocks is None else max_blocks * block_size
     for record in records:
         encoded = tokenizer(record["text"], add_special_tokens=False, return_offsets_mapping=True)
-        spans = record["spans"]
+        spans, text = record["spans"], record["text"]
         last_segment, count = None, 0
         for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
             # a token belongs to the span holding its first non-space character
-            text = record["text"]
             first = start + (len(text[start:end]) - len(text[start:end].lstrip())) if end > start else start
             segment = next((i for i, s in enumerate(spans) if s["start"] <= first < s["end"]), len(spans) - 1)
             count = count + 1 if segment == last_segment else 0

@@ -90,9 +90,10 @@ class Scorer:
 
 
 def pick_per_token(refs: References, choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) model indices -> the chosen model's logits at each position (B, T, V), and one-hot weights (M, B, T)."""
-    stacked = torch.stack([x for x in refs.logits.values()])  # (M, B, T, V)
-    index = choice[None, ..., None].expand(1, -1, -1, stacked.shape[-1])
-    logits = stacked.gather(0, index).squeeze(0)
+    """(B, T) model indices -> the chosen model's log-probabilities at each position (B, T, V), and one-hot
+    weights (M, B, T). Reads the batch's cached log-probabilities, so no scorer stacks the logits again."""
+    log_probs = refs.log_probs()  # (M, B, T, V)
+    index = choice[None, ..., None].expand(1, -1, -1, log_probs.shape[-1])
+    logits = log_probs.gather(0, index).squeeze(0)
     weights = torch.nn.functional.one_hot(choice, len(refs.logits)).permute(2, 0, 1).float()  # (M, B, T)
     return logits, weights

@@ -30,7 +30,8 @@ class OracleScorer(Scorer):
         self._last = self._choice(refs)
         choice = self._last[:, None].expand(-1, refs.labels.shape[1])
         logits, self.last_weights = pick_per_token(refs, choice)
-        return logits
+        # a labelled set is scored by its own model: exactly that model's logits
+        return refs.logits[refs.domain] if refs.domain is not None else logits
 
     def extra_seconds(self, refs: References) -> float:
         chosen = [refs.names[i] for i in self._last.tolist()]
