@@ -1,8 +1,9 @@
-"""Tiny end-to-end build of a base model and its French expert from synthetic sentences."""
+"""Tiny end-to-end build of a base model, its French expert and an added German one from synthetic sentences."""
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from superpose.data import tokenize_blocks
-from superpose.experts import ExpertRecipe, build_experts, held_out_ppl, train_tokenizer
+from superpose.experts import ExpertRecipe, build_experts, finetune_expert, held_out_ppl, train_tokenizer
 
 EN_SUBJECTS = ["The cat", "My brother", "The old man", "A young girl", "The teacher", "Our neighbour"]
 EN_VERBS = ["walks to", "looks at", "runs towards", "sings near", "waits by", "paints"]
@@ -18,6 +19,9 @@ EN_OBJECTS = ["the river", "the small house", "the green garden", "the market", 
 FR_SUBJECTS = ["Le chat", "Mon frère", "Le vieil homme", "Une jeune fille", "L'élève", "Notre voisine"]
 FR_VERBS = ["marche vers", "regarde", "court jusqu'à", "chante près de", "attend à côté de", "peint"]
 FR_OBJECTS = ["la rivière", "la petite maison", "le jardin vert", "l'église", "le marché", "la forêt âgée"]
+DE_SUBJECTS = ["Die Katze", "Mein Bruder", "Der alte Mann", "Ein junges Mädchen", "Der Lehrer", "Unsere Nachbarin"]
+DE_VERBS = ["geht zu", "schaut auf", "läuft über", "singt neben", "wartet an", "malt"]
+DE_OBJECTS = ["dem Fluss", "das kleine Haus", "den grünen Garten", "dem Markt", "die Kirche", "die lange Straße"]
 
 
 def sentences(subjects: list[str], verbs: list[str], objects: list[str], n: int, seed: int) -> list[str]:
@@ -39,6 +43,7 @@ def corpora() -> dict[str, list[str]]:
         "en": sentences(EN_SUBJECTS, EN_VERBS, EN_OBJECTS, 60, seed=0),
         "fr": sentences(FR_SUBJECTS, FR_VERBS, FR_OBJECTS, 60, seed=1),
         "fr_valid": sentences(FR_SUBJECTS, FR_VERBS, FR_OBJECTS, 20, seed=2),
+        "de": sentences(DE_SUBJECTS, DE_VERBS, DE_OBJECTS, 60, seed=3),
     }
 
 
@@ -97,6 +102,53 @@ def test_rebuild_is_reproducible(built, corpora, tmp_path) -> None:
         second = AutoModelForCausalLM.from_pretrained(again[name]).state_dict()
         differing = [key for key in first if not torch.equal(first[key], second[key])]
         assert differing == [], f"{name}: rebuilt weights differ in {differing}"
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+@pytest.fixture
+def built_copy(built, tmp_path) -> Path:
+    """A private copy of the built folder, so adding experts leaves the shared fixture untouched."""
+    return Path(shutil.copytree(built[0], tmp_path / "experts"))
+
+
+def test_finetune_expert_adds_an_expert(built_copy, corpora) -> None:
+    before = json.loads((built_copy / "recipe.json").read_text())
+    path = finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(), "de", progress=False)
+    assert path == built_copy / "de" and (path / "model.safetensors").is_file()
+    assert AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(built_copy / "base").get_vocab()
+    base, expert = weights(built_copy / "base"), weights(path)
+    assert any(not torch.equal(base[key], expert[key]) for key in base)
+    report = json.loads((built_copy / "recipe.json").read_text())
+    assert report["train"]["de"]["steps"] == 30
+    assert report["train"]["de"]["loss_last"] < report["train"]["de"]["loss_first"]
+    assert report["blocks"]["de"] > 0
+    for key in ("recipe", "expert_name", "n_params", "tokenizer_vocab", "wall_time_s"):
+        assert report[key] == before[key]
+    for section in ("train", "blocks"):
+        assert {k: v for k, v in report[section].items() if k != "de"} == before[section]
+
+
+def test_finetune_expert_matches_build_experts(built, built_copy, corpora) -> None:
+    """Same texts and recipe from the saved base: the very weights build_experts gave its expert."""
+    path = finetune_expert(built_copy / "base", corpora["fr"], built_copy, tiny_recipe(), "fr_again", progress=False)
+    first, second = weights(built[1]["fr"]), weights(path)
+    assert [key for key in first if not torch.equal(first[key], second[key])] == []
+
+
+@pytest.mark.parametrize("name", ["base", "", "..", "de/x", "de\\x"])
+def test_finetune_expert_bad_name_raises(built_copy, corpora, name) -> None:
+    with pytest.raises(ValueError, match="plain folder name"):
+        finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(), name, progress=False)
+    assert sorted(p.name for p in built_copy.iterdir()) == ["base", "fr", "recipe.json"]
+
+
+def test_finetune_expert_refuses_other_recipe(built_copy, corpora) -> None:
+    with pytest.raises(ValueError, match="different recipe"):
+        finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(finetune_steps=5), "de", progress=False)
+    assert not (built_copy / "de").exists()
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def test_save_load_round_trip_writes_only_trained_weights(tmp_path, variant):
     assert files == ["config.json", WEIGHTS_NAME]
     from safetensors.torch import load_file
     saved = load_file(str(tmp_path / "run" / WEIGHTS_NAME))
-    assert all(k.startswith(("alpha.", "autoencoders.")) for k in saved)
+    assert all(k.startswith(("blend.", "autoencoders.")) for k in saved)
     assert sum(v.numel() for v in saved.values()) < sum(p.numel() for p in base.parameters())
     loaded = SuperposedModel.from_pretrained(tmp_path / "run").eval()
     assert loaded.config.experts == {"fr": str(tmp_path / "expert")}

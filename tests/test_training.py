@@ -202,7 +202,7 @@ def test_bf16_experts_train_alpha_and_autoencoders_in_float32(tmp_path):
                    progress=False)
     assert result.steps == 20
     after = model.trainable_state_dict()
-    assert (after["alpha.control"] - before["alpha.control"]).abs().max() > 5e-4
+    assert (after["blend.alpha.control"] - before["blend.alpha.control"]).abs().max() > 5e-4
     assert (after["autoencoders.1.encoder.0.weight"] - before["autoencoders.1.encoder.0.weight"]).abs().max() > 5e-4
     assert base.dtype == torch.bfloat16 and model.stack_dtype == torch.bfloat16  # stacks stay as loaded
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["train_settings"]

@@ -65,6 +65,15 @@ class LinearConvAE(nn.Module):
         out, decoder_state = self.decoder(z, None if state is None else state["decoder"])
         return out, {"decoder": decoder_state}
 
+    def zero_output(self) -> None:
+        _zero(self.decoder)
+
+
+def _zero(conv: SequenceConv) -> None:
+    """The decoder's last layer at zero: a residual autoencoder h + AE(h) then starts as the identity."""
+    nn.init.zeros_(conv.conv.weight)
+    nn.init.zeros_(conv.conv.bias)
+
 
 class DualPathAE(nn.Module):
     """2D variant: a local convolutional path (80 %) and a global low-rank path (20 %) of the bottleneck."""
@@ -92,6 +101,9 @@ class DualPathAE(nn.Module):
         code = _masked(self.dropout(code), token_mask)
         out, decoder_state = self.decoder(code, state.get("decoder"))
         return out, {"local": local_state, "decoder": decoder_state}
+
+    def zero_output(self) -> None:
+        _zero(self.decoder)
 
 
 AUTOENCODERS: dict[str, type[nn.Module]] = {"1d": LinearConvAE, "2d": DualPathAE}

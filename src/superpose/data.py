@@ -81,11 +81,16 @@ class Batch:
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T), 1 = real token
     labels: torch.Tensor  # (B, T), -100 on padding
-    domains: torch.Tensor  # (B,) index of the domain (0 = base)
+    domains: torch.Tensor  # (B,) index of the domain (0 = base, -1 = unlabelled or mixed)
+    token_domains: torch.Tensor | None = None  # (B, T) each token's domain (-1 = none, padding included)
 
 
-def collate(blocks: list[torch.Tensor], domains: list[int], pad_id: int = 0) -> Batch:
-    """Right-pad blocks to one length; padding is masked out of attention and of the labels."""
+def collate(blocks: list[torch.Tensor], domains: list[int], pad_id: int = 0,
+            token_domains: list[torch.Tensor | None] | None = None) -> Batch:
+    """Right-pad blocks to one length; padding is masked out of attention and of the labels.
+
+    `token_domains` gives a block's per-token domains (code-switched blocks); other blocks' tokens take
+    their block's domain."""
     length = max(b.numel() for b in blocks)
     input_ids = torch.full((len(blocks), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(blocks), length), dtype=torch.long)
@@ -93,7 +98,11 @@ def collate(blocks: list[torch.Tensor], domains: list[int], pad_id: int = 0) -> 
         input_ids[row, : block.numel()] = block
         mask[row, : block.numel()] = 1
     labels = input_ids.masked_fill(mask == 0, -100)
-    return Batch(input_ids, mask, labels, torch.tensor(domains, dtype=torch.long))
+    per_token = torch.full((len(blocks), length), -1, dtype=torch.long)
+    for row, block in enumerate(blocks):
+        given = token_domains[row] if token_domains is not None else None
+        per_token[row, : block.numel()] = given if given is not None else domains[row]
+    return Batch(input_ids, mask, labels, torch.tensor(domains, dtype=torch.long), per_token)
 
 
 def parse_named_paths(values: list[str] | None, default_name: str | None = None, flag: str = "--data") -> dict[str, str]:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from .data import collate, tokenize_blocks
+from .loading import load_causal_lm, load_tokenizer
 from .metrics import LMScore
 
 EOS_TOKEN = "<|endoftext|>"
@@ -224,6 +225,37 @@ def loss_summary(history: list[float], seconds: float) -> dict[str, float | int]
     return {"steps": len(history), "loss_first": history[0], "loss_last": history[-1], "seconds": round(seconds, 2)}
 
 
+def check_expert_name(name: str) -> None:
+    """An expert is saved as `out_dir/<name>`, next to `base`: a path or the base's own name would clobber it."""
+    if not isinstance(name, str) or name in ("base", "", ".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"expert name must be a plain folder name other than 'base', got {name!r}")
+
+
+def finetune_and_save(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    texts: list[str],
+    out_dir: Path,
+    recipe: ExpertRecipe,
+    name: str,
+    *,
+    progress: bool = True,
+) -> tuple[Path, int, dict[str, float | int]]:
+    """Fine-tune `model` in place on `texts` and save it as `out_dir/<name>`; the one fine-tune recipe.
+
+    Shared by `build_experts` and `finetune_expert` so every expert sees the same seed (`seed + 1`),
+    rate and schedule. Returns the folder, the number of training blocks and the loss summary.
+    """
+    blocks = tokenize_blocks(texts, tokenizer, recipe.block_size)
+    tick = time.perf_counter()
+    losses = train_causal_lm(
+        model, blocks, recipe.finetune_steps, recipe.batch_size, recipe.finetune_lr, recipe.seed + 1, name,
+        warmup_frac=recipe.warmup_frac, progress=progress,
+    )
+    seconds = time.perf_counter() - tick
+    return save_model(model, tokenizer, out_dir / name), len(blocks), loss_summary(losses, seconds)
+
+
 def build_experts(
     base_texts: list[str],
     expert_texts: list[str],
@@ -239,13 +271,11 @@ def build_experts(
     """
     if not base_texts or not expert_texts:
         raise ValueError("build_experts needs non-empty base_texts and expert_texts")
-    if expert_name in ("base", "") or "/" in expert_name or "\\" in expert_name:
-        raise ValueError(f"expert_name must be a plain folder name other than 'base', got {expert_name!r}")
+    check_expert_name(expert_name)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     tokenizer = train_tokenizer(base_texts + expert_texts, vocab_size=recipe.vocab_size)
     base_blocks = tokenize_blocks(base_texts, tokenizer, recipe.block_size)
-    expert_blocks = tokenize_blocks(expert_texts, tokenizer, recipe.block_size)
 
     model = make_model(recipe, tokenizer)
     tick = time.perf_counter()
@@ -255,24 +285,64 @@ def build_experts(
     )
     base_seconds = time.perf_counter() - tick
     paths = {"base": save_model(model, tokenizer, out_dir / "base")}
-
-    expert = copy.deepcopy(model)
-    tick = time.perf_counter()
-    expert_losses = train_causal_lm(
-        expert, expert_blocks, recipe.finetune_steps, recipe.batch_size, recipe.finetune_lr, recipe.seed + 1, expert_name,
-        warmup_frac=recipe.warmup_frac, progress=progress,
+    paths[expert_name], expert_blocks, expert_summary = finetune_and_save(
+        copy.deepcopy(model), tokenizer, expert_texts, out_dir, recipe, expert_name, progress=progress
     )
-    expert_seconds = time.perf_counter() - tick
-    paths[expert_name] = save_model(expert, tokenizer, out_dir / expert_name)
 
     report = {
         "recipe": asdict(recipe),
         "expert_name": expert_name,
         "n_params": sum(p.numel() for p in model.parameters()),
         "tokenizer_vocab": len(tokenizer),
-        "blocks": {"base": len(base_blocks), expert_name: len(expert_blocks)},
-        "train": {"base": loss_summary(base_losses, base_seconds), expert_name: loss_summary(expert_losses, expert_seconds)},
+        "blocks": {"base": len(base_blocks), expert_name: expert_blocks},
+        "train": {"base": loss_summary(base_losses, base_seconds), expert_name: expert_summary},
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     (out_dir / "recipe.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def read_report(out_dir: Path, recipe: ExpertRecipe) -> dict:
+    """The folder's `recipe.json` (or a fresh one), refusing a recipe other than the one it records.
+
+    Loss summaries of experts trained with different schedules side by side would be misleading.
+    """
+    path = out_dir / "recipe.json"
+    if not path.is_file():
+        return {"recipe": asdict(recipe)}
+    report = json.loads(path.read_text(encoding="utf-8"))
+    recorded = report.setdefault("recipe", asdict(recipe))
+    if recorded != asdict(recipe):
+        raise ValueError(f"{path} records a different recipe: {recorded} (given {asdict(recipe)})")
+    return report
+
+
+def finetune_expert(
+    base_dir: str | Path,
+    texts: list[str],
+    out_dir: str | Path,
+    recipe: ExpertRecipe,
+    name: str,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune the saved base in `base_dir` on `texts` into another expert, `out_dir/<name>`.
+
+    Adds an expert (say German) next to those `build_experts` made, with the same fine-tune recipe and
+    the base's own tokenizer, without retraining the base. Its loss summary and block count go into
+    `out_dir/recipe.json` under `train[name]` and `blocks[name]`; other entries are kept.
+    """
+    check_expert_name(name)
+    if not texts:
+        raise ValueError("finetune_expert needs non-empty texts")
+    out_dir = Path(out_dir)
+    report = read_report(out_dir, recipe)  # before training: a mismatch should cost nothing
+    model = load_causal_lm(str(base_dir))
+    if recipe.block_size > model.config.n_positions:
+        raise ValueError(f"block_size {recipe.block_size} exceeds the base's {model.config.n_positions} positions")
+    tokenizer = load_tokenizer(str(base_dir))
+    path, n_blocks, summary = finetune_and_save(model, tokenizer, texts, out_dir, recipe, name, progress=progress)
+    report.setdefault("blocks", {})[name] = n_blocks
+    report.setdefault("train", {})[name] = summary
+    (out_dir / "recipe.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -50,19 +50,30 @@ def fixed_share_log_weights(evidence: torch.Tensor, rate: float, observed: torch
         raise ValueError(f"fixed-share rate must be in [0, 1], got {rate}")
     if rate == 0.0:
         return bayes_log_weights(evidence)
-    models, _, length = evidence.shape
-    keep, share = math.log1p(-rate) if rate < 1 else -math.inf, math.log(rate / models)
     if observed is None:
         observed = (evidence != 0).any(dim=0)
-    log_w = torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B): uniform prior
+    after, _ = fixed_share_scan(evidence, rate, observed)
+    uniform = torch.full_like(evidence[:, :, :1], -math.log(evidence.shape[0]))
+    return torch.cat([uniform, after[:, :, :-1]], dim=-1)  # position t has not seen its own target yet
+
+
+def fixed_share_scan(evidence: torch.Tensor, rate: float, observed: torch.Tensor,
+                     state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed-share weights *after* each position's evidence, continuing from `state` (M, B) log-weights.
+
+    (M, B, T) evidence, (B, T) observed -> ((M, B, T) log-weights, (M, B) the last of them): the form a
+    cache carries from one generation step to the next. A position with no evidence leaves the weights alone.
+    """
+    models, _, length = evidence.shape
+    keep, share = math.log1p(-rate) if rate < 1 else -math.inf, math.log(rate / models) if rate > 0 else -math.inf
+    log_w = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
     out = []
     for t in range(length):
-        out.append(log_w)
         posterior = torch.log_softmax(log_w + evidence[:, :, t], dim=0)
-        # a position with no evidence (padding) leaves the weights as they are
-        mixed = torch.logaddexp(posterior + keep, torch.full_like(posterior, share))
+        mixed = torch.logaddexp(posterior + keep, torch.full_like(posterior, share)) if rate > 0 else posterior
         log_w = torch.where(observed[None, :, t], mixed, log_w)
-    return torch.stack(out, dim=-1)
+        out.append(log_w)
+    return torch.stack(out, dim=-1), log_w
 
 
 def mix(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,24 @@ def _coerce_numbers(settings) -> None:
             setattr(settings, f.name, int(value))
 
 
+HEADS = ("base", "expert", "blend", "mixture")
+GATES = ("static", "token")
+GATE_EVIDENCE = ("none", "fixed_share")
+GRAPHS = ("sequential", "parallel")
+
+
+def _boolean(name: str, value: object) -> bool:
+    """true/false from YAML or a flag (also yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise SettingsError(f"{name} must be true or false; got {value!r}")
+
+
 @dataclass
 class ModelSettings:
     """How the stacks are blended (SPEC §2-§4)."""
@@ -83,8 +101,20 @@ class ModelSettings:
                                 ("causal", "symmetric"))
     embed_blend: str = setting("mean_alpha", "blend embeddings with the mean alpha, or use the base's",
                                ("mean_alpha", "base"))
-    head: str = setting("base", "final norm + LM head: the base's (paper), the expert's, or blended by the mean alpha",
-                        ("base", "expert", "blend"))
+    head: str = setting("base", "final norm + LM head: the base's (paper), the (first) expert's, all heads' logits "
+                                "blended by the mean weights, or mixture: the stacks' next-token probabilities mixed "
+                                "by the last layer's weights", HEADS)
+    gate: str = setting("static", "static: one blend per layer (the paper's spline); token: a causal per-token gate "
+                                  "on top of the spline", GATES)
+    gate_hidden: int = setting(0, "token gate: width of a hidden layer (0 = LayerNorm + linear)")
+    gate_evidence: str = setting("none", "token gate: also read each stack's fixed-share log-posterior over the "
+                                         "tokens seen so far", GATE_EVIDENCE)
+    evidence_rate: float = setting(0.02, "fixed-share rate of the gate evidence (default 0.02)")
+    graph: str = setting("sequential", "sequential: the stacks share one running state (paper); parallel: each "
+                                       "stack runs on its own states and the blends form a side path to the head",
+                         GRAPHS)
+    ae_residual: bool = setting(False, "autoencoders as h + AE(h) with the decoder starting at zero (an untrained "
+                                       "model is the plain blend); off = the paper's form")
     n_control_points: int = setting(16, "B-spline control points of alpha (default 16)")
     spline_degree: int = setting(3, "B-spline degree (default 3)")
 
@@ -93,7 +123,18 @@ class ModelSettings:
         _choice("variant", self.variant, ("1d", "2d"))
         _choice("conv_padding", self.conv_padding, ("causal", "symmetric"))
         _choice("embed_blend", self.embed_blend, ("mean_alpha", "base"))
-        _choice("head", self.head, ("base", "expert", "blend"))
+        _choice("head", self.head, HEADS)
+        _choice("gate", self.gate, GATES)
+        _choice("gate_evidence", self.gate_evidence, GATE_EVIDENCE)
+        _choice("graph", self.graph, GRAPHS)
+        if self.gate_evidence != "none" and self.gate != "token":
+            raise SettingsError("gate_evidence needs gate: token (a static blend reads nothing of the input)")
+        if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
+            raise SettingsError(f"gate_hidden must be a non-negative integer; got {self.gate_hidden!r}")
+        _positive("evidence_rate", self.evidence_rate)
+        if self.evidence_rate >= 1:
+            raise SettingsError(f"evidence_rate must be below 1; got {self.evidence_rate!r}")
+        self.ae_residual = _boolean("ae_residual", self.ae_residual)
         if self.bottleneck is not None and not (isinstance(self.bottleneck, (int, float)) and 0 < self.bottleneck <= 4):
             raise SettingsError(f"bottleneck must be in (0, 4]; got {self.bottleneck!r}")
         if isinstance(self.ae_layers, str):
@@ -134,7 +175,7 @@ def _parse_int_list(name: str, text: str) -> list[int]:
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Settings that fix which blocks each step sees: a resumed run must keep them, or its data order breaks.
-DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph", "grad_accum")
+DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph", "grad_accum", "switch_rate")
 MIXED_PRECISION = ("no", "bf16")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -153,11 +194,17 @@ class TrainSettings:
     seed: int = setting(0, "random seed of the trainable parts' init, data order and dropout (default 0)")
     lr_alpha: float | None = setting(None, "learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
     lr_ae: float = setting(1e-4, "learning rate of the autoencoders (default 1e-4)")
+    lr_gate: float = setting(1e-3, "learning rate of the token gates (default 1e-3)")
     weight_decay: float = setting(1e-2, "AdamW weight decay (default 1e-2)")
     grad_clip: float = setting(1.0, "max gradient norm, per parameter group (default 1.0)")
     recon_weight: float | None = setting(None, "weight of the reconstruction loss (default 3 1d, 1 2d)")
     lm_weight: float | None = setting(None, "weight of the language-model loss (default 1 1d, 0.2 2d)")
     alpha_reg_weight: float | None = setting(None, "weight of the alpha regulariser (default 0 1d, 0.1 2d)")
+    gate_label_weight: float = setting(0.0, "weight of the gate cross-entropy towards each labelled token's stack "
+                                            "(default 0)")
+    load_balance_weight: float = setting(0.0, "weight of a load-balance term on unlabelled tokens' gates (default 0)")
+    switch_rate: float = setting(0.0, "share of training blocks replaced by synthetic code-switched blocks: sentences "
+                                      "alternating between the labelled sources, labelled per token (default 0)")
     training_graph: str = setting("sequential", "parallel reproduces the reference's training graph",
                                   ("sequential", "parallel"))
     max_train_blocks: int | None = setting(None, "cap on training blocks per domain")
@@ -189,15 +236,18 @@ class TrainSettings:
                 raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise SettingsError(f"seed must be an integer; got {self.seed!r}")
-        for name in ("lr_alpha", "lr_ae", "grad_clip"):
+        for name in ("lr_alpha", "lr_ae", "lr_gate", "grad_clip"):
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value)
-        for name in ("weight_decay", "recon_weight", "lm_weight", "alpha_reg_weight"):
+        for name in ("weight_decay", "recon_weight", "lm_weight", "alpha_reg_weight", "gate_label_weight",
+                     "load_balance_weight", "switch_rate"):
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value, allow_zero=True)
         _choice("training_graph", self.training_graph, ("sequential", "parallel"))
+        if self.switch_rate > 1:
+            raise SettingsError(f"switch_rate is a share of the blocks, in [0, 1]; got {self.switch_rate!r}")
         _choice("dtype", self.dtype, DTYPES)
         if self.mixed_precision is not None:
             _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)

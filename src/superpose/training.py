@@ -1,7 +1,10 @@
-"""Train alpha and the autoencoders on domain-labelled text (SPEC §5), on the graph we serve.
+"""Train the blend weights, gates and autoencoders (SPEC §5), on the graph we serve, with or without labels.
 
-Targets come from one independent no-grad run of each expert per batch: a sequence of domain 0
-should reproduce the base's states, one of domain 1 the expert's.
+Labelled text (`--train NAME=FILE`) gives reconstruction targets from one independent no-grad run of
+each stack per batch (a token of domain m should reproduce stack m's states) and, with
+`gate_label_weight`, a gate cross-entropy towards that stack. Unlabelled text (`--train FILE`) adds only the
+LM loss (and an optional load-balance term). `switch_rate` turns a share of the blocks into synthetic
+code-switched blocks with per-token labels.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .code_switch import switched_blocks
 from .data import DataError, collate, load_texts, tokenize_blocks
 from .distributed import Processes, peak_memory_mb, setup_processes
 from .metrics import LMScore
@@ -29,32 +33,70 @@ from .tables import format_table
 RUN_FILE = "run.json"
 
 
+UNLABELLED = "unlabelled"  # the name `--train FILE` (no NAME=) gets; more such files: unlabelled:2, ...
+MIXED = -1  # domain of unlabelled blocks and of code-switched blocks (their tokens carry the labels)
+
+
 @dataclass
 class LabelledBlocks:
     blocks: list[torch.Tensor]
-    domains: list[int]
+    domains: list[int]  # stack index, or MIXED
     names: list[str]  # domain index -> name
+    token_domains: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> per-token domains (switched)
 
     def __len__(self) -> int:
         return len(self.blocks)
 
+    def labelled_tokens(self, index: int) -> int:
+        """Tokens of block `index` with a domain label (reconstruction targets and gate labels)."""
+        if index in self.token_domains:
+            return int((self.token_domains[index] >= 0).sum())
+        return self.blocks[index].numel() if self.domains[index] >= 0 else 0
+
+    def collate(self, rows: list[int], pad_id: int):
+        return collate([self.blocks[i] for i in rows], [self.domains[i] for i in rows], pad_id,
+                       [self.token_domains.get(i) for i in rows])
+
 
 def domain_names(model: SuperposedModel) -> list[str]:
-    """Domain 0 is the base's; domain 1 the expert's (its name as given by --expert NAME=PATH)."""
-    return ["base", model.config.expert_name]
+    """Domain m is stack m's: base, then each expert by the name --expert NAME=PATH gave it."""
+    return model.stack_names
+
+
+def is_unlabelled(name: str) -> bool:
+    return name == UNLABELLED or name.startswith(UNLABELLED + ":")
 
 
 def load_labelled(
-    files: dict[str, str], names: list[str], tokenizer, block_size: int, max_blocks: int | None
+    files: dict[str, str], names: list[str], tokenizer, block_size: int, max_blocks: int | None,
+    switch_rate: float = 0.0, seed: int = 0,
 ) -> LabelledBlocks:
-    unknown = sorted(set(files) - set(names))
+    """Blocks of every file; with `switch_rate`, that share of the blocks (chosen with `seed`) is replaced by
+    blocks whose sentences alternate between the labelled files' texts, labelled per token."""
+    unknown = sorted(name for name in files if name not in names and not is_unlabelled(name))
     if unknown:
-        raise DataError(f"data named {unknown} matches no model: use one of {names} (base, or the expert's name)")
+        raise DataError(f"data named {unknown} matches no model: use one of {names} (base, or an expert's name), "
+                        "or pass the file without NAME= as unlabelled text")
     data = LabelledBlocks([], [], names)
+    texts: dict[str, list[str]] = {}
     for name, path in files.items():
-        blocks = tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks)
+        lines = load_texts(path)
+        blocks = tokenize_blocks(lines, tokenizer, block_size, max_blocks)
         data.blocks.extend(blocks)
-        data.domains.extend([names.index(name)] * len(blocks))
+        data.domains.extend([MIXED if is_unlabelled(name) else names.index(name)] * len(blocks))
+        if not is_unlabelled(name):
+            texts[name] = lines
+    count = round(switch_rate * len(data))
+    if count:
+        if len(texts) < 2:
+            raise DataError("--switch-rate mixes sentences of labelled sources: pass --train NAME=FILE for at least "
+                            f"two models (got {sorted(texts) or 'none'})")
+        blocks, sources, source_names = switched_blocks(texts, tokenizer, block_size, count, seed)
+        to_stack = torch.tensor([names.index(n) for n in source_names])
+        replaced = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: len(blocks)].tolist()
+        for index, block, source in zip(replaced, blocks, sources):
+            data.blocks[index], data.domains[index] = block, MIXED
+            data.token_domains[index] = torch.where(source >= 0, to_stack[source.clamp(min=0)], source)
     return data
 
 
@@ -75,31 +117,67 @@ def recon_layers(model: SuperposedModel) -> list[int]:
     return model.ae_layers or list(range(model.config.num_hidden_layers))
 
 
+def _targets(stack_states: list[list[torch.Tensor]], layer: int, token_domains: torch.Tensor) -> torch.Tensor:
+    """(B, T, d): each token's labelled stack's state after `layer` (unlabelled tokens: the base's, masked out)."""
+    home = stack_states[0][layer].device
+    states = torch.stack([states_m[layer].to(home) for states_m in stack_states])  # (M, B, T, d)
+    index = token_domains.clamp(min=0).to(home)[None, ..., None].expand(1, -1, -1, states.shape[-1])
+    return states.gather(0, index).squeeze(0)
+
+
+def gate_label_loss(gates: list[torch.Tensor], token_domains: torch.Tensor) -> torch.Tensor:
+    """Mean over layers and labelled tokens of -log w[l, t, label]: the gates learn to pick the labelled stack."""
+    labelled = token_domains >= 0  # (B, T)
+    tokens = labelled.sum().clamp(min=1)
+    total = gates[0].new_zeros(())
+    for weights in gates:  # (B, T, M)
+        picked = weights.gather(-1, token_domains.clamp(min=0).to(weights.device).unsqueeze(-1)).squeeze(-1)
+        total = total + (-torch.log(picked.clamp(min=1e-9)) * labelled.to(weights.device)).sum().to(total.device)
+    return total / (tokens * len(gates))
+
+
+def load_balance_loss(gates: list[torch.Tensor], token_mask: torch.Tensor) -> torch.Tensor:
+    """M Σ_m (mean weight of stack m)²: 1 when the unlabelled tokens use every stack alike, M when one takes all."""
+    mask = token_mask.float()
+    tokens = mask.sum().clamp(min=1)
+    total = gates[0].new_zeros(())
+    for weights in gates:
+        usage = (weights * mask.to(weights.device).unsqueeze(-1)).sum(dim=(0, 1)) / tokens  # (M,)
+        total = total + weights.shape[-1] * usage.pow(2).sum().to(total.device)
+    return total / len(gates)
+
+
 def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> dict[str, torch.Tensor]:
     ids, mask = batch.input_ids, batch.attention_mask
-    base_states, expert_states = model.independent_states(ids, mask)
-    pick_base = (batch.domains == 0).view(-1, 1, 1)  # (B, 1, 1)
-    if settings.training_graph == "sequential":
-        out = model(ids, attention_mask=mask, output_hidden_states=True)
+    token_domains = batch.token_domains.to(ids.device).masked_fill(mask == 0, MIXED)  # (B, T)
+    labelled = (token_domains >= 0).long()
+    stack_states = model.independent_states(ids, mask)
+    if settings.training_graph == "sequential" and model.settings.graph == "sequential":
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_gates=True)
         predicted = {layer: out.hidden_states[layer + 1] for layer in recon_layers(model)}
-        logits = out.logits
-    else:
-        predicted, logits = model.forward_parallel(base_states, expert_states, mask)
+        logits, gates = out.logits, list(out.gate_weights)
+    else:  # the parallel graph (served, or the reference's training graph) reuses the independent states
+        predicted, logits, gates = model.forward_parallel(stack_states, mask, ids)
     home = ids.device  # a device map may spread the layers (and so the per-layer terms) over several devices
     recon = sum(
-        reconstruction_loss(predicted[layer], torch.where(pick_base.to(base_states[layer].device), base_states[layer],
-                                                          expert_states[layer].to(base_states[layer].device)),
-                            mask, model.settings.variant).to(home)
+        reconstruction_loss(predicted[layer], _targets(stack_states, layer, token_domains), labelled,
+                            model.settings.variant).to(home)
         for layer in recon_layers(model)
     )
     lm = causal_lm_loss(logits, batch.labels).to(home)
-    reg = model.alpha.regularisation()
-    total = settings.recon_weight * recon + settings.lm_weight * lm + settings.alpha_reg_weight * reg
-    return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg, "logits": logits}
+    reg = model.blend.regularisation()
+    gate_ce = gate_label_loss(gates, token_domains).to(home)
+    balance = load_balance_loss(gates, (token_domains == MIXED) & (mask == 1)).to(home)
+    total = (settings.recon_weight * recon + settings.lm_weight * lm + settings.alpha_reg_weight * reg
+             + settings.gate_label_weight * gate_ce + settings.load_balance_weight * balance)
+    return {"loss": total, "recon": recon, "lm": lm, "alpha_reg": reg, "gate_ce": gate_ce, "balance": balance,
+            "logits": logits}
 
 
 def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.optim.AdamW:
     groups = [{"params": list(model.alpha.parameters()), "lr": settings.lr_alpha, "name": "alpha"}]
+    if model.blend.gate is not None:
+        groups.append({"params": list(model.blend.gate.parameters()), "lr": settings.lr_gate, "name": "gate"})
     ae_params = list(model.autoencoders.parameters())
     if ae_params:
         groups.append({"params": ae_params, "lr": settings.lr_ae, "name": "autoencoders"})
@@ -108,8 +186,7 @@ def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.opt
 
 def _batches(data: LabelledBlocks, batch_size: int, pad_id: int, order: torch.Tensor):
     for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size].tolist()
-        yield collate([data.blocks[i] for i in rows], [data.domains[i] for i in rows], pad_id)
+        yield data.collate(order[start : start + batch_size].tolist(), pad_id)
 
 
 def resolve_mixed_precision(settings: TrainSettings, device: torch.device, stack_dtype: torch.dtype) -> str:
@@ -147,8 +224,9 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
     processes = processes or Processes(0, 1, device)
     precision = resolve_mixed_precision(settings, device, model.stack_dtype)
     model.eval()
-    # recon sum, recon tokens, lm sum, lm tokens, then (nll, tokens, correct) per domain; float64 for exact sums
-    totals = torch.zeros(4 + 3 * len(data.names), dtype=torch.float64)
+    # recon sum, recon tokens, lm sum, lm tokens, then (nll, tokens, correct) per domain and for unlabelled blocks
+    names = [*data.names, UNLABELLED]
+    totals = torch.zeros(4 + 3 * len(names), dtype=torch.float64)
     rows = torch.arange(len(data))[processes.index :: processes.count]
     for batch in _batches(data, settings.batch_size, pad_id, rows):
         batch = _to(batch, device)
@@ -157,11 +235,12 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
             logits = losses["logits"]
             if settings.training_graph != "sequential":  # perplexity is always that of the graph we serve
                 logits = model(batch.input_ids, attention_mask=batch.attention_mask).logits
-        recon_tokens, lm_tokens = int(batch.attention_mask.sum()), int((batch.labels[:, 1:] != -100).sum())
+        recon_tokens = int(((batch.token_domains >= 0) & (batch.attention_mask == 1)).sum())
+        lm_tokens = int((batch.labels[:, 1:] != -100).sum())
         totals[:4] += torch.tensor([float(losses["recon"]) * recon_tokens, recon_tokens,
                                     float(losses["lm"]) * lm_tokens, lm_tokens], dtype=torch.float64)
-        for index in range(len(data.names)):
-            picked = batch.domains == index
+        for index in range(len(names)):
+            picked = batch.domains == (index if index < len(data.names) else MIXED)
             if picked.any():
                 score = LMScore()
                 score.update(logits[picked], batch.labels[picked])
@@ -169,11 +248,11 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
                     [score.total_nll, score.total_tokens, score.total_correct], dtype=torch.float64)
     totals = processes.sum_(totals.to(device)).cpu()
     result = {"valid_recon": float(totals[0] / max(totals[1], 1)), "valid_lm": float(totals[2] / max(totals[3], 1))}
-    reg = float(model.alpha.regularisation())  # it depends on the weights only
+    reg = float(model.blend.regularisation())  # it depends on the weights only
     result["valid_alpha_reg"] = reg
     result["valid_loss"] = (settings.recon_weight * result["valid_recon"] + settings.lm_weight * result["valid_lm"]
                             + settings.alpha_reg_weight * reg)
-    for index, name in enumerate(data.names):
+    for index, name in enumerate(names):
         nll, tokens, correct = totals[4 + 3 * index : 7 + 3 * index].tolist()
         if tokens:
             score = LMScore()
@@ -183,7 +262,7 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
 
 
 def _to(batch, device: str | torch.device):
-    for key in ("input_ids", "attention_mask", "labels", "domains"):
+    for key in ("input_ids", "attention_mask", "labels", "domains", "token_domains"):
         setattr(batch, key, getattr(batch, key).to(device))
     return batch
 
@@ -232,7 +311,7 @@ def _file_fingerprint(path: str) -> dict:
 
 
 # What a checkpoint written before a key was recorded implies for it.
-_DATA_ORDER_DEFAULTS = {"grad_accum": 1, "processes": 1}
+_DATA_ORDER_DEFAULTS = {"grad_accum": 1, "processes": 1, "switch_rate": 0.0}
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -349,7 +428,9 @@ def _sum_gradients(optimizer: torch.optim.Optimizer, totals: torch.Tensor, proce
     return shared[: len(totals)]
 
 
-LOGGED = ("loss", "recon", "lm", "alpha_reg")
+LOGGED = ("loss", "recon", "lm", "alpha_reg", "gate_ce", "balance")
+WEIGHTS = {"recon": "recon_weight", "lm": "lm_weight", "alpha_reg": "alpha_reg_weight", "gate_ce": "gate_label_weight",
+           "balance": "load_balance_weight"}
 
 
 def _train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: LabelledBlocks, rows: list[int],
@@ -364,23 +445,26 @@ def _train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: 
     Returns the global batch's losses and its token count.
     """
     lengths = [data.blocks[i].numel() for i in rows]
-    tokens, scored = sum(lengths), sum(lengths) - len(rows)
+    labelled = [data.labelled_tokens(i) for i in rows]
+    tokens, scored, labelled_total = sum(lengths), sum(lengths) - len(rows), sum(labelled)
+    unlabelled_total = tokens - labelled_total
     size = settings.batch_size
     device = processes.device
     optimizer.zero_grad(set_to_none=True)
     totals = torch.zeros(len(LOGGED), dtype=torch.float64)
     for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
         picked = rows[chunk * size : (chunk + 1) * size]
-        batch = _to(collate([data.blocks[i] for i in picked], [data.domains[i] for i in picked], pad_id), device)
+        batch = _to(data.collate(picked, pad_id), device)
         dropout.seeds = [_seed_of(settings.seed, epoch, first + chunk * size + j) for j in range(len(picked))]
         chunk_tokens = sum(lengths[chunk * size : (chunk + 1) * size])
-        share = {"recon": chunk_tokens / tokens, "lm": (chunk_tokens - len(picked)) / scored,
+        chunk_labelled = sum(labelled[chunk * size : (chunk + 1) * size])
+        labelled_share = chunk_labelled / labelled_total if labelled_total else 0.0
+        share = {"recon": labelled_share, "gate_ce": labelled_share, "lm": (chunk_tokens - len(picked)) / scored,
+                 "balance": (chunk_tokens - chunk_labelled) / unlabelled_total if unlabelled_total else 0.0,
                  "alpha_reg": 1.0 if chunk == 0 else 0.0}
         with _autocast(precision, device):
             losses = compute_losses(model, batch, settings)
-        objective = (settings.recon_weight * losses["recon"] * share["recon"]
-                     + settings.lm_weight * losses["lm"] * share["lm"]
-                     + settings.alpha_reg_weight * losses["alpha_reg"] * share["alpha_reg"])
+        objective = sum(getattr(settings, WEIGHTS[k]) * losses[k] * share[k] for k in LOGGED[1:])
         objective.backward()
         totals += torch.tensor([float(objective.detach())]
                                + [float(losses[k].detach()) * share[k] for k in LOGGED[1:]], dtype=torch.float64)
@@ -391,7 +475,7 @@ def _train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: 
 
 def _place(model: SuperposedModel, device: torch.device) -> None:
     """Stacks onto `device` unless a device map spreads them; trainable parts beside the layers they serve."""
-    spread = any(len(set(getattr(stack, "hf_device_map", {}).values())) > 1 for stack in (model.base, model.expert))
+    spread = any(len(set(getattr(stack, "hf_device_map", {}).values())) > 1 for stack in model.stack_models)
     if not spread:
         model.to(device)
     model.place_trainable(device)
@@ -432,9 +516,11 @@ def train(
     run_dir = Path(run_dir)
     names = domain_names(model)
     if not train_files:
-        raise DataError("no training data: pass --train NAME=FILE for the base and/or the expert")
+        raise DataError("no training data: pass --train NAME=FILE for the base and/or an expert, or --train FILE "
+                        "for unlabelled text")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    train_data = load_labelled(train_files, names, tokenizer, settings.block_size, settings.max_train_blocks)
+    train_data = load_labelled(train_files, names, tokenizer, settings.block_size, settings.max_train_blocks,
+                               settings.switch_rate, settings.seed)
     valid_data = (
         load_labelled(valid_files, names, tokenizer, settings.block_size, settings.max_valid_blocks)
         if valid_files else None
