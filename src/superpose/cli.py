@@ -7,7 +7,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .settings import DTYPES, MODEL_KEYS, TRAIN_KEYS, SettingsError, load_yaml, split_settings, torch_dtype
+from .settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, TRAIN_KEYS, SettingsError, load_yaml, split_settings,
+                       torch_dtype)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,18 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
     from .settings import ModelSettings, TrainSettings, field_type
 
-    g = parser.add_argument_group("settings (flags win over --config)")
-    g.add_argument("--config", help="YAML file of settings; unknown keys are an error")
+    g = parser.add_argument_group("settings (flags win over --config, which wins over --preset)")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"named starting settings (default {DEFAULT_PRESET}: the best measured; paper: the reference's)")
+    g.add_argument("--config", help="YAML file of settings (may name a preset); unknown keys are an error")
     for cls in (ModelSettings, TrainSettings):
         for f in fields(cls):
+            flag, options = "--" + f.name.replace("_", "-"), dict(dest=f.name, default=None, help=f.metadata.get("help"))
+            if f.type in (bool, "bool"):  # `--ae-residual` alone means true; `--ae-residual false` turns it off
+                g.add_argument(flag, nargs="?", const="true", **options)
+                continue
             kind = field_type(cls, f.name) or str  # lists (ae_layers) arrive as text and are parsed by the dataclass
-            g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-                           choices=f.metadata.get("choices"), help=f.metadata.get("help"))
+            g.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **options)
 
 
 def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +45,9 @@ def add_device_flags(parser: argparse.ArgumentParser, device_map: bool = True) -
 
 def _settings_from(args: argparse.Namespace):
     values = load_yaml(args.config) if args.config else {}
+    if args.preset is not None:
+        values["preset"] = args.preset
+    values.setdefault("preset", DEFAULT_PRESET)
     for key in MODEL_KEYS | TRAIN_KEYS:
         flag = getattr(args, key, None)
         if flag is not None:
@@ -53,25 +62,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .distributed import setup_processes
     from .loading import load_causal_lm, load_tokenizer, resolve_model_path
     from .modeling import SuperposedModel
-    from .training import train
+    from .training import UNLABELLED, is_unlabelled, train
 
     model_settings, train_settings, _ = _settings_from(args)
-    experts = parse_named_paths([args.expert], default_name="expert", flag="--expert")
-    (expert_name, expert_path), = experts.items()
-    if expert_name == "base":
-        raise SettingsError("the expert cannot be named 'base' (that name is the base model's domain)")
-    base_source, expert_source = resolve_model_path(args.base), resolve_model_path(expert_path)
+    experts = parse_named_paths(args.expert, default_name="expert" if len(args.expert) == 1 else None, flag="--expert")
+    for name in experts:
+        if name == "base" or is_unlabelled(name):
+            raise SettingsError(f"an expert cannot be named {name!r} (that name is the base model's domain or "
+                                "marks unlabelled text)")
+    base_source = resolve_model_path(args.base)
+    expert_sources = {name: resolve_model_path(path) for name, path in experts.items()}
     dtype = torch_dtype(train_settings.dtype)
     processes = setup_processes(train_settings.device)  # joins the processes of `accelerate launch` / `torchrun`
     try:
         # straight into the dtype and onto this process's device (or spread by --device-map): no fp32/CPU copy
         placement = train_settings.device_map or (None if processes.device.type == "cpu" else processes.device)
-        base, expert = load_causal_lm(base_source, dtype, placement), load_causal_lm(expert_source, dtype, placement)
+        base = load_causal_lm(base_source, dtype, placement)
+        expert_models = {name: load_causal_lm(source, dtype, placement) for name, source in expert_sources.items()}
         torch.manual_seed(train_settings.seed)  # the trainable parts' initialisation is part of the run's seed
-        model = SuperposedModel.from_models(base, expert, model_settings, base_source, expert_name, expert_source)
+        model = SuperposedModel.from_models(base, expert_models, model_settings, base_source,
+                                            expert_name_or_path=expert_sources)
         result = train(
             model, load_tokenizer(base_source),
-            parse_named_paths(args.train, flag="--train"), parse_named_paths(args.valid, flag="--valid"),
+            parse_named_paths(args.train, flag="--train", unnamed=UNLABELLED),
+            parse_named_paths(args.valid, flag="--valid", unnamed=UNLABELLED),
             args.out, train_settings, resume=args.resume,
         )
     finally:
@@ -184,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: one model, two experts.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train alpha and autoencoders on domain-labelled text")
+    p = sub.add_parser("train", help="train the blend, gates and autoencoders on labelled or unlabelled text")
     p.add_argument("--base", required=True, help="base causal LM: local folder or hub id")
-    p.add_argument("--expert", required=True, help="fine-tune of the base: [NAME=]PATH (default name 'expert')")
-    p.add_argument("--train", action="append", required=True, help="NAME=FILE (.txt one doc per line, or .jsonl with 'text'); repeat")
-    p.add_argument("--valid", action="append", help="NAME=FILE held-out text for per-epoch validation; repeat")
+    p.add_argument("--expert", action="append", required=True,
+                   help="fine-tune of the base: NAME=PATH; repeat for several experts (one may be a bare PATH, "
+                        "named 'expert')")
+    p.add_argument("--train", action="append", required=True,
+                   help="NAME=FILE labels the text as that model's domain (base or an expert's name); a bare FILE is "
+                        "unlabelled text (.txt one doc per line, or .jsonl with 'text'); repeat")
+    p.add_argument("--valid", action="append", help="[NAME=]FILE held-out text for per-epoch validation; repeat")
     p.add_argument("--out", required=True, help="run folder for the model, checkpoints and logs")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     _add_settings_flags(p)

@@ -105,14 +105,20 @@ def collate(blocks: list[torch.Tensor], domains: list[int], pad_id: int = 0,
     return Batch(input_ids, mask, labels, torch.tensor(domains, dtype=torch.long), per_token)
 
 
-def parse_named_paths(values: list[str] | None, default_name: str | None = None, flag: str = "--data") -> dict[str, str]:
-    """Parse repeated `NAME=PATH` values; a bare PATH takes `default_name` when one is given."""
+def parse_named_paths(values: list[str] | None, default_name: str | None = None, flag: str = "--data",
+                      unnamed: str | None = None) -> dict[str, str]:
+    """Parse repeated `NAME=PATH` values; a bare PATH takes `default_name` when one is given, or else, with
+    `unnamed`, the names unnamed, unnamed:2, unnamed:3, ..."""
     named: dict[str, str] = {}
+    bare = 0
     for value in values or []:
         if "=" in value:
             name, path = value.split("=", 1)
         elif default_name is not None:
             name, path = default_name, value
+        elif unnamed is not None:
+            bare += 1
+            name, path = (unnamed if bare == 1 else f"{unnamed}:{bare}"), value
         else:
             raise DataError(f"{flag} expects NAME=PATH, got {value!r}")
         if not name or not path:

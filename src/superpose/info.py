@@ -13,27 +13,27 @@ def parameter_counts(model) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     per_ae = {name: sum(p.numel() for p in ae.parameters()) for name, ae in model.autoencoders.items()}
+    gate = model.blend.gate
     return {"trainable": trainable, "frozen": frozen, "alpha": sum(p.numel() for p in model.alpha.parameters()),
+            "gates": sum(p.numel() for p in gate.parameters()) if gate is not None else 0,
             "per_autoencoder": next(iter(per_ae.values()), 0), "autoencoders": sum(per_ae.values())}
 
 
 def describe(run_dir: str | Path) -> str:
+    from .export import layer_weights
     from .modeling import SuperposedModel
 
     model = SuperposedModel.from_pretrained(run_dir).eval()
     counts = parameter_counts(model)
-    with torch.no_grad():
-        alpha = model.alphas().float()
-    lines = [f"run: {run_dir}", f"base: {model.config.base_model}",
-             f"expert: {model.config.expert_name} = {model.config.experts[model.config.expert_name]}",
-             "settings: " + json.dumps(model.config.settings, sort_keys=True),
-             f"autoencoder layers: {model.ae_layers}", ""]
+    lines = [f"run: {run_dir}", f"base: {model.config.base_model}"]
+    lines += [f"expert: {name} = {model.config.experts[name]}" for name in model.config.expert_names]
+    lines += ["settings: " + json.dumps(model.config.settings, sort_keys=True),
+              f"autoencoder layers: {model.ae_layers}", ""]
     lines.append(format_table(["parameters", "count"], [[k, v] for k, v in counts.items()]))
-    rows = []
-    for layer, a in enumerate(alpha):
-        if a.dim() == 0:
-            rows.append([layer, float(a), "AE" if layer in model.ae_layers else ""])
-        else:
-            rows.append([layer, f"mean {a.mean():.3f} min {a.min():.2f} max {a.max():.2f}", "AE" if layer in model.ae_layers else ""])
-    lines += ["", format_table(["layer", "alpha (0 = base, 1 = expert)", ""], rows)]
+    per_layer = layer_weights(model)
+    rows = [[layer, *[round(w, 3) for w in weights], "AE" if layer in model.ae_layers else ""]
+            for layer, weights in enumerate(per_layer)]
+    kind = "static weights" if model.blend.gate is None else "prior of the per-token gates"
+    lines += ["", format_table(["layer", *model.stack_names, ""], rows,
+                               title=f"each stack's {kind} per layer (2d: mean over the hidden size)")]
     return "\n".join(lines)

@@ -46,7 +46,8 @@ class SuperposedConfig(PreTrainedConfig):
 
     model_type = "superposed"
     base_model: str | None = None
-    experts: dict | None = None  # expert name -> local path or hub id, in stack order
+    experts: dict | None = None  # expert name -> local path or hub id
+    expert_order: list | None = None  # the experts' stack order (config.json sorts its keys); None: one expert
     settings: dict | None = None  # ModelSettings as a dict
     num_hidden_layers: int = 0
     hidden_size: int = 0
@@ -61,11 +62,12 @@ class SuperposedConfig(PreTrainedConfig):
     @property
     def expert_name(self) -> str:
         """The first expert's name (the one `head: expert` uses)."""
-        return next(iter(self.experts or {"expert": None}))
+        return self.expert_names[0]
 
     @property
     def expert_names(self) -> list[str]:
-        return list(self.experts or {"expert": None})
+        """Experts in stack order (stack m = expert m - 1)."""
+        return list(self.expert_order or self.experts or {"expert": None})
 
 
 def _execution_device(module: nn.Module, default: str | torch.device) -> torch.device:
@@ -195,6 +197,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         config = SuperposedConfig(
             base_model=base_name_or_path or getattr(base, "name_or_path", None) or None,
             experts=paths,
+            expert_order=list(paths),
             settings=json.loads(json.dumps(settings.__dict__)),
             num_hidden_layers=base_stack.num_layers,
             hidden_size=base_stack.hidden_size,
@@ -243,8 +246,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         try:
             if base is None:
                 base = load_causal_lm(config.base_model, dtype, placement)
-            experts = {name: given.get(name) or load_causal_lm(path, dtype, placement)
-                       for name, path in config.experts.items()}
+            experts = {name: given.get(name) or load_causal_lm(config.experts[name], dtype, placement)
+                       for name in config.expert_names}
         except ModelLoadError as err:
             raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
         model = cls(config, base, experts)

@@ -308,8 +308,36 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+# Named starting points; a config file and flags override any of their values. The dataclass defaults are
+# the reference's settings (with causal convolutions), so `paper` adds nothing.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "dynamic": {
+        "graph": "parallel", "head": "mixture", "gate": "token", "gate_evidence": "fixed_share",
+        "ae_layers": [], "gate_label_weight": 1.0, "recon_weight": 0.0, "lr_gate": 1e-2,
+    },
+}
+DEFAULT_PRESET = "dynamic"  # what `superpose train` uses without --preset: the best measured (BENCHMARKS.md)
+
+
+def preset_values(name: str) -> dict:
+    _choice("preset", name, tuple(PRESETS))
+    return dict(PRESETS[name])
+
+
+def preset_settings(name: str) -> tuple["ModelSettings", "TrainSettings"]:
+    """The model and training settings of a preset, for callers of the Python API."""
+    model, train, _ = split_settings(preset_values(name))
+    return model, train
+
+
 def split_settings(values: dict, allowed_extra: set[str] = frozenset()) -> tuple[ModelSettings, TrainSettings, dict]:
-    """Validate a flat mapping into (model settings, train settings, extras); unknown keys are an error."""
+    """Validate a flat mapping into (model settings, train settings, extras); unknown keys are an error.
+
+    A `preset` key names the values to start from; every other key overrides them."""
+    values = dict(values)
+    if "preset" in values:
+        values = {**preset_values(values.pop("preset")), **values}
     unknown = sorted(set(values) - MODEL_KEYS - TRAIN_KEYS - set(allowed_extra))
     if unknown:
         raise SettingsError(
