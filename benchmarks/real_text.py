@@ -1,6 +1,7 @@
 """Real-text benchmark: English base + French fine-tune built from ../shared/corpus, superposed, compared.
 
-    python benchmarks/real_text.py --corpus ../shared/corpus            # full run (< 40 min on 2 CPU cores)
+    python benchmarks/real_text.py --corpus ../shared/corpus            # full run (paper part + dynamic part)
+    python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic   # 2/3 experts, dynamic preset only
     python benchmarks/real_text.py --corpus ../shared/corpus --quick    # CI-sized check, a few minutes
 
 Sweeps are chosen on the first half of each valid.txt and the table reports the second half.
@@ -31,6 +32,8 @@ from superpose.modeling import SuperposedModel
 from superpose.settings import ModelSettings, TrainSettings
 from superpose.tables import format_table
 from superpose.training import train
+
+from dynamic_bench import markdown, run_dynamic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +104,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="work folder")
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps: a few minutes")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
+    parser.add_argument("--part", choices=["all", "paper", "dynamic"], default="all",
+                        help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine more threads spin and run slower)")
     args = parser.parse_args()
@@ -110,6 +115,24 @@ def main() -> int:
         print(f"corpus not found under {corpus} (needs en/ and fr/ train.txt, valid.txt)", file=sys.stderr)
         return 2
     config = QUICK if args.quick else FULL
+    if args.part in ("all", "dynamic") and not (corpus / "de" / "train.txt").is_file():
+        print(f"the dynamic part needs {corpus / 'de'} (German train/valid.txt)", file=sys.stderr)
+        return 2
+    if args.part in ("all", "paper"):
+        run_paper(args, corpus, out, config)
+    if args.part in ("all", "dynamic"):
+        experts_dir = out / "experts"
+        if not (experts_dir / "recipe.json").is_file():
+            print("the dynamic part uses the paper part's experts: run --part paper first", file=sys.stderr)
+            return 2
+        record = run_dynamic(corpus, out / "dynamic", experts_dir, config["recipe"], config["train_steps"],
+                             config["batch_size"], config["block_size"], config["max_eval_blocks"])
+        if not args.no_write and not args.quick:
+            write_dynamic_section(markdown(record, _hardware()), ROOT / "BENCHMARKS.md")
+    return 0
+
+
+def run_paper(args, corpus: Path, out: Path, config: dict) -> None:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     files = split_halves(corpus, out / "data")
@@ -171,7 +194,20 @@ def main() -> int:
     print(format_table(["step", "seconds"], [[k, round(v, 1)] for k, v in timings.items()]))
     if not args.no_write and not args.quick:
         write_markdown(result, experts_dir, ROOT / "BENCHMARKS.md")
-    return 0
+
+
+DYNAMIC_START, DYNAMIC_END = "<!-- dynamic part: start -->\n", "<!-- dynamic part: end -->\n"
+
+
+def write_dynamic_section(section: str, path: Path) -> None:
+    """Put the dynamic part's tables right under the title, replacing the previous ones; the rest stays."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    if DYNAMIC_START in text:
+        before, rest = text.split(DYNAMIC_START, 1)
+        text = before + rest.split(DYNAMIC_END, 1)[1]
+    title, _, body = text.partition("\n\n")
+    path.write_text(title + "\n\n" + DYNAMIC_START + section + DYNAMIC_END + "\n" + body, encoding="utf-8")
+    print(f"wrote the dynamic part to {path}")
 
 
 def _hardware() -> str:
@@ -226,10 +262,14 @@ def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
         mixed_lines=MIXED_LINES, selection=selection, timings=timings, train_rows="\n".join(train_lines),
         eval_rss=_fmt(result.get("eval_peak_rss_mb"), 0), model_mb=_fmt(result.get("model_mb"), 1),
     )
-    # The hand-written reading of the numbers (and the speed table) below the marker survive a rerun.
-    if path.is_file() and MARKER in path.read_text(encoding="utf-8"):
-        text += "\n" + MARKER + path.read_text(encoding="utf-8").split(MARKER, 1)[1]
+    # The hand-written reading of the numbers (and the speed table) below the marker survive a rerun,
+    # and so does the dynamic part's section.
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if MARKER in previous:
+        text += "\n" + MARKER + previous.split(MARKER, 1)[1]
     path.write_text(text, encoding="utf-8")
+    if DYNAMIC_START in previous:
+        write_dynamic_section(previous.split(DYNAMIC_START, 1)[1].split(DYNAMIC_END, 1)[0], path)
     print(f"wrote {path}; revise the hand-written part below '{MARKER.strip()}' if the numbers moved")
 
 

@@ -1,26 +1,29 @@
 """End-to-end analyses on a tiny saved run: every figure is a valid PNG, every number is in analysis.json,
 the HTML report is self-contained, and the CLI wrappers pass settings through and fail clearly."""
 import argparse
+import base64
 import json
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
-from superpose.analysis.run import ANALYSIS_JSON, FIGURES, analyze
+from superpose.analysis import stats
+from superpose.analysis.run import ANALYSIS_JSON, FIGURES, GATES_FIGURE, STACK_WEIGHTS_FIGURE, analyze
 from superpose.analysis.reporting import build_report
 from superpose.cli_analysis import add_parsers
 from superpose.data import DataError
 from superpose.modeling import SuperposedModel
 from superpose.settings import ModelSettings
 
-from helpers import char_tokenizer, tiny_pair, write_domains
+from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, tiny_pair, write_domains
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL = dict(samples=4, block_size=16, generations=2, max_new_tokens=8, progress=False)
 STAT_KEYS = {"settings", "tokens", "sequences", "polysemantic_percent", "sparsity_percent", "neuron_diversity",
              "mean_activation", "l2_distances", "trajectories", "alpha", "generation_diversity", "generations",
-             "figures", "seconds"}
+             "figures", "seconds", "gates"}
 MODELS = {"superposed", "base", "expert"}
 
 
@@ -74,6 +77,20 @@ def test_analyze_writes_every_figure_and_statistic(analysis):
         assert len(saved["generations"][domain]["prompts"]) == 2
     assert len(saved["alpha"]) == 2
     assert saved["tokens"]["base"] > 0 and saved["sequences"]["fr"] <= 4
+    assert GATES_FIGURE in saved["figures"]
+
+
+def test_gate_heat_map_shows_a_code_switched_line(analysis):
+    out, result = analysis
+    gates = result["gates"]
+    share = (SMALL["block_size"] - 2) // 2  # each domain's part gets an equal share of block_size, less the spaces
+    assert gates["text"] == f"{ENGLISH[0][:share]} {FRENCH[0][:share]}"  # first sentences, base first
+    assert gates["tokens"] == list(gates["text"]) and gates["stacks"] == ["base", "fr"] and gates["gate"] == "static"
+    weights = np.asarray(gates["weights"])  # (L, T, M)
+    assert weights.shape == (2, len(gates["text"]), 2)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert gates["boundaries"] == [share]
+    _assert_png(out / GATES_FIGURE)
 
 
 def test_analyze_tsne_single_layer_without_generation(run):
@@ -108,6 +125,68 @@ def test_report_is_self_contained(run, analysis):
     assert "Evaluation: perplexity and accuracy" in text and "AE layers" in text
     assert "Polysemantic neurons" in text and "Generated samples" in text
     assert "http://" not in text and "https://" not in text
+    assert "Gate weights on a code-switched line" in text and "first sentence of each domain" in text
+    assert base64.b64encode((out / GATES_FIGURE).read_bytes()).decode("ascii") in text
+
+
+@pytest.fixture(scope="module")
+def three_stacks(run):
+    """A saved 3-stack run (base + fr + de) with a token gate, and a third domain file."""
+    tmp = run["tmp"]
+    de_model = tiny_model("gpt2", seed=2)
+    de_model.save_pretrained(tmp / "de")
+    char_tokenizer().save_pretrained(tmp / "de")
+    loaded = {n: SuperposedModel.from_pretrained(run["dir"]).stack_models[i] for i, n in enumerate(["base", "fr"])}
+    model = SuperposedModel.from_models(loaded["base"], {"fr": loaded["fr"], "de": de_model},
+                                        ModelSettings(ae_layers=[0], gate="token"), str(tmp / "base"),
+                                        expert_name_or_path={"fr": str(tmp / "expert"), "de": str(tmp / "de")})
+    model.save_pretrained(tmp / "run3")
+    char_tokenizer().save_pretrained(tmp / "run3")
+    de = tmp / "de.txt"
+    de.write_text("\n".join(["ICH BIN. DAS IST GUT"] + FRENCH[::-1] * 4), encoding="utf-8")
+    return {"dir": tmp / "run3", "data": {**run["data"], "de": str(de)}, "tmp": tmp}
+
+
+def test_analyze_and_report_a_three_stack_run(three_stacks):
+    out = three_stacks["tmp"] / "three"
+    result = analyze(three_stacks["dir"], three_stacks["data"], out, method="pca", **{**SMALL, "block_size": 32})
+    models = {"superposed", "base", "fr", "de"}
+    assert result["settings"]["domains"] == ["base", "fr", "de"] and set(result["settings"]["models"]) == models
+    assert "alpha" not in result and np.asarray(result["static_weights"]).shape == (2, 3)
+    for key in ("polysemantic_percent", "sparsity_percent", "neuron_diversity"):
+        assert all(set(v) == models for v in result[key].values())
+    for domain in ("base", "fr", "de"):
+        assert set(result["l2_distances"][domain]) == {"base–superposed", "fr–superposed", "de–superposed",
+                                                       "base–fr", "base–de"}
+        assert set(result["generation_diversity"][domain]) == models
+    gates = result["gates"]
+    share = (32 - 3) // 3  # 9 tokens (characters) per domain
+    assert gates["text"] == "the cat s LE CHAT E ICH BIN."  # de: its whole first sentence, shorter than its share
+    assert gates["boundaries"] == [share, 2 * share + 1] and gates["stacks"] == ["base", "fr", "de"]
+    assert np.asarray(gates["weights"]).shape == (2, len(gates["text"]), 3)
+    for name in [n for n in FIGURES if n != "alpha.png"] + [STACK_WEIGHTS_FIGURE]:
+        _assert_png(out / name)
+    assert not (out / "alpha.png").exists()
+    text = build_report(three_stacks["dir"], three_stacks["tmp"] / "report3", analysis_dir=str(out)).read_text("utf-8")
+    assert "base + fr + de" in text and "Learned static blend weight of each stack" in text
+    assert text.count('<img src="data:image/png;base64,') == len(FIGURES) + 2
+    assert base64.b64encode((out / GATES_FIGURE).read_bytes()).decode("ascii") in text
+
+
+def test_three_stack_run_needs_every_domain(three_stacks):
+    data = three_stacks["data"]
+    with pytest.raises(DataError, match="all 3 domains.*'de'"):
+        analyze(three_stacks["dir"], {"base": data["base"], "fr": data["fr"]}, three_stacks["tmp"] / "x", **SMALL)
+
+
+def test_polysemantic_across_two_domains_is_the_pairwise_number():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(50, 16)), rng.normal(size=(40, 16)) * 1.02, rng.normal(size=(30, 16))
+    for threshold in (0.05, 0.5, 2.0):
+        assert stats.polysemantic_percent_across([a, b], threshold) == stats.polysemantic_percent(a, b, threshold)
+    assert stats.polysemantic_percent_across([a, b, c], 0.5) <= stats.polysemantic_percent(a, b, 0.5)
+    with pytest.raises(ValueError, match="two domains"):
+        stats.polysemantic_percent_across([a], 0.5)
 
 
 def test_report_needs_something_to_show(run):

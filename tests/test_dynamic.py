@@ -3,6 +3,8 @@
 Each test compares against something that cannot share the bug: a stack's own model, a run without a
 cache or without a batch, a sequence whose future was changed, an untrained model of the static kind.
 """
+import math
+
 import pytest
 import torch
 
@@ -99,11 +101,11 @@ def _left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 DYNAMIC = [dict(graph=g, **GATED[2]) for g in ("sequential", "parallel")]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize(("arch", "n"), [("gpt2", 1), ("gpt2", 2), ("llama", 2), ("gpt2", 3)])
 @pytest.mark.parametrize("settings", DYNAMIC, ids=["sequential", "parallel"])
 @pytest.mark.parametrize("mode", ["greedy", "sample", "beam"])
-def test_cached_generation_equals_uncached(arch, settings, mode):
-    model = _model(arch, 2, ae_layers=[1], ae_residual=True, **settings)
+def test_cached_generation_equals_uncached(arch, n, settings, mode):
+    model = _model(arch, n, ae_layers=[1], ae_residual=True, **settings)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
     options = dict(attention_mask=torch.ones_like(ids), max_new_tokens=8, pad_token_id=PAD,
                    return_dict_in_generate=True, output_scores=True)
@@ -199,3 +201,35 @@ def test_mixture_head_mixes_each_heads_probabilities_by_the_last_layers_weights(
         expected = (out.gate_weights[-1].unsqueeze(-1) * probs).sum(2)
     torch.testing.assert_close(out.logits.exp(), expected, atol=1e-6, rtol=1e-4)
     assert out.gate_weights[-1].std(dim=1).max() > 1e-3
+
+
+def test_gate_label_and_load_balance_losses_on_known_weights():
+    from superpose.training import gate_label_loss, load_balance_loss
+
+    one_hot = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])  # (B=1, T=3, M=2)
+    labels = torch.tensor([[0, 1, -1]])  # the third token has no label
+    assert gate_label_loss([one_hot], labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert gate_label_loss([one_hot], torch.tensor([[1, 1, -1]])).item() == pytest.approx(-math.log(1e-9) / 2, rel=1e-4)
+    uniform = torch.full((1, 3, 2), 0.5)
+    everything_on_one = torch.tensor([[[1.0, 0.0]] * 3])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert load_balance_loss([uniform], mask).item() == pytest.approx(1.0)
+    assert load_balance_loss([everything_on_one], mask).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("rate", [0.002, 0.02, 0.2])
+def test_gate_evidence_is_the_fixed_share_posterior_and_carries_across_chunks(rate):
+    """Position t's evidence = the fixed-share weights of the output mixture at t (tokens ≤ t); split in two
+    chunks with the carried state, the same numbers."""
+    from superpose.evidence import fixed_share_evidence
+    from superpose.mixtures import fixed_share_log_weights, token_log_probs
+
+    generator = torch.Generator().manual_seed(10)
+    logits = [torch.randn(2, 9, 11, generator=generator) * 3 for _ in range(3)]  # M = 3 stacks, V = 11
+    ids = torch.randint(0, 11, (2, 9), generator=generator)
+    expected = fixed_share_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rate)  # (M, B, T)
+    whole, _ = fixed_share_evidence(logits, ids, None, [rate])
+    torch.testing.assert_close(whole[:, :, 0].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
+    first, state = fixed_share_evidence([lg[:, :4] for lg in logits], ids[:, :4], None, [rate, 0.5])
+    rest, _ = fixed_share_evidence([lg[:, 4:] for lg in logits], ids[:, 4:], None, [rate, 0.5], carried=state)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1)[:, :, 0], whole[:, :, 0], atol=1e-5, rtol=0)

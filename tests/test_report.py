@@ -57,6 +57,23 @@ def test_plot_grouped_bars(tmp_path):
     _assert_png(plots.plot_grouped_bars({"fr": {"a": 1.0, "b": float("nan")}}, tmp_path / "gap.png", "t", "y"))
 
 
+def test_plot_stack_weights(tmp_path):
+    weights = np.random.default_rng(0).dirichlet(np.ones(3), size=4)  # (L, M)
+    _assert_png(plots.plot_stack_weights(weights, ["base", "fr", "de"], tmp_path / "w1.png"))
+    _assert_png(plots.plot_stack_weights(np.repeat(weights[..., None], 8, -1), ["base", "fr", "de"], tmp_path / "w2.png"))
+    with pytest.raises(ValueError, match="stacks"):
+        plots.plot_stack_weights(weights, ["base", "fr"], tmp_path / "w3.png")
+
+
+def test_plot_gate_heatmap(tmp_path):
+    tokens = ["␣the", "$x^$", "\\n", "LE"]  # '$' must not start mathtext
+    weights = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, len(tokens)))  # (L, T, M)
+    out = plots.plot_gate_heatmap(weights, tokens, ["base", "fr", "de"], tmp_path / "gates.png", boundaries=[3])
+    _assert_png(out)
+    with pytest.raises(ValueError, match="tokens"):
+        plots.plot_gate_heatmap(weights, tokens[:2], ["base", "fr", "de"], tmp_path / "bad.png")
+
+
 EVAL = {
     "domains": ["base", "fr"],
     "models": {

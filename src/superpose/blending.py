@@ -16,6 +16,8 @@ import torch
 from scipy.interpolate import BSpline
 from torch import nn
 
+from .evidence import MAIN_RATE, RATE_FACTORS
+
 
 def clamped_knots(n_control: int, degree: int) -> np.ndarray:
     """k zeros, a uniform interior, k ones: length n_control + degree + 1."""
@@ -142,7 +144,7 @@ class TokenGate(nn.Module):
 
     def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: bool = False):
         super().__init__()
-        extra = n_stacks if evidence else 0
+        extra = n_stacks * len(RATE_FACTORS) if evidence else 0
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
         self.nets = nn.ModuleList(self._net(hidden_size + extra, n_stacks, hidden) for _ in range(n_layers))
         self.evidence_scale = nn.Parameter(torch.zeros(n_layers)) if evidence else None
@@ -155,13 +157,14 @@ class TokenGate(nn.Module):
         return out if not hidden else nn.Sequential(nn.Linear(width, hidden), nn.GELU(), out)
 
     def forward(self, layer: int, state: torch.Tensor, evidence: torch.Tensor | None) -> torch.Tensor:
-        """state (B, T, d), evidence (B, T, M) log-posteriors or None -> (B, T, M) logits added to the prior."""
+        """state (B, T, d), evidence (B, T, R, M) log-posteriors at R rates or None -> (B, T, M) logits added to
+        the prior; the middle rate's log-posterior also enters directly, scaled."""
         features = self.norms[layer](state.float())
         if self.evidence_scale is None:
             return self.nets[layer](features)
         evidence = evidence.to(features.device, features.dtype)
-        logits = self.nets[layer](torch.cat([features, evidence], dim=-1))
-        return logits + self.evidence_scale[layer] * evidence
+        logits = self.nets[layer](torch.cat([features, evidence.flatten(-2)], dim=-1))
+        return logits + self.evidence_scale[layer] * evidence[..., MAIN_RATE, :]
 
 
 class Blend(nn.Module):

@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole story offline: shipped experts, superpose, evaluate, sample, report")
     p.add_argument("--out", default="superpose-demo", help="output folder (default ./superpose-demo)")
-    p.add_argument("--variant", choices=["1d", "2d"], default="1d", help="alpha variant (default 1d)")
+    p.add_argument("--variant", choices=["1d", "2d"], help="alpha variant (default: the default preset's, 1d)")
     p.add_argument("--rebuild", action="store_true", help="first rebuild the shipped experts from the bundled corpus")
     p.add_argument("--steps", type=int, default=150, help="superposed training steps (default 150)")
     p.add_argument("--eval-blocks", type=int, default=48, help="test sequences scored per language (default 48)")

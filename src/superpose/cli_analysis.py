@@ -1,7 +1,7 @@
-"""`superpose analyze` and `superpose report`: thin wrappers over `analysis.run.analyze` and
-`analysis.reporting.build_report`.
+"""`superpose analyze`, `superpose report` and `superpose gates`: thin wrappers over `analysis.run.analyze`,
+`analysis.reporting.build_report` and `gate_view.show_gates`.
 
-`add_parsers(sub)` adds both subcommands to the main parser's subparsers; each sets `func`, which takes
+`add_parsers(sub)` adds the three subcommands to the main parser's subparsers; each sets `func`, which takes
 the parsed namespace and raises DataError / ValueError / FileNotFoundError for the main CLI to report.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .settings import DTYPES, SettingsError
 
-__all__ = ["add_parsers", "cmd_analyze", "cmd_report"]
+__all__ = ["add_parsers", "cmd_analyze", "cmd_report", "cmd_gates"]
 
 
 def _parse_layers(text: str | None, flag: str) -> list[int] | None:
@@ -84,14 +84,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {path}")
 
 
+def cmd_gates(args: argparse.Namespace) -> None:
+    from .gate_view import show_gates
+
+    print(show_gates(args.run_dir, args.text, device=args.device, dtype=args.dtype))
+
+
 def add_parsers(sub) -> None:
-    """Add the `analyze` and `report` subcommands to an argparse subparsers object."""
+    """Add the `analyze`, `report` and `gates` subcommands to an argparse subparsers object."""
     p = sub.add_parser("analyze", help="figures and statistics of hidden states, neurons and generations (SPEC §7)",
                        description="Write one PNG per analysis and analysis.json (every number) to --out.")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--data", action="append", required=True, metavar="NAME=FILE",
-                   help="text of one domain: 'base' and the expert's name (e.g. fr); .txt one doc per line or "
-                        ".jsonl with 'text'; give both")
+                   help="text of one domain: 'base' and each expert's name (e.g. fr); .txt one doc per line or "
+                        ".jsonl with 'text'; give one per stack")
     p.add_argument("--out", required=True, help="folder for the figures and analysis.json")
     _add_analysis_flags(p, "analysis settings")
     p.set_defaults(func=cmd_analyze)
@@ -104,7 +110,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--eval", dest="eval_json", metavar="EVAL_JSON", help="evaluation JSON to show as a table")
     p.add_argument("--analysis", metavar="DIR", help="folder written by `superpose analyze`")
     p.add_argument("--data", action="append", metavar="NAME=FILE",
-                   help="analyse this domain's text first (as in `analyze`); repeat for 'base' and the expert")
+                   help="analyse this domain's text first (as in `analyze`); repeat for 'base' and each expert")
     p.add_argument("--title", help="page title (default names the expert and the run folder)")
     _add_analysis_flags(p, "analysis settings (used with --data)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gates", help="each stack's blend weight at every token of a text (mean over layers, last layer)",
+                       description="Print one row per token of --text with, per stack, its blend weight averaged "
+                                   "over layers and at the last layer.")
+    p.add_argument("run_dir", help="run folder written by `superpose train`")
+    p.add_argument("--text", required=True, help="the text whose tokens' gate weights to show")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="dtype the frozen stacks are loaded in (default float32)")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=cmd_gates)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from .evaluation import BOUND_NOTE, eval_table, evaluate, write_json
 from .experts import ExpertRecipe, build_experts
 from .loading import load_causal_lm, load_tokenizer, resolve_device
 from .modeling import SuperposedModel
-from .settings import ModelSettings, TrainSettings
+from .settings import DEFAULT_PRESET, ModelSettings, preset_settings
 from .tables import format_table
 from .training import train
 
@@ -65,7 +66,7 @@ def demo_settings(variant: str, n_layers: int) -> ModelSettings:
 
 def run_demo(
     out_dir: str | Path = "superpose-demo",
-    variant: str = "1d",
+    variant: str | None = None,
     rebuild: bool = False,
     steps: int = 150,
     eval_blocks: int = 48,
@@ -93,11 +94,13 @@ def run_demo(
     base, expert = load_causal_lm(base_path, device_map=placement), load_causal_lm(expert_path, device_map=placement)
     tokenizer = load_tokenizer(base_path)
     torch.manual_seed(seed)
-    settings = demo_settings(variant, base.config.num_hidden_layers)
+    settings, preset_train = preset_settings(DEFAULT_PRESET)  # what `superpose train` does without --preset
+    if variant is not None:
+        settings = replace(settings, variant=variant)
     model = SuperposedModel.from_models(base, expert, settings, base_path, "fr", expert_path)
     run_dir = out_dir / "run"
-    train_settings = TrainSettings(epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
-                                   lr_ae=1e-3, seed=seed, max_valid_blocks=16, device=str(device))
+    train_settings = replace(preset_train, epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
+                             lr_ae=1e-3, seed=seed, max_valid_blocks=16, device=str(device))
     if find_checkpoint(run_dir) is not None:
         import shutil
         shutil.rmtree(run_dir)  # a demo always starts from scratch, so reruns give identical numbers

@@ -57,20 +57,22 @@ def fixed_share_log_weights(evidence: torch.Tensor, rate: float, observed: torch
     return torch.cat([uniform, after[:, :, :-1]], dim=-1)  # position t has not seen its own target yet
 
 
-def fixed_share_scan(evidence: torch.Tensor, rate: float, observed: torch.Tensor,
+def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observed: torch.Tensor,
                      state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-share weights *after* each position's evidence, continuing from `state` (M, B) log-weights.
 
     (M, B, T) evidence, (B, T) observed -> ((M, B, T) log-weights, (M, B) the last of them): the form a
     cache carries from one generation step to the next. A position with no evidence leaves the weights alone.
+    `rate` is one number or one per column (B,), so several rates run as one batch.
     """
     models, _, length = evidence.shape
-    keep, share = math.log1p(-rate) if rate < 1 else -math.inf, math.log(rate / models) if rate > 0 else -math.inf
+    rate = torch.as_tensor(rate, dtype=evidence.dtype, device=evidence.device)
+    keep, share = torch.log1p(-rate), torch.log(rate / models)  # log 0 = -inf: rate 0 is Bayes, 1 forgets all
     log_w = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
     out = []
     for t in range(length):
         posterior = torch.log_softmax(log_w + evidence[:, :, t], dim=0)
-        mixed = torch.logaddexp(posterior + keep, torch.full_like(posterior, share)) if rate > 0 else posterior
+        mixed = torch.logaddexp(posterior + keep, share.expand_as(posterior))
         log_w = torch.where(observed[None, :, t], mixed, log_w)
         out.append(log_w)
     return torch.stack(out, dim=-1), log_w

@@ -33,7 +33,7 @@ from .architecture import adapter_for, check_compatible
 from .autoencoders import AUTOENCODERS, warn_if_leaky
 from .blending import Blend
 from .cache import SuperposedCache
-from .evidence import fixed_share_evidence
+from .evidence import evidence_rates, fixed_share_evidence
 from .settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
@@ -356,13 +356,15 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return hidden + out if self.settings.ae_residual else out
 
     def _evidence(self, source, outputs: list[torch.Tensor], input_ids, token_mask, cache) -> torch.Tensor | None:
-        """(B, T, M) fixed-share log-posteriors of the stacks, read from `outputs` through each stack's own head."""
+        """(B, T, R, M) fixed-share log-posteriors of the stacks at R rates, read from `outputs` through each
+        stack's own head."""
         if not self.blend.uses_evidence:
             return None
         with torch.no_grad():
             logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
         carried = cache.evidence.get(source) if cache is not None else None
-        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, self.settings.evidence_rate, carried)
+        rates = evidence_rates(self.settings.evidence_rate)
+        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried)
         if cache is not None:
             cache.evidence[source] = state
         return evidence

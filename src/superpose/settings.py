@@ -109,7 +109,8 @@ class ModelSettings:
     gate_hidden: int = setting(0, "token gate: width of a hidden layer (0 = LayerNorm + linear)")
     gate_evidence: str = setting("none", "token gate: also read each stack's fixed-share log-posterior over the "
                                          "tokens seen so far", GATE_EVIDENCE)
-    evidence_rate: float = setting(0.02, "fixed-share rate of the gate evidence (default 0.02)")
+    evidence_rate: float = setting(0.02, "fixed-share rate of the gate evidence; the gate also reads 0.1x and 10x "
+                                         "this rate (default 0.02)")
     graph: str = setting("sequential", "sequential: the stacks share one running state (paper); parallel: each "
                                        "stack runs on its own states and the blends form a side path to the head",
                          GRAPHS)
@@ -204,7 +205,8 @@ class TrainSettings:
                                             "(default 0)")
     load_balance_weight: float = setting(0.0, "weight of a load-balance term on unlabelled tokens' gates (default 0)")
     switch_rate: float = setting(0.0, "share of training blocks replaced by synthetic code-switched blocks: sentences "
-                                      "alternating between the labelled sources, labelled per token (default 0)")
+                                      "alternating between the training files, each token labelled with its file's "
+                                      "domain (unlabelled files: no label) (default 0)")
     training_graph: str = setting("sequential", "parallel reproduces the reference's training graph",
                                   ("sequential", "parallel"))
     max_train_blocks: int | None = setting(None, "cap on training blocks per domain")

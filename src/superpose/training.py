@@ -72,7 +72,8 @@ def load_labelled(
     switch_rate: float = 0.0, seed: int = 0,
 ) -> LabelledBlocks:
     """Blocks of every file; with `switch_rate`, that share of the blocks (chosen with `seed`) is replaced by
-    blocks whose sentences alternate between the labelled files' texts, labelled per token."""
+    blocks whose sentences alternate between the files' texts, each token labelled with its file's domain
+    (none for an unlabelled file: label-free runs learn to switch from the LM loss alone)."""
     unknown = sorted(name for name in files if name not in names and not is_unlabelled(name))
     if unknown:
         raise DataError(f"data named {unknown} matches no model: use one of {names} (base, or an expert's name), "
@@ -84,15 +85,13 @@ def load_labelled(
         blocks = tokenize_blocks(lines, tokenizer, block_size, max_blocks)
         data.blocks.extend(blocks)
         data.domains.extend([MIXED if is_unlabelled(name) else names.index(name)] * len(blocks))
-        if not is_unlabelled(name):
-            texts[name] = lines
+        texts[name] = lines
     count = round(switch_rate * len(data))
     if count:
         if len(texts) < 2:
-            raise DataError("--switch-rate mixes sentences of labelled sources: pass --train NAME=FILE for at least "
-                            f"two models (got {sorted(texts) or 'none'})")
+            raise DataError("--switch-rate mixes sentences of several sources: pass at least two --train files")
         blocks, sources, source_names = switched_blocks(texts, tokenizer, block_size, count, seed)
-        to_stack = torch.tensor([names.index(n) for n in source_names])
+        to_stack = torch.tensor([MIXED if is_unlabelled(n) else names.index(n) for n in source_names])
         replaced = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: len(blocks)].tolist()
         for index, block, source in zip(replaced, blocks, sources):
             data.blocks[index], data.domains[index] = block, MIXED

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "plot_embedding_panels",
@@ -20,6 +21,8 @@ __all__ = [
     "plot_layer_distances",
     "plot_alpha",
     "plot_grouped_bars",
+    "plot_stack_weights",
+    "plot_gate_heatmap",
 ]
 
 DPI = 110
@@ -218,3 +221,68 @@ def plot_grouped_bars(
     ax.legend(loc="best", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_stack_weights(
+    weights: np.ndarray, stack_names: Sequence[str], path: str | Path, title: str = "Static blend weight of each stack"
+) -> Path:
+    """Each stack's static blend weight over layers, one line per stack (several experts, where α is no longer one
+    number). `weights` is `(L, M)` or `(L, M, D)`; a per-dimension blend is averaged over D."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 3:
+        w = w.mean(axis=2)  # (L, M)
+    if w.ndim != 2 or w.size == 0 or w.shape[1] != len(stack_names):
+        raise ValueError(f"weights must be (L, M) or (L, M, D) with M = {len(stack_names)} stacks, got {np.shape(weights)}")
+    fig = Figure(figsize=(7.0, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    layers = np.arange(w.shape[0])
+    for m, name in enumerate(stack_names):
+        ax.plot(layers, w[:, m], "-o", ms=4, color=colour_for(name, m), label=name)
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("weight")
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _tick_label(token: str) -> str:
+    """A token as a tick label: '$' escaped so matplotlib does not read it as mathtext."""
+    return token.replace("$", r"\$")
+
+
+def plot_gate_heatmap(
+    weights: np.ndarray, tokens: Sequence[str], stack_names: Sequence[str], path: str | Path,
+    boundaries: Sequence[int] = (), title: str = "Gate weight per token and layer",
+) -> Path:
+    """One panel per stack: rows = layers, columns = tokens, colour = that stack's weight (0..1).
+
+    `weights` is `(L, T, M)`; `tokens` label the columns and `boundaries` (token indices where the text
+    changes language) are drawn as dashed lines, so one sees whether the weight follows the switch.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 3 or w.size == 0 or w.shape[1] != len(tokens) or w.shape[2] != len(stack_names):
+        raise ValueError(f"weights must be (L, T, M) with T = {len(tokens)} tokens and M = {len(stack_names)} "
+                         f"stacks, got {w.shape}")
+    n_layers, n_tokens, n_stacks = w.shape
+    fig = Figure(figsize=(max(6.0, 0.16 * n_tokens + 2.0), (0.22 * n_layers + 1.4) * n_stacks + 0.8))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(n_stacks, 1, m + 1) for m in range(n_stacks)]
+    for m, (ax, name) in enumerate(zip(axes, stack_names)):
+        image = ax.imshow(w[:, :, m], aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0, vmax=1.0)
+        for boundary in boundaries:
+            ax.axvline(boundary - 0.5, color="white", ls="--", lw=1.0)
+        ax.set_title(f"stack: {name}", fontsize="medium")
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(0, n_layers, _annotation_step(n_layers)))
+        ax.set_xticks(range(n_tokens))
+        ax.set_xticklabels([_tick_label(t) for t in tokens] if m == n_stacks - 1 else [], rotation=90, fontsize=7)
+    fig.colorbar(image, ax=axes, label="weight", fraction=0.03, pad=0.01)
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")  # colorbar spans all panels: no tight_layout
+    return path

@@ -9,7 +9,7 @@ from typing import Any
 from ..report import ReportSection, table_from_eval, write_report
 from ..settings import ModelSettings
 from .collect import MODELS
-from .run import ANALYSIS_JSON, GENERATION_METRICS
+from .run import ANALYSIS_JSON, GATES_FIGURE, GENERATION_METRICS, STACK_WEIGHTS_FIGURE
 
 __all__ = ["build_report", "figure_caption"]
 
@@ -32,6 +32,17 @@ _FIGURES: dict[str, tuple[str, str]] = {
         "Learned blend weights α",
         "α near 0 means the layer follows the base, near 1 the expert: look for the depth where the "
         "superposed model hands over from one to the other.",
+    ),
+    STACK_WEIGHTS_FIGURE: (
+        "Learned static blend weight of each stack",
+        "Each stack's weight per layer (they sum to 1): look for the depth where the weight moves from the base "
+        "to the experts ({expert}).",
+    ),
+    GATES_FIGURE: (
+        "Gates",
+        "Each stack's weight at every layer (rows) and token (columns) of one line made of the first sentence of "
+        "each domain's text (dashed lines: where the language changes); a token gate should hand the weight to "
+        "the stack of each part's language, a static gate shows the same colour in every column.",
     ),
     "polysemantic.png": (
         "Polysemantic neurons",
@@ -101,9 +112,11 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _model_order(names) -> list[str]:
-    """Superposed, base, expert first (analysis.json is key-sorted), then any other name."""
-    return sorted(names, key=lambda m: (MODELS.index(m) if m in MODELS else len(MODELS), m))
+def _model_order(names, order: list[str] | None = None) -> list[str]:
+    """The analysis' own model order when it saved one (analysis.json is key-sorted), else superposed, base,
+    expert first; then any other name."""
+    known = list(order or MODELS)
+    return sorted(names, key=lambda m: (known.index(m) if m in known else len(known), m))
 
 
 def _settings_section(run_dir: Path, config: dict[str, Any], analysis: dict[str, Any] | None) -> ReportSection:
@@ -114,7 +127,7 @@ def _settings_section(run_dir: Path, config: dict[str, Any], analysis: dict[str,
     rows = [
         ["run folder", str(run_dir)],
         ["base model", str(config.get("base_model"))],
-        *[[f"expert ({name})", str(path)] for name, path in experts.items()],
+        *[[f"expert ({name})", str(experts.get(name))] for name in _expert_names(config)],
         ["layers × hidden size", f"{n_layers} × {config.get('hidden_size')}"],
         ["variant", settings.variant],
         ["AE layers", ", ".join(map(str, settings.resolved_ae_layers(n_layers))) if n_layers else "–"],
@@ -122,6 +135,8 @@ def _settings_section(run_dir: Path, config: dict[str, Any], analysis: dict[str,
         ["conv padding", settings.conv_padding],
         ["embedding blend", settings.embed_blend],
         ["head", settings.head],
+        ["gate", settings.gate],
+        ["graph", settings.graph],
         ["spline", f"{settings.n_control_points} control points, degree {settings.spline_degree}"],
     ]
     run_file = run_dir / "run.json"
@@ -142,8 +157,9 @@ def _numbers_section(analysis: dict[str, Any]) -> ReportSection | None:
     if not poly:
         return None
     rows = []
+    order = analysis.get("settings", {}).get("models")
     for layer, by_model in poly.items():
-        for model in _model_order(by_model):
+        for model in _model_order(by_model, order):
             value = by_model[model]
             sparsity = analysis.get("sparsity_percent", {}).get(layer, {}).get(model)
             diversity = analysis.get("neuron_diversity", {}).get(layer, {}).get(model)
@@ -157,9 +173,10 @@ def _samples_section(analysis: dict[str, Any]) -> ReportSection | None:
     """A few generated continuations per domain and model, so the diversity numbers can be sanity-checked."""
     generations = analysis.get("generations") or {}
     rows = []
+    order = analysis.get("settings", {}).get("models")
     for domain, by_model in generations.items():
         prompts = by_model.get("prompts", [])
-        for model in _model_order(m for m in by_model if m != "prompts"):
+        for model in _model_order((m for m in by_model if m != "prompts"), order):
             for i, text in enumerate(by_model[model][:SAMPLES_PER_MODEL]):
                 rows.append([domain, model, prompts[i] if i < len(prompts) else "", text])
     if not rows:
@@ -188,6 +205,11 @@ def _analysis_sections(analysis_dir: Path, expert: str) -> tuple[list[ReportSect
     return sections, analysis
 
 
+def _expert_names(config: dict[str, Any]) -> list[str]:
+    """Experts in stack order (config.json sorts the `experts` mapping, `expert_order` keeps the order)."""
+    return list(config.get("expert_order") or config.get("experts") or ["expert"])
+
+
 def build_report(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -203,7 +225,7 @@ def build_report(
         raise ValueError("nothing to report: give an evaluation JSON, an analysis folder, or both")
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json", "run config")
-    expert = next(iter(config.get("experts") or {"expert": None}))
+    expert = " + ".join(_expert_names(config))
     sections: list[ReportSection] = []
     if eval_json_path is not None:
         sections.append(table_from_eval(_read_json(Path(eval_json_path), "evaluation JSON")))

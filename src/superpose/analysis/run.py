@@ -1,7 +1,8 @@
 """The paper's analyses of a trained run (SPEC §7): figures a person can look at plus every number in JSON.
 
-`analyze` loads a run, collects hidden states of the superposed model and of the base and expert run
-alone on text of each domain, and writes one PNG per analysis and `analysis.json` into `out_dir`.
+`analyze` loads a run, collects hidden states of the superposed model and of each stack (the base and
+every expert) run alone on text of each domain, and writes one PNG per analysis and `analysis.json` into
+`out_dir`. It also shows the gate weights on one code-switched line made of each domain's first sentence.
 """
 from __future__ import annotations
 
@@ -18,20 +19,26 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
+from ..code_switch import split_sentences
 from ..data import DataError, load_texts, tokenize_blocks
+from ..gate_view import token_gates, visible_token
 from ..settings import SettingsError
 from ..tables import format_table
 from . import plots, stats
-from .collect import MODELS, PAIRS, DomainStates, collect_states, pair_name
+from .collect import DomainStates, collect_states, model_labels, model_pairs, pair_name
 
-__all__ = ["analyze", "ANALYSIS_JSON", "FIGURES", "PROMPT_TOKENS", "EMBED_POINTS"]
+__all__ = ["analyze", "ANALYSIS_JSON", "FIGURES", "GATES_FIGURE", "STACK_WEIGHTS_FIGURE", "PROMPT_TOKENS",
+           "EMBED_POINTS"]
 
 ANALYSIS_JSON = "analysis.json"
-# Fixed figure names (the embedding figures add one `embedding_layer{l}.png` per chosen layer).
+GATES_FIGURE = "gates.png"
+STACK_WEIGHTS_FIGURE = "stack_weights.png"  # replaces alpha.png when there are several experts
+# Fixed figure names of a one-expert run (the embedding figures add one `embedding_layer{l}.png` per chosen layer).
 FIGURES = ("trajectories.png", "layer_distances.png", "alpha.png", "polysemantic.png", "sparsity.png",
-           "neuron_diversity.png", "mean_activation.png", "generation_diversity.png")
+           "neuron_diversity.png", "mean_activation.png", "generation_diversity.png", GATES_FIGURE)
 PROMPT_TOKENS = 8  # generation prompts are the first tokens of distinct lines
 EMBED_POINTS = 300  # tokens per model per domain in the t-SNE / PCA scatter
+GATE_LINE_TOKENS = 96  # at most this many tokens in the gate heat map's line, so its columns stay legible
 GENERATION_METRICS = {"distinct_1": "distinct-1", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
                       "unigram_entropy": "H1 (nats)", "bigram_entropy": "H2 (nats)"}
 
@@ -64,16 +71,19 @@ def _run_config(run_dir: Path):
     return SuperposedConfig.from_pretrained(run_dir)
 
 
-def _check_domains(data: dict[str, str], expert_name: str) -> list[str]:
-    """Domain names in analysis order (base first); both domains are needed to compare them."""
-    known = ["base", expert_name]
+def _check_domains(data: dict[str, str], expert_names: list[str]) -> list[str]:
+    """Domain names in stack order (base first); every stack's domain is needed to compare them."""
+    known = ["base", *expert_names]
     unknown = [name for name in data if name not in known]
     if unknown:
+        experts = ", ".join(map(repr, expert_names))
+        whose = "the expert's" if len(expert_names) == 1 else "the experts'"
         raise DataError(f"--data names unknown domain(s) {unknown}; this run knows {known} "
-                        f"('base' is the base model's domain, {expert_name!r} the expert's)")
+                        f"('base' is the base model's domain, {experts} {whose})")
     missing = [name for name in known if name not in data]
     if missing:
-        raise DataError(f"analysis compares both domains: give --data for {missing} too ({' and '.join(known)})")
+        every = "both" if len(known) == 2 else f"all {len(known)}"
+        raise DataError(f"analysis compares {every} domains: give --data for {missing} too ({' and '.join(known)})")
     return known
 
 
@@ -99,8 +109,8 @@ def _default_layers(n_layers: int, ae_layers: list[int]) -> list[int]:
 
 def _activation_stats(collected: dict[str, DomainStates], domains: list[str], layers: list[int],
                       threshold: float, seed: int) -> dict[str, dict[str, dict[str, float]]]:
-    """Polysemantic %, sparsity % and neuron diversity per chosen layer and model."""
-    base_domain, expert_domain = domains
+    """Polysemantic % (across all domains), sparsity % and neuron diversity per chosen layer and model."""
+    models = collected[domains[0]].models
     out: dict[str, dict[str, dict[str, float]]] = {"polysemantic_percent": {}, "sparsity_percent": {},
                                                    "neuron_diversity": {}}
     contexts = [c for d in domains for c in collected[d].contexts]  # N_all bags, rows of `acts` below
@@ -108,30 +118,29 @@ def _activation_stats(collected: dict[str, DomainStates], domains: list[str], la
         key = str(layer)
         for name in out:
             out[name][key] = {}
-        for model in MODELS:
-            a = collected[base_domain].states[layer][model]  # (Na, d)
-            b = collected[expert_domain].states[layer][model]  # (Nb, d)
-            acts = np.concatenate([collected[d].states[layer][model] for d in domains])  # (N_all, d)
-            out["polysemantic_percent"][key][model] = stats.polysemantic_percent(a, b, threshold)
+        for model in models:
+            per_domain = [collected[d].states[layer][model] for d in domains]  # (N_k, d) each
+            acts = np.concatenate(per_domain)  # (N_all, d)
+            out["polysemantic_percent"][key][model] = stats.polysemantic_percent_across(per_domain, threshold)
             out["sparsity_percent"][key][model] = stats.sparsity_percent(acts)
             out["neuron_diversity"][key][model] = stats.neuron_diversity(acts, contexts, seed=seed)
     return out
 
 
 def _trajectories(collected: dict[str, DomainStates], layers: list[int]) -> dict[str, dict[str, np.ndarray]]:
-    """Per domain, each model's mean state at `layers` projected to a PCA plane shared by the 3 models."""
-    return {domain: stats.pca_trajectory({m: d.mean_state[m][layers] for m in MODELS})  # (len(layers), 2)
+    """Per domain, each model's mean state at `layers` projected to a PCA plane shared by all models."""
+    return {domain: stats.pca_trajectory({m: d.mean_state[m][layers] for m in d.models})  # (len(layers), 2)
             for domain, d in collected.items()}
 
 
 def _embeddings(collected: dict[str, DomainStates], layer: int, method: str,
                 seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """2-D view of one layer: a subsample of the same tokens for all 3 models, embedded jointly so panels share axes."""
+    """2-D view of one layer: a subsample of the same tokens for every model, embedded jointly so panels share axes."""
     rng = np.random.default_rng(seed)
     chunks: list[tuple[str, str, np.ndarray]] = []
     for domain, d in collected.items():
         rows = np.sort(rng.choice(d.n_tokens, size=min(EMBED_POINTS, d.n_tokens), replace=False))  # (n,)
-        chunks.extend((domain, m, d.states[layer][m][rows]) for m in MODELS)  # (n, hidden) each
+        chunks.extend((domain, m, d.states[layer][m][rows]) for m in d.models)  # (n, hidden) each
     points = stats.embed_2d(np.concatenate([c[2] for c in chunks]), method=method, seed=seed)  # (sum n, 2)
     out: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     start = 0
@@ -181,8 +190,8 @@ def _sample(lm, prompts: list[list[int]], tokenizer, max_new_tokens: int, seed: 
 
 def _generations(model, tokenizer, data: dict[str, str], domains: list[str], count: int, max_new_tokens: int,
                  seed: int, progress: bool) -> tuple[dict[str, Any], dict[str, dict[str, dict]]]:
-    """Samples of the 3 models on each domain's prompts, and their diversity numbers."""
-    lms = {"superposed": model, "base": model.base, "expert": model.expert}
+    """Samples of the superposed model and of each stack alone on each domain's prompts, and their diversity."""
+    lms = {"superposed": model, **dict(zip(model_labels(model.config.expert_names)[1:], model.stack_models))}
     samples: dict[str, Any] = {}
     diversity: dict[str, dict[str, dict]] = {}
     with torch.no_grad(), tqdm(total=len(domains) * len(lms), desc="generation", unit="run",
@@ -199,6 +208,44 @@ def _generations(model, tokenizer, data: dict[str, str], domains: list[str], cou
                 diversity[domain][name] = stats.generation_diversity(texts)
                 bar.update(1)
     return samples, diversity
+
+
+# ---------------------------------------------------------------------------
+# gates on a code-switched line
+# ---------------------------------------------------------------------------
+
+def _first_sentence(texts: list[str]) -> str:
+    """The first sentence of a domain's first document (load_texts never returns an empty one)."""
+    return split_sentences(texts[0])[0]
+
+
+def _gate_line(texts: dict[str, list[str]], domains: list[str], tokenizer, budget: int) -> tuple[str, list[int]]:
+    """One code-switched line: each domain's first sentence in domain order, each cut to an equal share of
+    `budget` tokens; and the token index where each later part starts (where the language switches)."""
+    share = max(1, (budget - len(domains)) // len(domains))  # the joining spaces may cost a token each
+    pieces = []
+    for domain in domains:
+        ids = tokenizer(_first_sentence(texts[domain]), add_special_tokens=False)["input_ids"][:share]
+        pieces.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    line = " ".join(p for p in pieces if p)
+    boundaries = [len(tokenizer(" ".join(pieces[:k]), add_special_tokens=False)["input_ids"])
+                  for k in range(1, len(pieces))]
+    return line, boundaries
+
+
+def _gates(model, tokenizer, texts: dict[str, list[str]], domains: list[str], budget: int) -> dict[str, Any]:
+    """Each stack's weight per layer and token of the code-switched line, with what is needed to plot it."""
+    line, boundaries = _gate_line(texts, domains, tokenizer, budget)
+    tokens, weights = token_gates(model, tokenizer, line)  # weights (L, T, M)
+    return {"text": line, "tokens": tokens, "boundaries": boundaries, "stacks": model.stack_names,
+            "gate": model.settings.gate, "weights": weights.numpy()}
+
+
+def _plot_gates(gates: dict[str, Any], domains: list[str], path: Path) -> Path:
+    static = " (static gate: the same at every token)" if gates["gate"] == "static" else ""
+    return plots.plot_gate_heatmap(np.asarray(gates["weights"]), [visible_token(t) for t in gates["tokens"]],
+                                   gates["stacks"], path, gates["boundaries"],
+                                   title=f"Gate weight per layer and token, text {' → '.join(domains)}{static}")
 
 
 # ---------------------------------------------------------------------------
@@ -252,9 +299,14 @@ def _write_figures(out_dir: Path, result: dict[str, Any], embeddings: dict[int, 
     traj = {d: {m: np.asarray(p) for m, p in by_model.items()} for d, by_model in result["trajectories"].items()}
     written.append(plots.plot_trajectories(traj, result["settings"]["trajectory_layers"], out_dir / "trajectories.png"))
     written.append(plots.plot_layer_distances(result["l2_distances"], all_layers, out_dir / "layer_distances.png"))
-    written.append(plots.plot_alpha(np.asarray(result["alpha"]), out_dir / "alpha.png",
-                                    title="Blend weights α (0 = base, 1 = expert)"))
-    bars = (("polysemantic_percent", "polysemantic.png", "Polysemantic neurons (base vs expert domain)", "% of neurons"),
+    if "alpha" in result:
+        written.append(plots.plot_alpha(np.asarray(result["alpha"]), out_dir / "alpha.png",
+                                        title="Blend weights α (0 = base, 1 = expert)"))
+    else:
+        written.append(plots.plot_stack_weights(np.asarray(result["static_weights"]), result["settings"]["stacks"],
+                                                out_dir / STACK_WEIGHTS_FIGURE))
+    compared = "base vs expert domain" if "alpha" in result else "across all domains"
+    bars = (("polysemantic_percent", "polysemantic.png", f"Polysemantic neurons ({compared})", "% of neurons"),
             ("sparsity_percent", "sparsity.png", "Sparsity (|a| < 1e-4)", "% of activations"),
             ("neuron_diversity", "neuron_diversity.png", "Neuron diversity (entropy of top-context clusters)",
              "entropy (nats)"))
@@ -266,6 +318,7 @@ def _write_figures(out_dir: Path, result: dict[str, Any], embeddings: dict[int, 
         written.append(plots.plot_grouped_bars(_generation_bars(result["generation_diversity"]),
                                                out_dir / "generation_diversity.png",
                                                "Generation diversity (Self-BLEU: lower = more diverse)", "value"))
+    written.append(_plot_gates(result["gates"], result["settings"]["domains"], out_dir / GATES_FIGURE))
     return written
 
 
@@ -276,7 +329,7 @@ def _write_figures(out_dir: Path, result: dict[str, Any], embeddings: dict[int, 
 def _summary(result: dict[str, Any]) -> str:
     rows = [[f"{layer}", model, result["polysemantic_percent"][layer][model], result["sparsity_percent"][layer][model],
              result["neuron_diversity"][layer][model]]
-            for layer in result["polysemantic_percent"] for model in MODELS]
+            for layer in result["polysemantic_percent"] for model in result["settings"]["models"]]
     text = format_table(["layer", "model", "polysemantic %", "sparsity %", "diversity"], rows,
                         title="Activation statistics")
     if result["generation_diversity"]:
@@ -322,7 +375,7 @@ def analyze(
 ) -> dict[str, Any]:
     """Run every analysis of SPEC §7 on a trained run and write its figures and `analysis.json` to `out_dir`.
 
-    `data` maps each domain ('base' and the expert's name) to a text file. `layers` (default: first AE
+    `data` maps each domain ('base' and every expert's name) to a text file. `layers` (default: first AE
     layer and the middle layer) get the per-token analyses; all layers get mean activation and L2
     distances; `trajectory_layers` (default all) the PCA trajectory. `generations = 0` skips sampling.
     Returns the dict written to `analysis.json`.
@@ -334,7 +387,8 @@ def analyze(
     _check_settings(samples, block_size, method, threshold, generations, max_new_tokens)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config = _run_config(run_dir)
-    domains = _check_domains(data, config.expert_name)
+    domains = _check_domains(data, config.expert_names)
+    models = model_labels(config.expert_names)
     texts = {d: load_texts(data[d]) for d in domains}
     n_layers = config.num_hidden_layers
     ae_layers = config.model_settings.resolved_ae_layers(n_layers)
@@ -352,7 +406,8 @@ def analyze(
     result: dict[str, Any] = {
         "settings": {
             "run_dir": str(run_dir), "data": {d: str(data[d]) for d in domains}, "domains": domains,
-            "expert_name": config.expert_name, "num_layers": n_layers, "ae_layers": ae_layers,
+            "expert_name": config.expert_name, "expert_names": config.expert_names, "stacks": domains,
+            "models": list(models), "num_layers": n_layers, "ae_layers": ae_layers,
             "variant": config.model_settings.variant, "layers": layers, "trajectory_layers": trajectory_layers,
             "samples": samples, "block_size": block_size, "method": method, "threshold": threshold,
             "generations": generations, "max_new_tokens": max_new_tokens, "seed": seed,
@@ -362,12 +417,14 @@ def analyze(
         "sequences": {d: collected[d].n_sequences for d in domains},
     }
     result.update(_activation_stats(collected, domains, layers, threshold, seed))
-    result["mean_activation"] = {d: {m: collected[d].mean_abs[m] for m in MODELS} for d in domains}
-    result["l2_distances"] = {d: {pair_name(a, b): collected[d].l2[pair_name(a, b)] for a, b in PAIRS}
+    result["mean_activation"] = {d: {m: collected[d].mean_abs[m] for m in models} for d in domains}
+    result["l2_distances"] = {d: {pair_name(a, b): collected[d].l2[pair_name(a, b)] for a, b in model_pairs(models)}
                               for d in domains}
     result["trajectories"] = _trajectories(collected, trajectory_layers)
-    with torch.no_grad():
-        result["alpha"] = model.alphas().detach().float().cpu().numpy()
+    with torch.no_grad():  # one expert: the paper's alpha (L,) / (L, d); several: (L, M) / (L, M, d) over the stacks
+        key, weights = ("alpha", model.alphas()) if len(domains) == 2 else ("static_weights", model.static_weights())
+        result[key] = weights.detach().float().cpu().numpy()
+    result["gates"] = _gates(model, tokenizer, texts, domains, min(GATE_LINE_TOKENS, block_size))
     embeddings = {layer: _embeddings(collected, layer, method, seed) for layer in layers}
     del collected  # the per-token states are the bulk of the memory; generation does not need them
 

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 __all__ = [
     "polysemantic_percent",
+    "polysemantic_percent_across",
     "sparsity_percent",
     "neuron_diversity",
     "mean_activation",
@@ -82,6 +83,27 @@ def polysemantic_percent(acts_a: np.ndarray, acts_b: np.ndarray, threshold: floa
     denom = np.maximum(np.abs(mu_a), np.abs(mu_b))  # (D,)
     both_zero = denom == 0
     ratio = np.abs(mu_a - mu_b) / np.where(both_zero, 1.0, denom)  # (D,)
+    poly = both_zero | (ratio < threshold)
+    return float(100.0 * poly.mean())
+
+
+def polysemantic_percent_across(acts_by_domain: Sequence[np.ndarray], threshold: float = 0.05) -> float:
+    """Percent of neurons whose mean activation barely differs across several domains (two or more).
+
+    The spread of the per-domain means, (max mu - min mu) / max |mu|, must be below `threshold`; with
+    two domains this is exactly `polysemantic_percent`, so runs with several experts read the same way.
+    """
+    if len(acts_by_domain) < 2:
+        raise ValueError(f"polysemantic neurons need at least two domains, got {len(acts_by_domain)}")
+    if threshold < 0:
+        raise ValueError(f"threshold must be non-negative, got {threshold}")
+    arrays = [_as_2d(a, f"acts_by_domain[{i}]") for i, a in enumerate(acts_by_domain)]  # (N_k, D) each
+    if len({a.shape[1] for a in arrays}) != 1:
+        raise ValueError(f"every domain needs the same number of neurons, got {[a.shape[1] for a in arrays]}")
+    mu = np.stack([a.mean(axis=0) for a in arrays])  # (K, D)
+    denom = np.abs(mu).max(axis=0)  # (D,)
+    both_zero = denom == 0
+    ratio = (mu.max(axis=0) - mu.min(axis=0)) / np.where(both_zero, 1.0, denom)  # (D,)
     poly = both_zero | (ratio < threshold)
     return float(100.0 * poly.mean())
 
