@@ -39,7 +39,7 @@ _FIGURES: dict[str, tuple[str, str]] = {
         "to the experts ({expert}).",
     ),
     GATES_FIGURE: (
-        "Gates",
+        "Gate weights on a code-switched line",
         "Each stack's weight at every layer (rows) and token (columns) of one line made of the first sentence of "
         "each domain's text (dashed lines: where the language changes); a token gate should hand the weight to "
         "the stack of each part's language, a static gate shows the same colour in every column.",

@@ -227,7 +227,8 @@ def _gate_line(texts: dict[str, list[str]], domains: list[str], tokenizer, budge
     for domain in domains:
         ids = tokenizer(_first_sentence(texts[domain]), add_special_tokens=False)["input_ids"][:share]
         pieces.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-    line = " ".join(p for p in pieces if p)
+    pieces = [p for p in pieces if p]  # a sentence of special tokens only leaves nothing to show
+    line = " ".join(pieces)
     boundaries = [len(tokenizer(" ".join(pieces[:k]), add_special_tokens=False)["input_ids"])
                   for k in range(1, len(pieces))]
     return line, boundaries
