@@ -66,14 +66,20 @@ def _generation_speed(models: dict[str, torch.nn.Module], vocab: int, new_tokens
     return speed
 
 
+GROUPS = {2: ["base", "fr"], 3: ["base", "fr", "de"]}
+
+
 def run_dynamic(corpus: Path, out: Path, experts_dir: Path, recipe: ExpertRecipe, steps: int, batch_size: int,
-                block_size: int, max_eval_blocks: int | None) -> dict:
-    started = time.perf_counter()
+                block_size: int, max_eval_blocks: int | None, stacks: list[int] = (2, 3)) -> None:
+    """Train and evaluate each group of stacks; each group's record goes to `out/dynamic_<M>.json` (groups may
+    run as separate processes; `collect` joins them)."""
     if not (experts_dir / "de" / "config.json").is_file():
         finetune_expert(experts_dir / "base", load_texts(corpus / "de" / "train.txt"), experts_dir, recipe, "de")
     tokenizer = load_tokenizer(str(experts_dir / "base"))
-    results, histories, throughput = {}, {}, {}
-    for names in (["base", "fr"], ["base", "fr", "de"]):
+    for count in stacks:
+        started = time.perf_counter()
+        results, histories, throughput = {}, {}, {}
+        names = GROUPS[count]
         files = _halves(corpus, out / "data", names)
         tag = f"{len(names) - 1} experts"
         runs = {}
@@ -107,11 +113,25 @@ def run_dynamic(corpus: Path, out: Path, experts_dir: Path, recipe: ExpertRecipe
         base_model = load_causal_lm(str(experts_dir / "base")).eval()
         evaluated["generation_tokens_per_s"] = _generation_speed({"base": base_model, **runs}, tokenizer.vocab_size)
         results[tag] = evaluated
-    record = {"results": results, "training_history": histories, "training_tokens_per_s": throughput,
-              "budget": {"steps": steps, "batch_size": batch_size, "block_size": block_size},
-              "minutes": (time.perf_counter() - started) / 60}
-    write_json(record, out / "dynamic.json")
-    return record
+        record = {"results": results, "training_history": histories, "training_tokens_per_s": throughput,
+                  "budget": {"steps": steps, "batch_size": batch_size, "block_size": block_size},
+                  "minutes": (time.perf_counter() - started) / 60}
+        write_json(record, out / f"dynamic_{count}.json")
+
+
+def collect(out: Path) -> dict | None:
+    """Join the groups' records (None when there is none)."""
+    records = [json.loads(path.read_text()) for path in sorted(out.glob("dynamic_*.json"))]
+    if not records:
+        return None
+    joined = {"results": {}, "training_history": {}, "training_tokens_per_s": {}, "budget": records[0]["budget"],
+              "minutes": sum(r["minutes"] for r in records)}
+    for record in records:
+        if record["budget"] != joined["budget"]:
+            raise ValueError(f"the groups' records under {out} used different budgets; rerun them")
+        for key in ("results", "training_history", "training_tokens_per_s"):
+            joined[key].update(record[key])
+    return joined
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -151,8 +171,8 @@ def markdown(record: dict, hardware: str) -> str:
 
 DYNAMIC_HEADER = """## Dynamic superposition (`--preset dynamic`): 2 and 3 experts, labelled and label-free
 
-Produced by `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic` ({minutes:.0f} min on
-{hardware}). Every trained row: {steps} steps × batch {batch_size} × block {block_size} on the languages' `train.txt`
+Produced by `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic` ({minutes:.0f} min of
+compute on {hardware}; `--stacks 2` and `--stacks 3` may run as two processes). Every trained row: {steps} steps × batch {batch_size} × block {block_size} on the languages' `train.txt`
 files (labelled: `--train NAME=FILE`; label-free: the same files without names), the `dynamic` preset and no other
 tuning. The German expert is the same base fine-tuned on `de/train.txt` with the French expert's recipe
 (`superpose.experts.finetune_expert`). Reported on the second half of each `valid.txt`; sweeps (★) chosen on the

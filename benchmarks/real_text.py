@@ -33,7 +33,7 @@ from superpose.settings import ModelSettings, TrainSettings
 from superpose.tables import format_table
 from superpose.training import train
 
-from dynamic_bench import markdown, run_dynamic
+from dynamic_bench import collect, markdown, run_dynamic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +106,9 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     parser.add_argument("--part", choices=["all", "paper", "dynamic"], default="all",
                         help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts")
+    parser.add_argument("--stacks", type=int, nargs="+", choices=[0, 2, 3], default=[2, 3],
+                        help="dynamic part: which groups to train (2: base + fr, 3: + de); 0: only rewrite "
+                             "BENCHMARKS.md from the groups' saved records")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine more threads spin and run slower)")
     args = parser.parse_args()
@@ -125,9 +128,11 @@ def main() -> int:
         if not (experts_dir / "recipe.json").is_file():
             print("the dynamic part uses the paper part's experts: run --part paper first", file=sys.stderr)
             return 2
-        record = run_dynamic(corpus, out / "dynamic", experts_dir, config["recipe"], config["train_steps"],
-                             config["batch_size"], config["block_size"], config["max_eval_blocks"])
-        if not args.no_write and not args.quick:
+        if args.stacks != [0]:
+            run_dynamic(corpus, out / "dynamic", experts_dir, config["recipe"], config["train_steps"],
+                        config["batch_size"], config["block_size"], config["max_eval_blocks"], args.stacks)
+        record = collect(out / "dynamic")
+        if record is not None and not args.no_write and not args.quick:
             write_dynamic_section(markdown(record, _hardware()), ROOT / "BENCHMARKS.md")
     return 0
 

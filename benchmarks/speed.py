@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from superpose import ModelSettings, SuperposedModel, TrainSettings
+from superpose import ModelSettings, SuperposedModel, TrainSettings, preset_settings
 from superpose.data import collate
 from superpose.tables import format_table
 from superpose.training import compute_losses, make_optimizer
@@ -44,12 +45,17 @@ def main() -> None:
     torch.manual_seed(0)
     config = GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=max(1, args.hidden // 32),
                         vocab_size=args.vocab, n_positions=max(256, args.length + args.new_tokens + 16))
-    base, expert = GPT2LMHeadModel(config).eval(), GPT2LMHeadModel(config).eval()
+    base, expert, third = (GPT2LMHeadModel(config).eval() for _ in range(3))
+    dynamic, _ = preset_settings("dynamic")
     models = {
         "base alone": base,
         "superposed 1d, no AE": SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[])).eval(),
         "superposed 1d": SuperposedModel.from_models(base, expert, ModelSettings(variant="1d")).eval(),
         "superposed 2d": SuperposedModel.from_models(base, expert, ModelSettings(variant="2d")).eval(),
+        "dynamic preset, 2 stacks": SuperposedModel.from_models(base, expert, dynamic).eval(),
+        "dynamic preset, 3 stacks": SuperposedModel.from_models(base, {"x": expert, "y": third}, dynamic).eval(),
+        "dynamic, sequential graph, 2 stacks": SuperposedModel.from_models(
+            base, expert, replace(dynamic, graph="sequential")).eval(),
     }
     ids = torch.randint(0, args.vocab, (args.batch, args.length))
     prompt = ids[:1, :16]
@@ -67,7 +73,9 @@ def main() -> None:
         reference = reference or {"forward": forward_tps, "cached": cached_tps}
         step = float("nan")
         if isinstance(model, SuperposedModel):
-            settings = TrainSettings(batch_size=args.batch, block_size=args.length).resolved(model.settings.variant)
+            train_settings = preset_settings("dynamic")[1] if model.blend.gate is not None else TrainSettings()
+            settings = replace(train_settings, batch_size=args.batch, block_size=args.length).resolved(
+                model.settings.variant)
             optimizer = make_optimizer(model, settings)
             batch = collate(list(ids), [i % 2 for i in range(args.batch)])
 

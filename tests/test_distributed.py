@@ -24,7 +24,7 @@ TOKENIZER = char_tokenizer()
 def _train_argv(tmp_path, out, *extra):
     return ["train", "--base", str(tmp_path / "base"), "--expert", f"fr={tmp_path / 'expert'}",
             "--train", f"base={tmp_path / 'en.txt'}", "--train", f"fr={tmp_path / 'fr.txt'}", "--out", str(tmp_path / out),
-            "--variant", "2d", "--ae-layers", "0,1", "--lr-alpha", "1e-2", "--lr-ae", "1e-2", "--device", "cpu", *extra]
+            "--preset", "paper", "--variant", "2d", "--ae-layers", "0,1", "--lr-alpha", "1e-2", "--lr-ae", "1e-2", "--device", "cpu", *extra]
 
 
 def _setup(tmp_path, repeat):

@@ -158,14 +158,31 @@ def test_residual_autoencoders_start_as_the_identity(variant, graph):
 
 
 @pytest.mark.parametrize("n", [1, 2])
-@pytest.mark.parametrize("settings", GATED, ids=["state", "evidence", "mlp-evidence"])
-def test_an_untrained_gate_is_the_static_model(n, settings):
-    static = _model("gpt2", n, gate="static", head=settings.get("head", "base"), ae_layers=[])
-    gated = _model("gpt2", n, randomise=False, ae_layers=[], **settings)
+@pytest.mark.parametrize("head", ["base", "mixture"])
+def test_an_untrained_gate_without_evidence_is_the_static_model(n, head):
+    static = _model("gpt2", n, gate="static", head=head, ae_layers=[])
+    gated = _model("gpt2", n, randomise=False, gate="token", gate_hidden=8, head=head, ae_layers=[])
     gated.blend.alpha.load_state_dict(static.blend.alpha.state_dict())
     ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         torch.testing.assert_close(_log_probs(gated(ids).logits), _log_probs(static(ids).logits), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_an_untrained_evidence_gate_in_the_parallel_graph_is_the_fixed_share_mixture(n):
+    """Uniform prior, direct evidence scale 1, no autoencoders: the experts' outputs mixed by fixed share."""
+    from superpose.mixtures import fixed_share_log_weights, mix, token_log_probs
+
+    model = _model("gpt2", n, randomise=False, graph="parallel", head="mixture", ae_layers=[], **GATED[1])
+    model.blend.set_stack(0)
+    with torch.no_grad():  # a uniform prior over the stacks
+        model.alpha.control.fill_(0.5) if n == 1 else model.alpha.control.zero_()
+        model.alpha.layer_bias.zero_()
+    ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        own = torch.stack([_log_probs(stack(ids).logits) for stack in model.stack_models])  # (M, B, T, V)
+        weights = fixed_share_log_weights(token_log_probs(own, ids), model.settings.evidence_rate)
+        torch.testing.assert_close(_log_probs(model(ids).logits), mix(own, weights), atol=1e-5, rtol=0)
 
 
 def test_one_expert_static_blend_is_the_papers_formula():
@@ -196,8 +213,10 @@ def test_mixture_head_mixes_each_heads_probabilities_by_the_last_layers_weights(
     ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         out = model(ids, output_gates=True, output_hidden_states=True)
-        last = out.hidden_states[-1]
-        probs = torch.stack([torch.softmax(stack.logits(last), -1) for stack in model.stacks], dim=2)  # (B, T, M, V)
+        # sequential: every head reads the shared state; parallel: each head its own expert's last state
+        own = model.independent_states(ids, None)
+        last = [out.hidden_states[-1] if graph == "sequential" else own[m][-1] for m in range(3)]
+        probs = torch.stack([torch.softmax(stack.logits(h), -1) for stack, h in zip(model.stacks, last)], dim=2)
         expected = (out.gate_weights[-1].unsqueeze(-1) * probs).sum(2)
     torch.testing.assert_close(out.logits.exp(), expected, atol=1e-6, rtol=1e-4)
     assert out.gate_weights[-1].std(dim=1).max() > 1e-3

@@ -69,7 +69,7 @@ def test_label_free_training_lowers_the_lm_loss_and_separates_the_gates(experts,
     before = _valid_lm(model, tokenizer, unlabelled)
     train(model, tokenizer, unlabelled, None, tmp_path / "run", _train_settings(settings), progress=False)
     model.eval()
-    assert _valid_lm(model, tokenizer, unlabelled) < before - 0.05
+    assert _valid_lm(model, tokenizer, unlabelled) < before - 0.01  # it starts as the fixed-share mixture
     on_base_en = _gates(model, EN_LINE)[3:, 0].mean()
     on_base_fr = _gates(model, FR_LINE)[3:, 0].mean()
     assert on_base_en > 0.8 and on_base_fr < 0.2, (float(on_base_en), float(on_base_fr))

@@ -6,8 +6,9 @@ Every way of computing them lives here, behind `Blend`:
   alpha); with several experts each stack has its own spline and a softmax runs across stacks.
 * token: w[l, t] = softmax(prior_l + g_l(features_t)), where prior_l is the static spline's log-weights (so an
   untrained gate, whose last layer starts at zero, is the static model) and g_l reads only position t: the
-  running state before layer l and, optionally, each stack's fixed-share log-posterior over the tokens seen
-  so far (`evidence.py`), scaled by a learned per-layer factor that also starts at zero.
+  running state before layer l and, optionally, each stack's fixed-share log-posteriors over the tokens seen
+  so far (`evidence.py`); the middle rate's also enters directly, scaled by a learned per-layer factor that
+  starts at 1, so an untrained gate with evidence is the prior times the fixed-share posterior.
 """
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def _static_weights(alpha: nn.Module) -> torch.Tensor:
 class TokenGate(nn.Module):
     """g_l(features_t) per layer: LayerNorm of the state (+ evidence) -> linear or a small MLP -> M logits.
 
-    The output layer and the evidence scale start at zero, so an untrained gate adds nothing to the prior.
+    The output layer starts at zero, so an untrained gate without evidence adds nothing to the prior; with
+    evidence, the direct evidence scale starts at 1, so it weights the stacks by prior x fixed-share posterior.
     """
 
     def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: bool = False):
@@ -147,7 +149,8 @@ class TokenGate(nn.Module):
         extra = n_stacks * len(RATE_FACTORS) if evidence else 0
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
         self.nets = nn.ModuleList(self._net(hidden_size + extra, n_stacks, hidden) for _ in range(n_layers))
-        self.evidence_scale = nn.Parameter(torch.zeros(n_layers)) if evidence else None
+        # 1: an untrained gate weights the stacks by prior x fixed-share posterior, the causal mixture it must beat
+        self.evidence_scale = nn.Parameter(torch.ones(n_layers)) if evidence else None
 
     @staticmethod
     def _net(width: int, n_stacks: int, hidden: int) -> nn.Module:

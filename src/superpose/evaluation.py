@@ -41,7 +41,11 @@ class SuperposedScorer(Scorer):
 
     @torch.no_grad()
     def logits(self, input_ids, attention_mask, refs):
-        return self.model(input_ids, attention_mask=attention_mask).logits
+        gated = self.model.blend.gate is not None
+        out = self.model(input_ids, attention_mask=attention_mask, output_gates=gated)
+        if gated:  # per-token gates: the last layer's weights, (M, B, T), as the mixtures report theirs
+            self.last_weights = out.gate_weights[-1].permute(2, 0, 1)
+        return out.logits
 
     def stacks(self, models: int) -> float:
         return float(len(self.model.stacks))

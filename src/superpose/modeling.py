@@ -333,7 +333,9 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         embeds = [base_embeds] + [stack.embed(input_ids, position_ids) for stack in self.stacks[1:]]
         return self._mix(embeds, weights)
 
-    def _logits(self, hidden: torch.Tensor, static: torch.Tensor, last_weights: torch.Tensor) -> torch.Tensor:
+    def _logits(self, hidden: torch.Tensor, static: torch.Tensor, last_weights: torch.Tensor,
+                head_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`head_inputs`: the state each stack's head reads under `head: mixture` (default: `hidden` for all)."""
         head = self.settings.head
         hidden = hidden.to(self.stack_dtype)
         if head in ("base", "expert"):
@@ -341,8 +343,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if head == "blend":
             weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
             return self._mix([stack.logits(hidden) for stack in self.stacks], weights[:, None])
-        # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h))), a proper log-probability
-        log_probs = [torch.log_softmax(stack.logits(hidden).float(), dim=-1) for stack in self.stacks]
+        # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h_m))), a proper log-probability
+        head_inputs = head_inputs or [hidden] * len(self.stacks)
+        log_probs = [torch.log_softmax(stack.logits(h.to(self.stack_dtype)).float(), dim=-1)
+                     for stack, h in zip(self.stacks, head_inputs)]
         home = log_probs[0].device
         log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
         return torch.logsumexp(torch.stack([lp.to(home) + log_w[..., m : m + 1] for m, lp in enumerate(log_probs)]), 0)
@@ -391,15 +395,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
         token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
+        head_inputs = None
         if self.settings.graph == "sequential":
             states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache)
         else:
             stack_states = self._run_stacks(input_ids, attention_mask, position_ids, cache)
-            states, gates = self._side_path(stack_states, input_ids, position_ids, token_mask, cache)
+            states, gates, head_inputs = self._side_path(stack_states, input_ids, position_ids, token_mask, cache)
         hidden, last_weights = states[-1], gates[-1]
         if logits_to_keep:
             hidden, last_weights = hidden[:, -logits_to_keep:], last_weights[:, -logits_to_keep:]
-        logits = self._logits(hidden, self.static_weights(), last_weights)
+            head_inputs = [h[:, -logits_to_keep:] for h in head_inputs] if head_inputs else None
+        logits = self._logits(hidden, self.static_weights(), last_weights, head_inputs)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SuperposedOutput(
             loss=loss, logits=logits, cache=cache, hidden_states=tuple(states) if output_hidden_states else None,
@@ -451,7 +457,11 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
 
     def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache):
         """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the
-        stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head."""
+        stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head.
+
+        Also returns what each head reads under `head: mixture`: its own stack's last state plus the last
+        autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
+        the experts' own next-token distributions."""
         batch, length = input_ids.shape
         static = self.static_weights()
         hidden = self._embed(input_ids, position_ids, static)
@@ -460,12 +470,14 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         for layer in range(static.shape[0]):
             outputs = [states_m[layer] for states_m in stack_states]
             weights = self.blend.weights(layer, static, hidden.to(outputs[0].device), evidence)
-            hidden = self._mix(outputs, weights)
+            blended = hidden = self._mix(outputs, weights)
             if layer in self.ae_layers:
                 hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
             states.append(hidden)
             gates.append(self._per_stack(weights, batch, length))
-        return states, gates
+        correction = hidden - blended  # zero unless an autoencoder follows the last layer
+        head_inputs = [out.float().to(hidden.device) + correction for out in outputs]
+        return states, gates, head_inputs
 
     def _cache_for(self, cache, use_cache: bool | None) -> SuperposedCache | None:
         if isinstance(cache, SuperposedCache):
@@ -500,8 +512,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
 
         It is the served graph when `graph: parallel`, and the reference's training graph otherwise."""
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-        states, gates = self._side_path(stack_states, input_ids, position_ids, token_mask, None)
-        logits = self._logits(states[-1], self.static_weights(), gates[-1])
+        states, gates, head_inputs = self._side_path(stack_states, input_ids, position_ids, token_mask, None)
+        logits = self._logits(states[-1], self.static_weights(), gates[-1], head_inputs)
         return dict(enumerate(states[1:])), logits, gates
 
 
