@@ -207,8 +207,9 @@ class Blend(nn.Module):
         prior = prior.unsqueeze(-1) if prior.dim() == 1 else prior  # (M, k)
         if self.gate is None:
             return prior[None, None]
+        home = self.alpha.control.device  # a device map may hand over states from another device
         with torch.autocast(state.device.type, enabled=False):
-            logits = self.gate(layer, state, evidence)  # (B, T, M)
+            logits = self.gate(layer, state.to(home), evidence)  # (B, T, M)
             prior_log = self.prior_log_weights(prior.to(logits.device))  # (M, k)
             return torch.softmax(prior_log[None, None] + logits.unsqueeze(-1), dim=2)
 

@@ -47,7 +47,10 @@ def _settings_from(args: argparse.Namespace):
     values = load_yaml(args.config) if args.config else {}
     if args.preset is not None:
         values["preset"] = args.preset
-    values.setdefault("preset", DEFAULT_PRESET)
+    if "preset" not in values:
+        values["preset"] = DEFAULT_PRESET
+        print(f"superpose: settings start from the default preset '{DEFAULT_PRESET}' (--preset paper for the "
+              "reference's)", file=sys.stderr)
     for key in MODEL_KEYS | TRAIN_KEYS:
         flag = getattr(args, key, None)
         if flag is not None:
@@ -201,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the blend, gates and autoencoders on labelled or unlabelled text")
     p.add_argument("--base", required=True, help="base causal LM: local folder or hub id")
     p.add_argument("--expert", action="append", required=True,
-                   help="fine-tune of the base: NAME=PATH; repeat for several experts (one may be a bare PATH, "
-                        "named 'expert')")
+                   help="fine-tune of the base: NAME=PATH; repeat for several experts (a single expert may be a "
+                        "bare PATH, named 'expert')")
     p.add_argument("--train", action="append", required=True,
                    help="NAME=FILE labels the text as that model's domain (base or an expert's name); a bare FILE is "
                         "unlabelled text (.txt one doc per line, or .jsonl with 'text'); repeat")

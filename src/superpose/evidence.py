@@ -18,7 +18,7 @@ MAIN_RATE = 1
 
 
 def evidence_rates(rate: float) -> list[float]:
-    return [min(rate * factor, 0.5) for factor in RATE_FACTORS]
+    return [rate * factor for factor in RATE_FACTORS]
 
 
 def _picked_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ The weights w come from `blending.Blend` (static spline or per-token gate). The 
 expert's, a blend of all heads' logits, or a mixture Σ_m w[last, t, m] softmax(head_m(norm_m(h))).
 
 It is a `transformers` `PreTrainedModel` with generation support, so `generate()`, `pipeline()` and
-evaluation harnesses take it like any causal LM. Only alpha and the autoencoders are trainable, and
-only they are saved.
+evaluation harnesses take it like any causal LM. Only the blend (spline and gates) and the autoencoders
+are trainable, and only they are saved.
 """
 from __future__ import annotations
 

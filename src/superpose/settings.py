@@ -133,8 +133,11 @@ class ModelSettings:
         if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
             raise SettingsError(f"gate_hidden must be a non-negative integer; got {self.gate_hidden!r}")
         _positive("evidence_rate", self.evidence_rate)
-        if self.evidence_rate >= 1:
-            raise SettingsError(f"evidence_rate must be below 1; got {self.evidence_rate!r}")
+        if self.evidence_rate > 0.09:
+            raise SettingsError(f"evidence_rate must be at most 0.09 (the gate also reads 10x this rate, which must "
+                                f"stay below 1); got {self.evidence_rate!r}")
+        if self.gate_hidden and self.gate != "token":
+            raise SettingsError("gate_hidden sizes the token gate: it needs gate: token")
         self.ae_residual = _boolean("ae_residual", self.ae_residual)
         if self.bottleneck is not None and not (isinstance(self.bottleneck, (int, float)) and 0 < self.bottleneck <= 4):
             raise SettingsError(f"bottleneck must be in (0, 4]; got {self.bottleneck!r}")

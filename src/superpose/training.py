@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 import hashlib
 import json
 import math
@@ -87,10 +88,15 @@ def load_labelled(
         data.domains.extend([MIXED if is_unlabelled(name) else names.index(name)] * len(blocks))
         texts[name] = lines
     count = round(switch_rate * len(data))
-    if count:
-        if len(texts) < 2:
-            raise DataError("--switch-rate mixes sentences of several sources: pass at least two --train files")
+    if count and len(texts) < 2:
+        warnings.warn(f"switch_rate {switch_rate} mixes sentences of several training files, and there is one: no "
+                      "code-switched blocks", UserWarning, stacklevel=2)
+    elif count:
         blocks, sources, source_names = switched_blocks(texts, tokenizer, block_size, count, seed)
+        if len(blocks) < count:
+            warnings.warn(f"the training files held enough sentences for {len(blocks)} code-switched blocks, not "
+                          f"{count}: the share of such blocks is {len(blocks) / len(data):.3f}", UserWarning,
+                          stacklevel=2)
         to_stack = torch.tensor([MIXED if is_unlabelled(n) else names.index(n) for n in source_names])
         replaced = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: len(blocks)].tolist()
         for index, block, source in zip(replaced, blocks, sources):
@@ -345,6 +351,8 @@ def check_resumable(saved: dict, now: dict, run_dir: Path) -> None:
                 elif old[name] != new[name]:
                     what = "path" if old[name]["path"] != new[name]["path"] else "content"
                     differences.append(f"train file {name!r} ({what} changed: {old[name]['path']} -> {new[name]['path']})")
+        elif key == "stacks" and key not in saved:
+            continue  # a checkpoint from before the stacks were recorded
         elif saved.get(key, _DATA_ORDER_DEFAULTS.get(key)) != now.get(key, _DATA_ORDER_DEFAULTS.get(key)):
             old, new = saved.get(key, _DATA_ORDER_DEFAULTS.get(key)), now.get(key, _DATA_ORDER_DEFAULTS.get(key))
             hint = " (launch as many processes as the checkpoint's run)" if key == "processes" else ""
@@ -439,8 +447,9 @@ def _train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: 
 
     The global batch is cut into chunks of `batch_size`: chunk c is micro-batch c // P of process c % P.
     The loss terms are token means, so each chunk's term is weighted by its share of the global batch's
-    tokens (real tokens for the reconstruction, scored positions for the LM loss) and the regulariser is
-    counted once: the summed gradient is exactly the gradient of one batch holding all of `rows`.
+    tokens (labelled tokens for the reconstruction and gate labels, scored positions for the LM loss) and the
+    regulariser is counted once: the summed gradient is exactly the gradient of one batch holding all of `rows`.
+    (The load-balance term is quadratic in a per-chunk mean, so for it this holds only approximately.)
     Returns the global batch's losses and its token count.
     """
     lengths = [data.blocks[i].numel() for i in rows]
@@ -525,6 +534,14 @@ def train(
         if valid_files else None
     )
     order_record = data_order(settings, train_files, processes.count, tokenizer)
+    # which checkpoint is each stack: the trained spline columns, gate rows and evidence belong to them in order
+    order_record["stacks"] = [["base", model.config.base_model],
+                              *[[name, model.config.experts[name]] for name in model.config.expert_names]]
+    if model.settings.gate_evidence != "none" and settings.training_graph == "parallel" \
+            and model.settings.graph == "sequential":
+        raise SettingsError("training_graph parallel reads each stack's own likelihood as gate evidence, while the "
+                            "sequential graph it serves reads its layers' logit lens: use graph parallel, or "
+                            "training_graph sequential")
     _place(model, device)
     optimizer = make_optimizer(model, settings)
     result = TrainResult(run_dir)
