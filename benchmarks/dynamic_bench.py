@@ -166,13 +166,14 @@ def markdown(record: dict, hardware: str) -> str:
                      f"(batch 1, 16-token prompt, 64 new tokens, best of 3): {speed_line}.\n")
     parts.append("Training tokens/s: " + ", ".join(f"{k}: {v:.0f}" for k, v in record["training_tokens_per_s"].items())
                  + ".\n")
-    return "\n".join(parts)
+    return "\n".join(parts).replace("1 experts", "1 expert")
 
 
 DYNAMIC_HEADER = """## Dynamic superposition (`--preset dynamic`): 2 and 3 experts, labelled and label-free
 
 Produced by `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic` ({minutes:.0f} min of
-compute on {hardware}; `--stacks 2` and `--stacks 3` may run as two processes). Every trained row: {steps} steps × batch {batch_size} × block {block_size} on the languages' `train.txt`
+compute on {hardware}; here `--stacks 2` and `--stacks 3` ran as two processes side by side, so the throughput
+figures are those of a shared machine). Every trained row: {steps} steps × batch {batch_size} × block {block_size} on the languages' `train.txt`
 files (labelled: `--train NAME=FILE`; label-free: the same files without names), the `dynamic` preset and no other
 tuning. The German expert is the same base fine-tuned on `de/train.txt` with the French expert's recipe
 (`superpose.experts.finetune_expert`). Reported on the second half of each `valid.txt`; sweeps (★) chosen on the
