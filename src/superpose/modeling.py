@@ -334,8 +334,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return self._mix(embeds, weights)
 
     def _logits(self, hidden: torch.Tensor, static: torch.Tensor, last_weights: torch.Tensor,
-                head_inputs: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """`head_inputs`: the state each stack's head reads under `head: mixture` (default: `hidden` for all)."""
+                head_inputs: list[torch.Tensor] | None = None,
+                head_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`head_inputs`: the state each stack's head reads under `head: mixture` (default: `hidden` for all);
+        `head_logits`: those heads' logits when already computed (the parallel graph's evidence needs them)."""
         head = self.settings.head
         hidden = hidden.to(self.stack_dtype)
         if head in ("base", "expert"):
@@ -344,9 +346,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
             return self._mix([stack.logits(hidden) for stack in self.stacks], weights[:, None])
         # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h_m))), a proper log-probability
-        head_inputs = head_inputs or [hidden] * len(self.stacks)
-        log_probs = [torch.log_softmax(stack.logits(h.to(self.stack_dtype)).float(), dim=-1)
-                     for stack, h in zip(self.stacks, head_inputs)]
+        if head_logits is None:
+            head_inputs = head_inputs or [hidden] * len(self.stacks)
+            head_logits = [stack.logits(h.to(self.stack_dtype)) for stack, h in zip(self.stacks, head_inputs)]
+        log_probs = [torch.log_softmax(lg.float(), dim=-1) for lg in head_logits]
         home = log_probs[0].device
         log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
         return torch.logsumexp(torch.stack([lp.to(home) + log_w[..., m : m + 1] for m, lp in enumerate(log_probs)]), 0)
@@ -359,13 +362,15 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         out = out.float()  # under bf16 autocast the AE computes in bf16; the running state stays float32
         return hidden + out if self.settings.ae_residual else out
 
-    def _evidence(self, source, outputs: list[torch.Tensor], input_ids, token_mask, cache) -> torch.Tensor | None:
+    def _evidence(self, source, outputs: list[torch.Tensor] | None, input_ids, token_mask, cache,
+                  logits: list[torch.Tensor] | None = None) -> torch.Tensor | None:
         """(B, T, R, M) fixed-share log-posteriors of the stacks at R rates, read from `outputs` through each
-        stack's own head."""
+        stack's own head (or from those heads' `logits`, when already computed)."""
         if not self.blend.uses_evidence:
             return None
-        with torch.no_grad():
-            logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
+        if logits is None:
+            with torch.no_grad():
+                logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
         carried = cache.evidence.get(source) if cache is not None else None
         rates = evidence_rates(self.settings.evidence_rate)
         evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried)
@@ -395,17 +400,19 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
         token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
-        head_inputs = None
+        head_inputs = head_logits = None
         if self.settings.graph == "sequential":
             states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache)
         else:
             stack_states = self._run_stacks(input_ids, attention_mask, position_ids, cache)
-            states, gates, head_inputs = self._side_path(stack_states, input_ids, position_ids, token_mask, cache)
+            states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids,
+                                                                      token_mask, cache)
         hidden, last_weights = states[-1], gates[-1]
         if logits_to_keep:
             hidden, last_weights = hidden[:, -logits_to_keep:], last_weights[:, -logits_to_keep:]
             head_inputs = [h[:, -logits_to_keep:] for h in head_inputs] if head_inputs else None
-        logits = self._logits(hidden, self.static_weights(), last_weights, head_inputs)
+            head_logits = [lg[:, -logits_to_keep:] for lg in head_logits] if head_logits else None
+        logits = self._logits(hidden, self.static_weights(), last_weights, head_inputs, head_logits)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SuperposedOutput(
             loss=loss, logits=logits, cache=cache, hidden_states=tuple(states) if output_hidden_states else None,
@@ -461,11 +468,15 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
 
         Also returns what each head reads under `head: mixture`: its own stack's last state plus the last
         autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
-        the experts' own next-token distributions."""
+        the experts' own next-token distributions; those heads' logits are then the evidence's, computed once."""
         batch, length = input_ids.shape
         static = self.static_weights()
         hidden = self._embed(input_ids, position_ids, static)
-        evidence = self._evidence("parallel", [states[-1] for states in stack_states], input_ids, token_mask, cache)
+        own_logits = None
+        if self.blend.uses_evidence or self.settings.head == "mixture":
+            with torch.no_grad():  # the frozen stacks' own states: no gradient reaches them in this graph
+                own_logits = [stack.logits(states_m[-1]) for stack, states_m in zip(self.stacks, stack_states)]
+        evidence = self._evidence("parallel", None, input_ids, token_mask, cache, logits=own_logits)
         states, gates = [hidden], []
         for layer in range(static.shape[0]):
             outputs = [states_m[layer] for states_m in stack_states]
@@ -477,7 +488,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             gates.append(self._per_stack(weights, batch, length))
         correction = hidden - blended  # zero unless an autoencoder follows the last layer
         head_inputs = [out.float().to(hidden.device) + correction for out in outputs]
-        return states, gates, head_inputs
+        reusable = self.settings.head == "mixture" and static.shape[0] - 1 not in self.ae_layers
+        return states, gates, head_inputs, own_logits if reusable else None
 
     def _cache_for(self, cache, use_cache: bool | None) -> SuperposedCache | None:
         if isinstance(cache, SuperposedCache):
@@ -512,8 +524,9 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
 
         It is the served graph when `graph: parallel`, and the reference's training graph otherwise."""
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-        states, gates, head_inputs = self._side_path(stack_states, input_ids, position_ids, token_mask, None)
-        logits = self._logits(states[-1], self.static_weights(), gates[-1], head_inputs)
+        states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids, token_mask,
+                                                                  None)
+        logits = self._logits(states[-1], self.static_weights(), gates[-1], head_inputs, head_logits)
         return dict(enumerate(states[1:])), logits, gates
 
 
