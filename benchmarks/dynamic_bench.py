@@ -1,6 +1,7 @@
 """Dynamic superposition on real text: 2 and 3 experts, labelled and label-free, against the causal mixtures.
 
-Run through `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic`. Uses the experts of
+Run through `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic`; `python
+benchmarks/dynamic_bench.py` re-measures the saved runs' cached generation speed. Uses the experts of
 the paper part (English base, French fine-tune) plus a German fine-tune of the same base built with
 `superpose.experts.finetune_expert` on `de/train.txt` with the same recipe.
 """
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from superpose.code_switch import write_mixed
 from superpose.data import load_texts
 from superpose.evaluation import eval_table, evaluate, write_json
 from superpose.experts import ExpertRecipe, finetune_expert
@@ -23,33 +23,11 @@ from superpose.modeling import SuperposedModel
 from superpose.settings import preset_settings
 from superpose.training import UNLABELLED, train
 
+from halves import split_halves
+
 LANGS = {"base": "en", "fr": "fr", "de": "de"}
 BASELINES = ["linear:0.3,0.5,0.7", "ensemble:0.5", "bayes", "fixed_share:0.005,0.02,0.1", "router", "oracle",
              "oracle_token"]
-MIXED_LINES = 400
-
-
-def _halves(corpus: Path, out: Path, names: list[str]) -> dict[str, dict[str, str]]:
-    """select/report halves of each valid.txt and a code-switched set per half over `names`."""
-    files: dict[str, dict[str, str]] = {"train": {}, "select": {}, "report": {}}
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        lang = LANGS[name]
-        lines = load_texts(corpus / lang / "valid.txt")
-        half = len(lines) // 2
-        for split, chunk in (("select", lines[:half]), ("report", lines[half:])):
-            path = out / f"{lang}_{split}.txt"
-            path.write_text("\n".join(chunk) + "\n", encoding="utf-8")
-            files[split][name] = str(path)
-        files["train"][name] = str(corpus / lang / "train.txt")
-    tag = "_".join(LANGS[n] for n in names)
-    for split in ("select", "report"):
-        path = out / f"mixed_{tag}_{split}.jsonl"
-        write_mixed(dict(files[split]), path, seed=0, segment="sentence", max_lines=MIXED_LINES)
-        files[split]["switch"] = str(path)
-    return files
-
-
 def _generation_speed(models: dict[str, torch.nn.Module], vocab: int, new_tokens: int = 64, repeats: int = 3) -> dict:
     """Cached greedy generation tokens/s, batch 1, the same 16-token prompt for every model (best of `repeats`)."""
     prompt = torch.randint(5, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
@@ -80,7 +58,8 @@ def run_dynamic(corpus: Path, out: Path, experts_dir: Path, recipe: ExpertRecipe
         started = time.perf_counter()
         results, histories, throughput = {}, {}, {}
         names = GROUPS[count]
-        files = _halves(corpus, out / "data", names)
+        files = split_halves(corpus, out / "data", {n: LANGS[n] for n in names},
+                             "mixed_" + "_".join(LANGS[n] for n in names))
         tag = f"{len(names) - 1} experts"
         runs = {}
         for labelled in (True, False):
@@ -182,3 +161,20 @@ alternating between the languages). † reads the answer (a bound, not a competi
 sequence, the labelled language's own model). Targets of issue 10: ≤ 1.02× the oracle per language (≤ 1.03× with
 three experts) and below the best causal mixture on code-switched text.
 """
+
+
+def measure_saved_runs(out: Path, experts_dir: Path) -> None:
+    """Cached generation speed of the saved dynamic runs against the base, in one process (alone on the machine)."""
+    for count in GROUPS:
+        tag = f"{count - 1}-experts"
+        runs = {path.name: SuperposedModel.from_pretrained(path) for path in sorted((out / "runs").glob(f"dynamic_{tag}_*"))}
+        if not runs:
+            continue
+        speed = _generation_speed({"base": load_causal_lm(str(experts_dir / "base")).eval(), **runs}, 4096)
+        print(", ".join(f"{name}: {tps:.0f} tok/s ({tps / speed['base']:.2f}x base)" for name, tps in speed.items()))
+
+
+if __name__ == "__main__":  # python benchmarks/dynamic_bench.py: re-measure the saved runs' generation speed
+    torch.set_num_threads(1)
+    root = Path(__file__).resolve().parent / "out" / "full"
+    measure_saved_runs(root / "dynamic", root / "experts")

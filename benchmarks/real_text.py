@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from superpose.code_switch import write_mixed
 from superpose.data import load_texts
 from superpose.demo import demo_settings
 from superpose.evaluation import eval_table, evaluate, write_json
@@ -34,6 +33,7 @@ from superpose.tables import format_table
 from superpose.training import train
 
 from dynamic_bench import collect, markdown, run_dynamic
+from halves import MIXED_LINES, split_halves
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,31 +55,6 @@ VARIANTS = [
     ("superposed-1d-demo (last-layer AE, expert head)", None, "sequential"),  # the demo's settings, see demo.py
 ]
 LEARNING_RATES = dict(lr_alpha=2e-3, lr_ae=1e-3)  # the paper's rates are for 10 epochs; we have a few hundred steps
-
-
-MIXED_LINES = 400  # code-switched lines per half (each 2-6 sentences)
-
-
-def split_halves(corpus: Path, out: Path) -> dict[str, dict[str, str]]:
-    """valid.txt -> select (first half of the lines) and report (second half), plus a code-switched set built
-    with `superpose mix-data` from each half (never from training files)."""
-    files: dict[str, dict[str, str]] = {"train": {}, "select": {}, "report": {}}
-    out.mkdir(parents=True, exist_ok=True)
-    for lang, domain in (("en", "base"), ("fr", "fr")):
-        lines = load_texts(corpus / lang / "valid.txt")
-        half = len(lines) // 2
-        for split, chunk in (("select", lines[:half]), ("report", lines[half:])):
-            path = out / f"{lang}_{split}.txt"
-            path.write_text("\n".join(chunk) + "\n", encoding="utf-8")
-            files[split][domain] = str(path)
-        files["train"][domain] = str(corpus / lang / "train.txt")
-    for split in ("select", "report"):
-        path = out / f"mixed_{split}.jsonl"
-        # the same code path as `superpose mix-data --data base=en_{split}.txt --data fr=fr_{split}.txt
-        #   --out mixed_{split}.jsonl --seed 0 --max-lines 400`
-        write_mixed(dict(files[split]), path, seed=0, segment="sentence", max_lines=MIXED_LINES)
-        files[split]["switch"] = str(path)
-    return files
 
 
 def _clear_peak_rss() -> bool:

@@ -69,3 +69,21 @@ def write_domains(tmp: Path, repeat: int = 8) -> tuple[Path, Path]:
     en.write_text("\n".join(ENGLISH * repeat), encoding="utf-8")
     fr.write_text("\n".join(FRENCH * repeat), encoding="utf-8")
     return en, fr
+
+
+def assert_left_padded_batch_generates_as_each_prompt_alone(model, prompts: list[list[int]], use_cache: bool,
+                                                           max_new_tokens: int = 8, pad: int = 0) -> None:
+    """Greedy generation of a left-padded batch: each row's new tokens and logits equal its prompt's alone."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, T)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, T)
+    options = dict(max_new_tokens=max_new_tokens, do_sample=False, use_cache=use_cache, pad_token_id=pad,
+                   return_dict_in_generate=True, output_logits=True)
+    with torch.no_grad():
+        together = model.generate(ids, attention_mask=mask, **options)
+        for row, prompt in enumerate(prompts):
+            alone = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                   **options)
+            assert together.sequences[row, width:].tolist() == alone.sequences[0, len(prompt):].tolist(), row
+            for a, b in zip(together.logits, alone.logits, strict=True):
+                torch.testing.assert_close(a[row], b[0], atol=1e-4, rtol=0)

@@ -11,7 +11,7 @@ import torch
 from superpose.modeling import SuperposedModel
 from superpose.settings import ModelSettings
 
-from helpers import tiny_model
+from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_model
 
 PAD = 0
 GATED = [
@@ -91,13 +91,6 @@ def test_token_gates_vary_along_the_sequence_and_sum_to_one(graph):
         assert weights.std(dim=1).max() > 1e-3  # per-token, not one weight per layer
 
 
-def _left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
-
-
 DYNAMIC = [dict(graph=g, **GATED[2]) for g in ("sequential", "parallel")]
 
 
@@ -129,18 +122,8 @@ def test_cached_generation_equals_uncached(arch, n, settings, mode):
 def test_left_padded_batch_generates_as_each_prompt_alone(arch, settings, use_cache):
     model = _model(arch, 2, ae_layers=[0], **settings)
     model.generation_config.eos_token_id = None  # an early end would cut one run short and not the other
-    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]]
-    ids, mask = _left_pad(prompts)
-    options = dict(max_new_tokens=6, do_sample=False, use_cache=use_cache, pad_token_id=PAD,
-                   return_dict_in_generate=True, output_logits=True)
-    with torch.no_grad():
-        together = model.generate(ids, attention_mask=mask, **options)
-        for row, prompt in enumerate(prompts):
-            alone = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                   **options)
-            assert together.sequences[row, ids.shape[1]:].tolist() == alone.sequences[0, len(prompt):].tolist()
-            for a, b in zip(together.logits, alone.logits, strict=True):
-                torch.testing.assert_close(a[row], b[0], atol=1e-4, rtol=0)
+    assert_left_padded_batch_generates_as_each_prompt_alone(model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]],
+                                                           use_cache, max_new_tokens=6)
 
 
 @pytest.mark.parametrize("variant", ["1d", "2d"])

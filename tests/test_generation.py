@@ -10,7 +10,7 @@ import torch
 from superpose.modeling import SuperposedModel
 from superpose.settings import ModelSettings
 
-from helpers import tiny_pair
+from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_pair
 
 PAD = 0
 
@@ -20,13 +20,6 @@ def _model(arch: str, variant: str) -> SuperposedModel:
     torch.manual_seed(0)
     model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1]))
     return model.eval()  # the 2d autoencoders have dropout
-
-
-def _left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])  # (B, T)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, T)
-    return ids, mask
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -72,14 +65,5 @@ def test_repeating_and_selecting_cache_rows_carries_the_convolution_history(vari
 def test_left_padded_batch_generates_as_each_prompt_alone(arch, variant, use_cache):
     """Padding must shift neither positions (GPT-2's are absolute) nor the autoencoders' convolution input."""
     model = _model(arch, variant)
-    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]]
-    ids, mask = _left_pad(prompts)
-    settings = dict(max_new_tokens=8, do_sample=False, use_cache=use_cache, pad_token_id=PAD,
-                    return_dict_in_generate=True, output_logits=True)
-    with torch.no_grad():
-        together = model.generate(ids, attention_mask=mask, **settings)
-        for row, prompt in enumerate(prompts):
-            alone = model.generate(torch.tensor([prompt]), **settings)
-            assert torch.equal(together.sequences[row, ids.shape[1] - len(prompt) :], alone.sequences[0]), row
-            for a, b in zip(together.logits, alone.logits, strict=True):
-                torch.testing.assert_close(a[row], b[0], atol=1e-4, rtol=0)
+    assert_left_padded_batch_generates_as_each_prompt_alone(model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]],
+                                                           use_cache)

@@ -127,15 +127,17 @@ class StackAdapter:
         raise NotImplementedError
 
     def run_stack(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None, cache: Cache | None = None,
     ) -> list[torch.Tensor]:
-        """This model alone, no cache: the state after every decoder layer, each (B, T, d)."""
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        """This model alone (continuing `cache` when given): the state after every decoder layer, each (B, T, d)."""
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         hidden = self.embed(input_ids, position_ids)
-        context = self.prepare(hidden, attention_mask, position_ids, None)
+        context = self.prepare(hidden, attention_mask, position_ids, cache)
         states = []
         for index in range(self.num_layers):
-            hidden = self.run_layer(index, hidden, context, None)
+            hidden = self.run_layer(index, hidden, context, cache)
             states.append(hidden)
         return states
 

@@ -451,16 +451,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     def _run_stacks(self, input_ids, attention_mask, position_ids, cache) -> list[list[torch.Tensor]]:
         """Each stack alone on its own states (and its own cache): the state after every layer, per stack."""
         stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
-        runs = []
-        for stack, stack_cache in zip(self.stacks, stack_caches):
-            hidden = stack.embed(input_ids, position_ids)
-            context = stack.prepare(hidden, attention_mask, position_ids, stack_cache)
-            layers = []
-            for layer in range(stack.num_layers):
-                hidden = stack.run_layer(layer, hidden, context, stack_cache)
-                layers.append(hidden)
-            runs.append(layers)
-        return runs
+        return [stack.run_stack(input_ids, attention_mask, position_ids, stack_cache)
+                for stack, stack_cache in zip(self.stacks, stack_caches)]
 
     def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache):
         """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the

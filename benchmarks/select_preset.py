@@ -1,0 +1,102 @@
+"""How the `dynamic` preset was chosen: short label-free runs scored on the *selection* halves only.
+
+    python benchmarks/select_preset.py --corpus ../shared/corpus                       # the grid in BENCHMARKS.md
+    python benchmarks/select_preset.py --corpus ../shared/corpus --gate-hidden 32 --switch-rates 0.2
+
+Needs the paper part's experts (`python benchmarks/real_text.py --part paper`). Each run trains the dynamic preset
+with the given gate width and switch rate, label-free on en/train.txt + fr/train.txt, then scores the first 80
+blocks of each selection half and of the selection code-switched set; the oracle and `fixed_share:0.02` rows are
+the scale.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from superpose.code_switch import load_spans, tokenize_spans
+from superpose.data import collate, load_texts, tokenize_blocks
+from superpose.loading import load_causal_lm, load_tokenizer
+from superpose.metrics import LMScore
+from superpose.mixtures import fixed_share_log_weights, mix, scored_positions, token_log_probs
+from superpose.modeling import SuperposedModel
+from superpose.settings import preset_settings
+from superpose.tables import format_table
+from superpose.training import UNLABELLED, train
+
+from halves import split_halves
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCKS = 80
+
+
+@torch.no_grad()
+def _ppl(score_batch, blocks: list[torch.Tensor]) -> float:
+    score = LMScore()
+    for start in range(0, len(blocks), 16):
+        batch = collate(blocks[start : start + 16], [0] * len(blocks[start : start + 16]), 0)
+        score.update(score_batch(batch), batch.labels)
+    return score.ppl
+
+
+def _fixed_share(models: list[torch.nn.Module], rate: float):
+    def score_batch(batch):
+        log_probs = torch.stack([m(batch.input_ids, attention_mask=batch.attention_mask).logits.log_softmax(-1)
+                                 for m in models])
+        weights = fixed_share_log_weights(token_log_probs(log_probs, batch.labels), rate, scored_positions(batch.labels))
+        return mix(log_probs, weights)
+    return score_batch
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "full"))
+    parser.add_argument("--gate-hidden", type=int, nargs="+", default=[0, 32])
+    parser.add_argument("--switch-rates", type=float, nargs="+", default=[0.0, 0.03, 0.1, 0.2, 0.3])
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out, corpus = Path(args.out), Path(args.corpus)
+    experts = out / "experts"
+    if not (experts / "fr" / "config.json").is_file():
+        print("run `python benchmarks/real_text.py --part paper` first (it builds the experts)", file=sys.stderr)
+        return 2
+    files = split_halves(corpus, out / "data")
+    tokenizer = load_tokenizer(str(experts / "base"))
+    sets = {name: tokenize_blocks(load_texts(files["select"][name]), tokenizer, 128, BLOCKS) for name in ("base", "fr")}
+    sets["switch"] = tokenize_spans(load_spans(files["select"]["switch"]), tokenizer, 128, BLOCKS).blocks
+    models = [load_causal_lm(str(experts / "base")), load_causal_lm(str(experts / "fr"))]
+    rows = [["oracle (per language)", _ppl(lambda b: models[0](b.input_ids).logits, sets["base"]),
+             _ppl(lambda b: models[1](b.input_ids).logits, sets["fr"]), float("nan"), 0],
+            ["fixed_share:0.02", *[_ppl(_fixed_share(models, 0.02), sets[n]) for n in ("base", "fr", "switch")], 0]]
+    unlabelled = {UNLABELLED: files["train"]["base"], f"{UNLABELLED}:2": files["train"]["fr"]}
+    for hidden in args.gate_hidden:
+        for rate in args.switch_rates:
+            model_settings, train_settings = preset_settings("dynamic")
+            model_settings = replace(model_settings, gate_hidden=hidden)
+            train_settings = replace(train_settings, switch_rate=rate, max_steps=args.steps, batch_size=16,
+                                     block_size=128, seed=0, max_valid_blocks=4, device="cpu")
+            torch.manual_seed(0)
+            model = SuperposedModel.from_models(models[0], {"fr": models[1]}, model_settings)
+            run_dir = out / "select_preset" / f"hidden{hidden}_switch{rate}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            tick = time.perf_counter()
+            train(model, tokenizer, unlabelled, None, run_dir, train_settings, progress=False)
+            model.eval()
+            scored = [_ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, sets[n])
+                      for n in ("base", "fr", "switch")]
+            rows.append([f"gate_hidden {hidden}, switch_rate {rate}", *scored, time.perf_counter() - tick])
+            print(rows[-1], flush=True)
+    print(format_table(["run", "English", "French", "code-switched", "seconds"], rows,
+                       title=f"selection halves, {args.steps} steps x 16 x 128, label-free, dynamic preset"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
