@@ -401,18 +401,19 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
         token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
         head_inputs = head_logits = None
+        static = self.static_weights()  # the spline, computed once per forward
         if self.settings.graph == "sequential":
-            states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache)
+            states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache, static)
         else:
             stack_states = self._run_stacks(input_ids, attention_mask, position_ids, cache)
             states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids,
-                                                                      token_mask, cache)
+                                                                      token_mask, cache, static)
         hidden, last_weights = states[-1], gates[-1]
         if logits_to_keep:
             hidden, last_weights = hidden[:, -logits_to_keep:], last_weights[:, -logits_to_keep:]
             head_inputs = [h[:, -logits_to_keep:] for h in head_inputs] if head_inputs else None
             head_logits = [lg[:, -logits_to_keep:] for lg in head_logits] if head_logits else None
-        logits = self._logits(hidden, self.static_weights(), last_weights, head_inputs, head_logits)
+        logits = self._logits(hidden, static, last_weights, head_inputs, head_logits)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SuperposedOutput(
             loss=loss, logits=logits, cache=cache, hidden_states=tuple(states) if output_hidden_states else None,
@@ -424,11 +425,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """(B|1, T|1, M, k) -> (B, T, M): each stack's weight, averaged over the hidden size (2d)."""
         return weights.mean(-1).expand(batch, length, -1)
 
-    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache):
+    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache, static):
         """The shared running state; returns the state after the embedding and after each layer, and each
         layer's weights (B, T, M)."""
         batch, length = input_ids.shape
-        static = self.static_weights()
         hidden = self._embed(input_ids, position_ids, static)  # (B, T, d) float32
         stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
         contexts = [stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
@@ -454,7 +454,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return [stack.run_stack(input_ids, attention_mask, position_ids, stack_cache)
                 for stack, stack_cache in zip(self.stacks, stack_caches)]
 
-    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache):
+    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache, static):
         """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the
         stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head.
 
@@ -462,7 +462,6 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
         the experts' own next-token distributions; those heads' logits are then the evidence's, computed once."""
         batch, length = input_ids.shape
-        static = self.static_weights()
         hidden = self._embed(input_ids, position_ids, static)
         own_logits = None
         if self.blend.uses_evidence or self.settings.head == "mixture":
@@ -516,9 +515,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
 
         It is the served graph when `graph: parallel`, and the reference's training graph otherwise."""
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        static = self.static_weights()
         states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids, token_mask,
-                                                                  None)
-        logits = self._logits(states[-1], self.static_weights(), gates[-1], head_inputs, head_logits)
+                                                                  None, static)
+        logits = self._logits(states[-1], static, gates[-1], head_inputs, head_logits)
         return dict(enumerate(states[1:])), logits, gates
 
 
