@@ -72,8 +72,8 @@ def main() -> int:
     sets = {name: tokenize_blocks(load_texts(files["select"][name]), tokenizer, 128, BLOCKS) for name in ("base", "fr")}
     sets["switch"] = tokenize_spans(load_spans(files["select"]["switch"]), tokenizer, 128, BLOCKS).blocks
     models = [load_causal_lm(str(experts / "base")), load_causal_lm(str(experts / "fr"))]
-    rows = [["oracle (per language)", _ppl(lambda b: models[0](b.input_ids).logits, sets["base"]),
-             _ppl(lambda b: models[1](b.input_ids).logits, sets["fr"]), float("nan"), 0],
+    alone = [lambda b, m=m: m(b.input_ids, attention_mask=b.attention_mask).logits for m in models]
+    rows = [["oracle (per language)", _ppl(alone[0], sets["base"]), _ppl(alone[1], sets["fr"]), float("nan"), 0],
             ["fixed_share:0.02", *[_ppl(_fixed_share(models, 0.02), sets[n]) for n in ("base", "fr", "switch")], 0]]
     unlabelled = {UNLABELLED: files["train"]["base"], f"{UNLABELLED}:2": files["train"]["fr"]}
     for hidden in args.gate_hidden:
