@@ -3,7 +3,7 @@
 Run through `python benchmarks/real_text.py --corpus ../shared/corpus --part dynamic`; `python
 benchmarks/dynamic_bench.py` re-measures the saved runs' cached generation speed. Uses the experts of
 the paper part (English base, French fine-tune) plus a German fine-tune of the same base built with
-`superpose.experts.finetune_expert` on `de/train.txt` with the same recipe.
+`superpose.demo.tiny_experts.finetune_expert` on `de/train.txt` with the same recipe.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from superpose.data import load_texts
-from superpose.evaluation import eval_table, evaluate, write_json
-from superpose.experts import ExpertRecipe, finetune_expert
-from superpose.loading import load_causal_lm, load_tokenizer
-from superpose.modeling import SuperposedModel
-from superpose.settings import preset_settings
-from superpose.training import UNLABELLED, train
+from superpose.data.text import load_texts
+from superpose.report.evaluation import eval_table, evaluate, write_json
+from superpose.demo.tiny_experts import ExpertRecipe, finetune_expert
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.model.superposed import SuperposedModel
+from superpose.core.settings import preset_settings
+from superpose.training.loop import UNLABELLED, train
 
 from halves import split_halves
 
@@ -155,7 +155,7 @@ compute on {hardware}; here `--stacks 2` and `--stacks 3` ran as two processes s
 figures are those of a shared machine). Every trained row: {steps} steps × batch {batch_size} × block {block_size} on the languages' `train.txt`
 files (labelled: `--train NAME=FILE`; label-free: the same files without names), the `dynamic` preset and no other
 tuning. The German expert is the same base fine-tuned on `de/train.txt` with the French expert's recipe
-(`superpose.experts.finetune_expert`). Reported on the second half of each `valid.txt`; sweeps (★) chosen on the
+(`superpose.demo.tiny_experts.finetune_expert`). Reported on the second half of each `valid.txt`; sweeps (★) chosen on the
 first half; the code-switched sets are built from those halves with `superpose mix-data` (400 lines, 2-6 sentences
 alternating between the languages). † reads the answer (a bound, not a competitor). Ratios are to `oracle` (per
 sequence, the labelled language's own model). Targets of issue 10: ≤ 1.02× the oracle per language (≤ 1.03× with

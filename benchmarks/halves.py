@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from superpose.code_switch import write_mixed
-from superpose.data import load_texts
+from superpose.data.code_switch import write_mixed
+from superpose.data.text import load_texts
 
 MIXED_LINES = 400  # code-switched lines per half (each 2-6 sentences)
 

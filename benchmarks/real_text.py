@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from superpose.data import load_texts
-from superpose.demo import demo_settings
-from superpose.evaluation import eval_table, evaluate, write_json
-from superpose.experts import ExpertRecipe, build_experts
-from superpose.export import export_hard_merge
-from superpose.loading import load_causal_lm, load_tokenizer
-from superpose.modeling import SuperposedModel
-from superpose.settings import ModelSettings, TrainSettings
-from superpose.tables import format_table
-from superpose.training import train
+from superpose.data.text import load_texts
+from superpose.demo.walkthrough import demo_settings
+from superpose.report.evaluation import eval_table, evaluate, write_json
+from superpose.demo.tiny_experts import ExpertRecipe, build_experts
+from superpose.report.export import export_hard_merge
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.model.superposed import SuperposedModel
+from superpose.core.settings import ModelSettings, TrainSettings
+from superpose.core.text_tables import format_table
+from superpose.training.loop import train
 
 from dynamic_bench import collect, markdown, run_dynamic
 from halves import MIXED_LINES, split_halves
@@ -268,10 +268,10 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   `superpose mix-data --data base=en_report.txt --data fr=fr_report.txt --out mixed_report.jsonl --seed 0
   --max-lines {mixed_lines}` (sentences alternating between English and French inside each line, 2-6 per line);
   the selection half gets its own mixed set the same way.
-* **Experts** (built by `superpose.experts.build_experts`): byte-level BPE on both languages, a GPT-2-shaped base
+* **Experts** (built by `superpose.demo.tiny_experts.build_experts`): byte-level BPE on both languages, a GPT-2-shaped base
   ({params} parameters) trained on English, then fine-tuned on French. Recipe: `{recipe}`;
   training: `{expert_train}`.
-* **Superposed models**: trained with `superpose.training.train` on both training files, 400 steps of batch 16 ×
+* **Superposed models**: trained with `superpose.training.loop.train` on both training files, 400 steps of batch 16 ×
   block 128 each (the same budget for every trained row), lr_alpha 2e-3, lr_ae 1e-3; other settings the paper's,
   except the `-demo` run, which uses the demo's blend: one autoencoder after the last layer and the expert's final
   norm + head, see `superpose/demo.py`. The equivalent CLI is

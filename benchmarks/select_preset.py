@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from superpose.code_switch import load_spans, tokenize_spans
-from superpose.data import collate, load_texts, tokenize_blocks
-from superpose.loading import load_causal_lm, load_tokenizer
-from superpose.metrics import LMScore
-from superpose.mixtures import fixed_share_log_weights, mix, scored_positions, token_log_probs
-from superpose.modeling import SuperposedModel
-from superpose.settings import preset_settings
-from superpose.tables import format_table
-from superpose.training import UNLABELLED, train
+from superpose.data.code_switch import load_spans, tokenize_spans
+from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.core.metrics import LMScore
+from superpose.core.mixtures import fixed_share_log_weights, mix, scored_positions, token_log_probs
+from superpose.model.superposed import SuperposedModel
+from superpose.core.settings import preset_settings
+from superpose.core.text_tables import format_table
+from superpose.training.loop import UNLABELLED, train
 
 from halves import split_halves
 

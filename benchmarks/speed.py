@@ -15,9 +15,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from superpose import ModelSettings, SuperposedModel, TrainSettings, preset_settings
-from superpose.data import collate
-from superpose.tables import format_table
-from superpose.training import compute_losses, make_optimizer
+from superpose.data.text import collate
+from superpose.core.text_tables import format_table
+from superpose.training.loop import compute_losses, make_optimizer
 
 
 def _best_of(fn, repeats: int) -> float:

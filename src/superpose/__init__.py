@@ -1,7 +1,22 @@
-"""Superposition in Transformers: blend a frozen base LM and its fine-tune layer by layer, keeping both skills."""
-from .modeling import SuperposedConfig, SuperposedModel
-from .settings import ModelSettings, TrainSettings, preset_settings
-from .training import train
+"""Superposition in Transformers: a frozen base LM and N frozen fine-tunes run side by side, their states
+blended layer by layer, so that one model keeps every skill.
+
+The packages, lowest first; each imports only the packages above it in this list:
+
+* `core/`: settings and presets, checkpoint loading, metrics, log-space mixtures, text tables.
+* `data/`: text files to token blocks; code-switched lines.
+* `model/`: the superposed model: architectures, blend weights and gates, evidence, autoencoders, cache.
+* `training/`: the training loop, checkpoints and resume, data-parallel processes.
+* `compare/`: what the model is compared with: weight merges, output mixtures, routers, oracles.
+* `report/`: evaluation, the one-stack export, run info, gate views, the paper's analyses, HTML.
+* `demo/`: the offline demo, its tiny experts and bundled corpus.
+* `cli/`: the `superpose` command.
+
+`__main__` runs the command line (`python -m superpose`).
+"""
+from superpose.core.settings import ModelSettings, TrainSettings, preset_settings
+from superpose.model.superposed import SuperposedConfig, SuperposedModel
+from superpose.training.loop import train
 
 __all__ = ["SuperposedConfig", "SuperposedModel", "ModelSettings", "TrainSettings", "preset_settings", "train"]
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """`python -m superpose ...` runs the command line (also what `accelerate launch -m superpose` needs)."""
 import sys
 
-from .cli import main
+from superpose.cli.main import main
 
 sys.exit(main())

@@ -1,1 +1,0 @@
-"""Model-independent analyses of base, expert and superposed models: statistics and plots on plain arrays."""

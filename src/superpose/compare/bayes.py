@@ -1,0 +1,29 @@
+"""Causal Bayesian mixture: each model weighted by its posterior given the tokens seen so far (SPEC §10)."""
+from __future__ import annotations
+
+import torch
+
+from superpose.core.mixtures import bayes_log_weights, mix
+from superpose.compare.common import BaselineContext, References, Scorer
+
+
+class BayesScorer(Scorer):
+    """No training, no labels: uniform prior, reset per sequence, updated after each observed token."""
+
+    @classmethod
+    def build(cls, context: BaselineContext, method_and_parameter) -> "BayesScorer":
+        return cls()
+
+    def log_weights(self, refs: References) -> torch.Tensor:
+        return bayes_log_weights(refs.evidence())
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        log_weights = self.log_weights(refs)  # (M, B, T)
+        self.last_weights = log_weights.exp()
+        return mix(refs.log_probs(), log_weights)
+
+    def extra_seconds(self, refs: References) -> float:
+        return refs.all_seconds()
+
+    def stacks(self, models: int) -> float:
+        return float(models)

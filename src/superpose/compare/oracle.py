@@ -1,0 +1,56 @@
+"""Bounds that read the answer: no real method can match them, they show how far switching could go.
+
+* `oracle`: one model per sequence. On a labelled set, the set's own model; on an unlabelled set, the model
+  with the lowest loss on that sequence in hindsight.
+* `oracle_token`: per token, the model that gave the observed token the highest probability (its whole
+  distribution is used at that position), a lower bound below every per-sequence choice.
+"""
+from __future__ import annotations
+
+import torch
+
+from superpose.compare.common import BaselineContext, References, Scorer, pick_per_token
+
+
+class OracleScorer(Scorer):
+    reads_answer = True
+
+    @classmethod
+    def build(cls, context: BaselineContext, method_and_parameter) -> "OracleScorer":
+        return cls()
+
+    def _choice(self, refs: References) -> torch.Tensor:
+        """(B,) model index per sequence."""
+        batch = refs.labels.shape[0]
+        if refs.domain is not None:
+            return torch.full((batch,), refs.names.index(refs.domain), device=refs.labels.device)
+        return refs.evidence().sum(-1).argmax(0)  # (B,): highest log-likelihood of the whole sequence
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        self._last = self._choice(refs)
+        choice = self._last[:, None].expand(-1, refs.labels.shape[1])
+        logits, self.last_weights = pick_per_token(refs, choice)
+        # a labelled set is scored by its own model: exactly that model's logits
+        return refs.logits[refs.domain] if refs.domain is not None else logits
+
+    def extra_seconds(self, refs: References) -> float:
+        chosen = [refs.names[i] for i in self._last.tolist()]
+        return sum(refs.seconds[name] for name in chosen) / max(len(chosen), 1)
+
+
+class OracleTokenScorer(Scorer):
+    reads_answer = True
+
+    @classmethod
+    def build(cls, context: BaselineContext, method_and_parameter) -> "OracleTokenScorer":
+        return cls()
+
+    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
+        logits, self.last_weights = pick_per_token(refs, refs.evidence().argmax(0))
+        return logits
+
+    def extra_seconds(self, refs: References) -> float:
+        return refs.all_seconds()
+
+    def stacks(self, models: int) -> float:
+        return float(models)

@@ -1,0 +1,11 @@
+"""What every layer shares, and nothing model-specific.
+
+* `settings`: the typed, validated settings of a model and of its training, and the presets.
+* `loading`: base and expert checkpoints and tokenizers from local folders or hub ids; devices.
+* `metrics`: token-weighted language-model metrics accumulated over batches.
+* `mixtures`: causal log-space mixtures of M next-token distributions (Bayes, fixed share).
+* `text_tables`: plain-text tables for command summaries.
+
+Layering (each package imports only those before it): core < data < model < training < compare < report
+< demo < cli.
+"""

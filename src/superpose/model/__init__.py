@@ -1,0 +1,9 @@
+"""The superposed model and its parts.
+
+* `architecture`: where each model family keeps its embeddings, layers, final norm and head.
+* `blending`: every way of computing the per-layer blend weights over the M stacks (static spline, token gate).
+* `evidence`: the gates' fixed-share evidence, each stack's running log-posterior.
+* `autoencoders`: the causal autoencoders placed after the blend.
+* `cache`: one KV cache per stack plus the convolution and evidence state.
+* `superposed`: `SuperposedModel`, the sequential and parallel graphs, saving and loading.
+"""

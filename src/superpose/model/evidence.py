@@ -1,0 +1,73 @@
+"""Gate evidence: each stack's fixed-share log-posterior over the tokens already seen, at several rates.
+
+Position t's evidence uses tokens x_1..x_t only: stack m scores x_t with the prediction it made at
+position t-1, and the scores are folded into fixed-share weights (SPEC §10) that may follow a switch of
+language inside a sequence. A slow, a middle and a fast rate (`RATE_FACTORS` × the setting) let a gate tell
+a long run of one language (the slow posterior is sure) from a recent switch (only the fast one has moved).
+During generation the cache carries, per evidence source, the weights so far and the last position's logits
+(to score the next token when it arrives), so cached = uncached.
+"""
+from __future__ import annotations
+
+import torch
+
+from superpose.core.mixtures import fixed_share_scan
+
+RATE_FACTORS = (0.1, 1.0, 10.0)  # × evidence_rate; the middle one is the setting itself
+MAIN_RATE = 1
+
+
+def evidence_rates(rate: float) -> list[float]:
+    return [rate * factor for factor in RATE_FACTORS]
+
+
+def _picked_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits, (B, T) token ids -> (B, T) log-softmax at those ids, without a (B, T, V) copy."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+@torch.no_grad()
+def fixed_share_evidence(
+    stack_logits: list[torch.Tensor],
+    input_ids: torch.Tensor,
+    token_mask: torch.Tensor | None,
+    rates: list[float],
+    carried: dict | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """M stacks' (B, T, V) logits over this chunk -> (B, T, R, M) log-weights after x_≤t at each of the R
+    rates, and the state to carry.
+
+    A token counts as evidence only when it and the position that predicted it are real tokens, so a
+    left-padded prompt gathers the same evidence as the prompt alone.
+    """
+    device = stack_logits[0].device
+    input_ids = input_ids.to(device)
+    batch, length = input_ids.shape
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask.to(device).bool()
+    scores = torch.stack([_picked_log_probs(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
+    observed = mask[:, 1:] & mask[:, :-1]  # (B, T-1)
+    if carried is not None:  # the previous chunk's last position predicted this chunk's first token
+        last = carried["last_logits"].to(device)  # (B, M, V)
+        first = torch.stack([_picked_log_probs(last[:, m : m + 1], input_ids[:, :1]) for m in range(last.shape[1])])
+        first_seen = carried["last_mask"].to(device) & mask[:, 0]
+    else:
+        first = scores.new_zeros(len(stack_logits), batch, 1)
+        first_seen = torch.zeros(batch, dtype=torch.bool, device=device)
+    evidence = torch.cat([first, scores], dim=-1)  # (M, B, T)
+    observed = torch.cat([first_seen[:, None], observed], dim=1)  # (B, T)
+    evidence = evidence.masked_fill(~observed[None], 0.0)
+    models, count = len(stack_logits), len(rates)
+    # every rate as one batch: column r * B + b is row b at rate r
+    columns = torch.tensor(rates, dtype=evidence.dtype, device=device).repeat_interleave(batch)
+    state = None
+    if carried is not None:  # (B, R, M) -> (M, R * B)
+        state = carried["log_w"].to(device).permute(2, 1, 0).reshape(models, count * batch)
+    log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), state)
+    new_state = {
+        # (B, R, M): batch first, so beam search can reorder it like any cache
+        "log_w": last_w.reshape(models, count, batch).permute(2, 1, 0).contiguous(),
+        "last_logits": torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1),  # (B, M, V)
+        "last_mask": mask[:, -1],
+    }
+    return log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0), new_state

@@ -1,0 +1,539 @@
+"""The superposed model: a frozen base and N frozen experts (M = N + 1 stacks), blended layer by layer.
+
+Two graphs (`graph` setting), trained and served the same way:
+
+* sequential (SPEC §4): the stacks share one running state,
+      h = Σ_m w_emb[m] Embed_m(x);  for each layer l:  h = Σ_m w[l, t, m] Block_m[l](h);  h = AE_l(h)
+* parallel: each stack runs on its own states with its own cache; the blends, autoencoders and gates form a
+  side path from the stacks' states to the head (the reference's training graph), so each stack's evidence
+  is its own exact likelihood.
+
+The weights w come from `blending.Blend` (static spline or per-token gate). The head is the base's, the first
+expert's, a blend of all heads' logits, or a mixture Σ_m w[last, t, m] softmax(head_m(norm_m(h))).
+
+It is a `transformers` `PreTrainedModel` with generation support, so `generate()`, `pipeline()` and
+evaluation harnesses take it like any causal LM. Only the blend (spline and gates) and the autoencoders
+are trainable, and only they are saved.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
+
+from superpose.model.architecture import adapter_for, check_compatible
+from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
+from superpose.model.blending import Blend
+from superpose.model.cache import SuperposedCache
+from superpose.model.evidence import evidence_rates, fixed_share_evidence
+from superpose.core.settings import ModelSettings
+
+WEIGHTS_NAME = "superposed.safetensors"
+TRAINABLE_PREFIXES = ("blend.", "autoencoders.")
+LEGACY_PREFIX = ("alpha.", "blend.alpha.")  # runs saved before the gates existed
+
+
+class SuperposedConfig(PreTrainedConfig):
+    """Names the base and expert checkpoints (local path or hub id) and every blending setting."""
+
+    model_type = "superposed"
+    base_model: str | None = None
+    experts: dict | None = None  # expert name -> local path or hub id
+    expert_order: list | None = None  # the experts' stack order (config.json sorts its keys); None: one expert
+    settings: dict | None = None  # ModelSettings as a dict
+    num_hidden_layers: int = 0
+    hidden_size: int = 0
+    vocab_size: int = 0
+    max_position_embeddings: int | None = None  # None lets harnesses fall back to their default length
+    tie_word_embeddings: bool = False
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(**(self.settings or {}))
+
+    @property
+    def expert_name(self) -> str:
+        """The first expert's name (the one `head: expert` uses)."""
+        return self.expert_names[0]
+
+    @property
+    def expert_names(self) -> list[str]:
+        """Experts in stack order (stack m = expert m - 1)."""
+        return list(self.expert_order or self.experts or {"expert": None})
+
+
+def _execution_device(module: nn.Module, default: str | torch.device) -> torch.device:
+    """Where `module` computes: its accelerate hook's device when dispatched by a device map, else `default`."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    return torch.device(device if device is not None else default)
+
+
+def _mark_initialised(model: nn.Module) -> None:
+    # PreTrainedModel.post_init re-initialises modules not flagged as initialised; the stacks are trained weights.
+    for module in model.modules():
+        module._is_hf_initialized = True
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        tensor._is_hf_initialized = True
+
+
+@dataclass
+class SuperposedOutput(CausalLMOutputWithPast):
+    """A causal-LM output plus, when asked for, each layer's blend weights per position."""
+
+    gate_weights: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, M), mean over the hidden size (2d)
+
+
+def _expert_mapping(experts, default_name: str) -> dict[str, PreTrainedModel]:
+    mapping = dict(experts) if isinstance(experts, dict) else {default_name: experts}
+    if not mapping:
+        raise ValueError("a superposed model needs at least one expert")
+    for name in mapping:
+        if not isinstance(name, str) or not name or name == "base" or any(c in name for c in "./\\"):
+            raise ValueError(f"expert names must be plain names other than 'base' (no '.', '/'); got {name!r}")
+    return mapping
+
+
+class SuperposedModel(PreTrainedModel, GenerationMixin):
+    config_class = SuperposedConfig
+    base_model_prefix = "superposed"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+
+    def __init__(self, config: SuperposedConfig, base: PreTrainedModel,
+                 experts: dict[str, PreTrainedModel] | PreTrainedModel):
+        super().__init__(config)
+        settings = config.model_settings
+        experts = _expert_mapping(experts, config.expert_name)
+        if list(experts) != config.expert_names:
+            raise ValueError(f"experts {list(experts)} do not match the config's {config.expert_names}")
+        self.base = base
+        self.experts = nn.ModuleDict(experts)
+        base_stack = adapter_for(base)
+        expert_stacks = [adapter_for(model) for model in experts.values()]
+        for name, stack in zip(experts, expert_stacks):
+            check_compatible(base_stack, stack, name)
+        self.stacks = (base_stack, *expert_stacks)
+        for stack in self.stack_models:
+            stack.requires_grad_(False)
+            stack.eval()
+            _mark_initialised(stack)
+        n_layers, hidden = base_stack.num_layers, base_stack.hidden_size
+        self.ae_layers = settings.resolved_ae_layers(n_layers)
+        warn_if_leaky(settings.conv_padding)
+        self.blend = Blend(settings, n_layers, hidden, len(self.stacks))
+        ae_class = AUTOENCODERS[settings.variant]
+        self.autoencoders = nn.ModuleDict(
+            {str(layer): ae_class(hidden, settings.resolved_bottleneck(), settings.conv_padding) for layer in self.ae_layers}
+        )
+        if settings.ae_residual:
+            for autoencoder in self.autoencoders.values():
+                autoencoder.zero_output()  # h + AE(h) starts as the identity: an untrained model is the plain blend
+        self.settings = settings
+        # The trainable parts stay float32 whatever the stacks' dtype: AdamW's small steps on control points
+        # near 0.5 round to nothing in bf16/fp16. Blends are computed in float32 and cast back for each block.
+        self.blend.float()
+        self.autoencoders.float()
+        self.post_init()
+        self.generation_config = base.generation_config
+
+    # ---- what it is made of ---------------------------------------------------------------------
+
+    @property
+    def stack_models(self) -> list[PreTrainedModel]:
+        """The base, then every expert in the config's order (stack index m)."""
+        return [self.base, *self.experts.values()]
+
+    @property
+    def stack_names(self) -> list[str]:
+        return ["base", *self.experts]
+
+    @property
+    def expert_models(self) -> dict[str, PreTrainedModel]:
+        return dict(self.experts)
+
+    @property
+    def expert(self) -> PreTrainedModel:
+        """The first expert (the only one of a two-stack model)."""
+        return next(iter(self.experts.values()))
+
+    @property
+    def alpha(self) -> nn.Module:
+        """The static spline of the blend (the paper's alpha with one expert)."""
+        return self.blend.alpha
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_models(
+        cls,
+        base: PreTrainedModel,
+        experts: dict[str, PreTrainedModel] | PreTrainedModel,
+        settings: ModelSettings | None = None,
+        base_name_or_path: str | None = None,
+        expert_name: str = "expert",
+        expert_name_or_path: str | dict[str, str] | None = None,
+    ) -> "SuperposedModel":
+        """Superpose loaded models: `experts` maps name -> model (or is one model, named `expert_name`).
+
+        The names/paths recorded (`expert_name_or_path`: one path, or a mapping name -> path) let
+        `from_pretrained` reload them.
+        """
+        settings = settings or ModelSettings()
+        experts = _expert_mapping(experts, expert_name)
+        if not isinstance(expert_name_or_path, dict):
+            expert_name_or_path = {next(iter(experts)): expert_name_or_path} if expert_name_or_path else {}
+        paths = {name: expert_name_or_path.get(name) or getattr(model, "name_or_path", None) or None
+                 for name, model in experts.items()}
+        base_stack = adapter_for(base)
+        config = SuperposedConfig(
+            base_model=base_name_or_path or getattr(base, "name_or_path", None) or None,
+            experts=paths,
+            expert_order=list(paths),
+            settings=json.loads(json.dumps(settings.__dict__)),
+            num_hidden_layers=base_stack.num_layers,
+            hidden_size=base_stack.hidden_size,
+            vocab_size=base_stack.vocab_size,
+            max_position_embeddings=getattr(base.config, "max_position_embeddings", None),
+            bos_token_id=base.config.bos_token_id,
+            eos_token_id=base.config.eos_token_id,
+            pad_token_id=getattr(base.config, "pad_token_id", None),
+        )
+        return cls(config, base, experts)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        run_dir: str | Path,
+        base: PreTrainedModel | None = None,
+        expert: PreTrainedModel | dict[str, PreTrainedModel] | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device | None = "cpu",
+        device_map: str | None = None,
+        **_ignored,
+    ) -> "SuperposedModel":
+        """Restore a saved superposed model in inference mode, as `transformers` does.
+
+        The base and experts are reloaded from the paths in its config straight into `dtype` and onto
+        `device` (or spread by `device_map`, e.g. "auto"); the trainable parts stay float32 and sit beside
+        the layers they serve. `expert` overrides the first expert, or maps names to models. Call `.train()`
+        to train further.
+        """
+        if isinstance(dtype, str):
+            from superpose.core.settings import torch_dtype
+
+            dtype = torch_dtype(dtype)
+        from superpose.core.loading import resolve_device
+
+        device = resolve_device(device)
+        run_dir = Path(run_dir)
+        weights = run_dir / WEIGHTS_NAME
+        if not (run_dir / "config.json").is_file() or not weights.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a superposed model folder (needs config.json and {WEIGHTS_NAME})")
+        config = SuperposedConfig.from_pretrained(run_dir)
+        from superpose.core.loading import ModelLoadError, load_causal_lm
+
+        given = expert if isinstance(expert, dict) else ({config.expert_name: expert} if expert is not None else {})
+        placement = device_map or (None if device.type == "cpu" else device)  # cpu: transformers' plain load
+        try:
+            if base is None:
+                base = load_causal_lm(config.base_model, dtype, placement)
+            experts = {name: given.get(name) or load_causal_lm(config.experts[name], dtype, placement)
+                       for name in config.expert_names}
+        except ModelLoadError as err:
+            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
+        model = cls(config, base, experts)
+        model.load_trainable_state_dict(load_file(str(weights)))
+        model.place_trainable(device)
+        return model.eval()
+
+    def save_pretrained(self, save_directory: str | Path, **_ignored) -> None:
+        """Write only what was trained (safetensors) and the config naming the base and experts."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        self.config.save_pretrained(save_directory)
+
+    def place_trainable(self, device: str | torch.device) -> None:
+        """Blend weights on `device`; each autoencoder on the device of the base layer it follows (beside it
+        when a device map spreads the stacks over several devices, else on `device` with everything else)."""
+        self.blend.to(device)
+        for layer in self.ae_layers:
+            self.autoencoders[str(layer)].to(_execution_device(self.stacks[0].layers[layer], device))
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        old, new = LEGACY_PREFIX
+        state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+        expected = set(self.trainable_state_dict())
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"saved weights do not match the settings: missing {missing[:5]}, unexpected {extra[:5]}")
+        self.load_state_dict(state, strict=False)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Trainable parts initialise themselves as the paper does; the stacks must not be touched.
+        return
+
+    def train(self, mode: bool = True) -> "SuperposedModel":
+        super().train(mode)
+        for stack in self.stack_models:
+            stack.eval()  # frozen experts run deterministically (no dropout)
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base.get_input_embeddings()
+
+    def new_cache(self) -> SuperposedCache:
+        return SuperposedCache([model.config for model in self.stack_models])
+
+    # ---- forward --------------------------------------------------------------------------------
+
+    def static_weights(self) -> torch.Tensor:
+        """(L, M) or (L, M, d) float32 weights of the static prior (the gates' starting point)."""
+        return self.blend.static_weights()
+
+    def alphas(self) -> torch.Tensor:
+        """One expert: (L,) or (L, d), the weight on the expert; several: (L, M) or (L, M, d) over the stacks."""
+        static = self.static_weights()
+        return static[:, 1] if len(self.stacks) == 2 else static
+
+    @property
+    def stack_dtype(self) -> torch.dtype:
+        """The frozen stacks' dtype; the running blended state is float32 and is cast to this for each block."""
+        return self.base.dtype
+
+    @staticmethod
+    def _mix(outputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """Σ_m w[..., m, :] * outputs[m] in float32 on the first output's device (a device map may split stacks)."""
+        home = outputs[0].device
+        weights = weights.to(home)
+        mixed = weights[..., 0, :] * outputs[0].float()
+        for m in range(1, len(outputs)):
+            mixed = mixed + weights[..., m, :] * outputs[m].float().to(home)
+        return mixed
+
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        base_embeds = self.stacks[0].embed(input_ids, position_ids).float()  # (B, T, d)
+        if self.settings.embed_blend == "base":
+            return base_embeds
+        weights = static.mean(0)  # (M,) or (M, d): each stack's weight, averaged over layers
+        weights = weights.unsqueeze(-1) if weights.dim() == 1 else weights
+        embeds = [base_embeds] + [stack.embed(input_ids, position_ids) for stack in self.stacks[1:]]
+        return self._mix(embeds, weights)
+
+    def _logits(self, hidden: torch.Tensor, static: torch.Tensor, last_weights: torch.Tensor,
+                head_inputs: list[torch.Tensor] | None = None,
+                head_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`head_inputs`: the state each stack's head reads under `head: mixture` (default: `hidden` for all);
+        `head_logits`: those heads' logits when already computed (the parallel graph's evidence needs them)."""
+        head = self.settings.head
+        hidden = hidden.to(self.stack_dtype)
+        if head in ("base", "expert"):
+            return self.stacks[0 if head == "base" else 1].logits(hidden)
+        if head == "blend":
+            weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
+            return self._mix([stack.logits(hidden) for stack in self.stacks], weights[:, None])
+        # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h_m))), a proper log-probability
+        if head_logits is None:
+            head_inputs = head_inputs or [hidden] * len(self.stacks)
+            head_logits = [stack.logits(h.to(self.stack_dtype)) for stack, h in zip(self.stacks, head_inputs)]
+        log_probs = [torch.log_softmax(lg.float(), dim=-1) for lg in head_logits]
+        home = log_probs[0].device
+        log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
+        return torch.logsumexp(torch.stack([lp.to(home) + log_w[..., m : m + 1] for m, lp in enumerate(log_probs)]), 0)
+
+    def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
+        state = cache.conv_states.get(layer) if cache is not None else None
+        out, new_state = self.autoencoders[str(layer)](hidden, token_mask, state)
+        if cache is not None:
+            cache.conv_states[layer] = new_state
+        out = out.float()  # under bf16 autocast the AE computes in bf16; the running state stays float32
+        return hidden + out if self.settings.ae_residual else out
+
+    def _evidence(self, source, outputs: list[torch.Tensor] | None, input_ids, token_mask, cache,
+                  logits: list[torch.Tensor] | None = None) -> torch.Tensor | None:
+        """(B, T, R, M) fixed-share log-posteriors of the stacks at R rates, read from `outputs` through each
+        stack's own head (or from those heads' `logits`, when already computed)."""
+        if not self.blend.uses_evidence:
+            return None
+        if logits is None:
+            with torch.no_grad():
+                logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
+        carried = cache.evidence.get(source) if cache is not None else None
+        rates = evidence_rates(self.settings.evidence_rate)
+        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried)
+        if cache is not None:
+            cache.evidence[source] = state
+        return evidence
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: SuperposedCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_gates: bool | None = None,
+        logits_to_keep: int = 0,
+        return_dict: bool | None = None,
+        **_unused,
+    ) -> SuperposedOutput:
+        """Each stack's block runs exactly once per layer, in the graph the settings name."""
+        _, length = input_ids.shape
+        cache = self._cache_for(cache, use_cache)
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
+        token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
+        head_inputs = head_logits = None
+        static = self.static_weights()  # the spline, computed once per forward
+        if self.settings.graph == "sequential":
+            states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache, static)
+        else:
+            stack_states = self._run_stacks(input_ids, attention_mask, position_ids, cache)
+            states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids,
+                                                                      token_mask, cache, static)
+        hidden, last_weights = states[-1], gates[-1]
+        if logits_to_keep:
+            hidden, last_weights = hidden[:, -logits_to_keep:], last_weights[:, -logits_to_keep:]
+            head_inputs = [h[:, -logits_to_keep:] for h in head_inputs] if head_inputs else None
+            head_logits = [lg[:, -logits_to_keep:] for lg in head_logits] if head_logits else None
+        logits = self._logits(hidden, static, last_weights, head_inputs, head_logits)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return SuperposedOutput(
+            loss=loss, logits=logits, cache=cache, hidden_states=tuple(states) if output_hidden_states else None,
+            gate_weights=tuple(gates) if output_gates else None,
+        )
+
+    @staticmethod
+    def _per_stack(weights: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+        """(B|1, T|1, M, k) -> (B, T, M): each stack's weight, averaged over the hidden size (2d)."""
+        return weights.mean(-1).expand(batch, length, -1)
+
+    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache, static):
+        """The shared running state; returns the state after the embedding and after each layer, and each
+        layer's weights (B, T, M)."""
+        batch, length = input_ids.shape
+        hidden = self._embed(input_ids, position_ids, static)  # (B, T, d) float32
+        stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
+        contexts = [stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
+                    for stack, stack_cache in zip(self.stacks, stack_caches)]
+        states, gates = [hidden], []
+        for layer in range(static.shape[0]):
+            x = hidden.to(self.stack_dtype)
+            outputs = [stack.run_layer(layer, x, context, stack_cache)
+                       for stack, context, stack_cache in zip(self.stacks, contexts, stack_caches)]
+            # the evidence at layer l reads each stack's own head on its layer-l output (positions < t score x_≤t)
+            evidence = self._evidence(layer, outputs, input_ids, token_mask, cache)
+            weights = self.blend.weights(layer, static, hidden, evidence)  # (B|1, T|1, M, k)
+            hidden = self._mix(outputs, weights)  # (B, T, d) float32
+            if layer in self.ae_layers:
+                hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
+            states.append(hidden)
+            gates.append(self._per_stack(weights, batch, length))
+        return states, gates
+
+    def _run_stacks(self, input_ids, attention_mask, position_ids, cache) -> list[list[torch.Tensor]]:
+        """Each stack alone on its own states (and its own cache): the state after every layer, per stack."""
+        stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
+        return [stack.run_stack(input_ids, attention_mask, position_ids, stack_cache)
+                for stack, stack_cache in zip(self.stacks, stack_caches)]
+
+    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache, static):
+        """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the
+        stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head.
+
+        Also returns what each head reads under `head: mixture`: its own stack's last state plus the last
+        autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
+        the experts' own next-token distributions; those heads' logits are then the evidence's, computed once."""
+        batch, length = input_ids.shape
+        hidden = self._embed(input_ids, position_ids, static)
+        own_logits = None
+        if self.blend.uses_evidence or self.settings.head == "mixture":
+            with torch.no_grad():  # the frozen stacks' own states: no gradient reaches them in this graph
+                own_logits = [stack.logits(states_m[-1]) for stack, states_m in zip(self.stacks, stack_states)]
+        evidence = self._evidence("parallel", None, input_ids, token_mask, cache, logits=own_logits)
+        states, gates = [hidden], []
+        for layer in range(static.shape[0]):
+            outputs = [states_m[layer] for states_m in stack_states]
+            weights = self.blend.weights(layer, static, hidden.to(outputs[0].device), evidence)
+            blended = hidden = self._mix(outputs, weights)
+            if layer in self.ae_layers:
+                hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
+            states.append(hidden)
+            gates.append(self._per_stack(weights, batch, length))
+        correction = hidden - blended  # zero unless an autoencoder follows the last layer
+        head_inputs = [out.float().to(hidden.device) + correction for out in outputs]
+        reusable = self.settings.head == "mixture" and static.shape[0] - 1 not in self.ae_layers
+        return states, gates, head_inputs, own_logits if reusable else None
+
+    def _cache_for(self, cache, use_cache: bool | None) -> SuperposedCache | None:
+        if isinstance(cache, SuperposedCache):
+            return cache
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError("a superposed model needs a SuperposedCache (one cache per stack); got a filled "
+                             f"{type(cache).__name__}")
+        # generate() hands an empty default cache; replace it with one that holds every stack.
+        if use_cache or cache is not None:
+            if self.settings.conv_padding == "symmetric" and self.ae_layers:
+                return None
+            return self.new_cache()
+        return None
+
+    def generate(self, *args, **kwargs):
+        if self.settings.conv_padding == "symmetric" and self.ae_layers:
+            # Symmetric convolutions read the next token, so every step recomputes the whole prefix.
+            kwargs["use_cache"] = False
+        return super().generate(*args, **kwargs)
+
+    # ---- training helpers -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def independent_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[torch.Tensor]]:
+        """Each stack run alone (no grad): the state after every layer, per stack (base first)."""
+        return [stack.run_stack(input_ids, attention_mask) for stack in self.stacks]
+
+    def forward_parallel(
+        self, stack_states: list[list[torch.Tensor]], token_mask: torch.Tensor | None, input_ids: torch.Tensor,
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """The parallel graph on given independent states (no cache): (state per layer, logits, weights per layer).
+
+        It is the served graph when `graph: parallel`, and the reference's training graph otherwise."""
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        static = self.static_weights()
+        states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids, token_mask,
+                                                                  None, static)
+        logits = self._logits(states[-1], static, gates[-1], head_inputs, head_logits)
+        return dict(enumerate(states[1:])), logits, gates
+
+
+def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return tensor.to(device) if tensor is not None else None
+
+
+# Lets AutoConfig / AutoTokenizer read a run folder, and AutoModelForCausalLM.from_pretrained(run_dir) load it.
+AutoConfig.register(SuperposedConfig.model_type, SuperposedConfig, exist_ok=True)
+AutoModelForCausalLM.register(SuperposedConfig, SuperposedModel, exist_ok=True)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions whose label is not -100."""
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1).to(logits.device),
+        ignore_index=-100
+    )

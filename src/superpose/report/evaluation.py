@@ -1,0 +1,410 @@
+"""Score the superposed model and every baseline per domain on held-out text, honestly.
+
+Perplexity is token-weighted over all scored tokens (padding excluded). Sweeps (e.g. linear:0.1..0.9)
+are resolved on separate selection data, never on the data being reported.
+
+Memory: the cheap scorers (superposed, base, expert, ensemble, router, oracle, models passed in) share one
+pass and the base's and expert's logits of each batch; each weight merge is as large as the base, so the
+merges are built, scored and replaced one at a time in one reusable model (peak: base, expert, one merge).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from superpose.compare import (
+    BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label, parse_baselines,
+)
+from superpose.data.code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
+from superpose.data.text import DataError, collate, load_texts, tokenize_blocks
+from superpose.training.distributed import peak_memory_mb
+from superpose.core.metrics import DistributionAgreement, LMScore
+from superpose.model.superposed import SuperposedModel
+from superpose.core.text_tables import format_table
+
+SWITCH_WINDOW = 8  # tokens after a switch of language whose perplexity is reported on its own
+
+
+class SuperposedScorer(Scorer):
+    uses_references = False
+
+    def __init__(self, model: SuperposedModel):
+        self.model = model
+
+    @torch.no_grad()
+    def logits(self, input_ids, attention_mask, refs):
+        gated = self.model.blend.gate is not None
+        out = self.model(input_ids, attention_mask=attention_mask, output_gates=gated)
+        if gated:  # per-token gates: the last layer's weights, (M, B, T), as the mixtures report theirs
+            self.last_weights = out.gate_weights[-1].permute(2, 0, 1)
+        return out.logits
+
+    def stacks(self, models: int) -> float:
+        return float(len(self.model.stacks))
+
+
+class ReferenceScorer(Scorer):
+    """One model alone (every model's logits are computed once per batch for everyone)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def logits(self, input_ids, attention_mask, refs):
+        return refs.logits[self.name]
+
+    def extra_seconds(self, refs):
+        return refs.seconds[self.name]
+
+
+@dataclass
+class EvalSet:
+    """The blocks of one --data file. `label` names the model whose domain it is (None: an unlabelled set);
+    `sourced` holds each token's source for code-switched files (JSONL with spans)."""
+
+    blocks: list[torch.Tensor]
+    label: str | None
+    sourced: SourcedBlocks | None = None
+
+
+@dataclass
+class _Tally:
+    score: LMScore = field(default_factory=LMScore)
+    subsets: dict[str, LMScore] = field(default_factory=dict)  # e.g. "source:fr", "after_switch"
+    own_weight: list[int] = field(default_factory=lambda: [0, 0])  # [tokens whose heaviest weight is right, tokens]
+    agreement: dict[str, DistributionAgreement] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def load_sets(data: dict[str, str], names: list[str], tokenizer, block_size: int,
+              max_blocks: int | None) -> dict[str, EvalSet]:
+    """NAME=FILE sets: labelled when NAME is a model's name, unlabelled otherwise; JSONL with spans is code-switched."""
+    sets = {}
+    for name, path in data.items():
+        records = load_spans(path) if Path(path).is_file() else None
+        if records is not None:
+            sourced = tokenize_spans(records, tokenizer, block_size, max_blocks)
+            sets[name] = EvalSet(sourced.blocks, name if name in names else None, sourced)
+        else:
+            blocks = tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks)
+            sets[name] = EvalSet(blocks, name if name in names else None)
+    return sets
+
+
+def _pad(rows: list[torch.Tensor], length: int, fill) -> torch.Tensor:
+    out = torch.full((len(rows), length), fill, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.numel()] = row
+    return out
+
+
+def _subsets(sourced: SourcedBlocks, start: int, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Labels restricted to each source's tokens and to the first tokens after each switch; (B, T) sources."""
+    size, length = labels.shape
+    sources = _pad(sourced.sources[start : start + size], length, NO_SOURCE).to(labels.device)
+    since = _pad(sourced.segment_start[start : start + size], length, 0).to(labels.device)
+    switched = _pad(sourced.switched[start : start + size], length, False).to(labels.device)
+    subsets = {f"source:{name}": labels.masked_fill(sources != index, -100) for index, name in enumerate(sourced.names)}
+    subsets["after_switch"] = labels.masked_fill(~(switched & (since < SWITCH_WINDOW)), -100)
+    return subsets, sources
+
+
+def _count_own_weight(tally: _Tally, weights: torch.Tensor, sources: torch.Tensor, labels: torch.Tensor,
+                      source_to_model: torch.Tensor) -> None:
+    """Tokens whose heaviest per-token weight is on the model named like the token's source."""
+    heaviest = weights[:, :, :-1].argmax(0)  # (B, T-1): position t predicts token t+1
+    target_source = sources[:, 1:]  # (B, T-1)
+    own = source_to_model[target_source.clamp(min=0)]  # (B, T-1), -1 where the source is no model
+    valid = (labels[:, 1:] != -100) & (target_source != NO_SOURCE) & (own >= 0)
+    tally.own_weight[0] += int(((heaviest == own) & valid).sum())
+    tally.own_weight[1] += int(valid.sum())
+
+
+def score(
+    scorers: dict[str, Scorer],
+    sets: dict[str, EvalSet],
+    stacks: dict[str, torch.nn.Module],
+    pad_id: int,
+    batch_size: int,
+    agreement_for: set[str] = frozenset(),
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, dict[str, dict]]:
+    """{model: {set: metrics}}; each set's metrics carry 'seconds' (the model's compute) for throughput.
+
+    `stacks` are the base and every expert ("base" first); they run on a batch only when a scorer reads their
+    logits or agreement is measured.
+    """
+    agreement_for = set(agreement_for) & set(scorers)
+    need_refs = bool(agreement_for) or any(scorer.uses_references for scorer in scorers.values())
+    device = next(iter(stacks.values())).device
+    tallies = {name: {set_name: _Tally() for set_name in sets} for name in scorers}
+    total = sum(math.ceil(len(s.blocks) / batch_size) for s in sets.values())
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    for set_name, eval_set in sets.items():
+        sourced = eval_set.sourced
+        source_to_model = None
+        if sourced is not None:
+            source_to_model = torch.tensor([list(stacks).index(n) if n in stacks else -1 for n in sourced.names],
+                                           device=device)
+        for start in range(0, len(eval_set.blocks), batch_size):
+            chunk = eval_set.blocks[start : start + batch_size]
+            batch = collate(chunk, [0] * len(chunk), pad_id)
+            ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
+            logits_of, seconds_of = {}, {}
+            if need_refs:
+                with torch.no_grad():
+                    for name, stack in stacks.items():
+                        logits_of[name], seconds_of[name] = _timed(lambda: stack(ids, attention_mask=mask).logits)
+            refs = References(logits_of, seconds_of, labels, eval_set.label)
+            subsets, sources = _subsets(sourced, start, labels) if sourced is not None else ({}, None)
+            log_refs = None
+            for name, scorer in scorers.items():
+                scorer.last_weights = None
+                logits, seconds = _timed(lambda: scorer.logits(ids, mask, refs))
+                tally = tallies[name][set_name]
+                tally.seconds += seconds + scorer.extra_seconds(refs)
+                tally.score.update(logits, labels)
+                for key, subset in subsets.items():
+                    tally.subsets.setdefault(key, LMScore()).update(logits, subset)
+                if sources is not None and scorer.last_weights is not None:
+                    _count_own_weight(tally, scorer.last_weights, sources, labels, source_to_model)
+                if name in agreement_for:
+                    if log_refs is None:
+                        log_refs = {**dict(zip(refs.names, refs.log_probs())), "mixture": refs.mixture()}
+                    for ref_name, ref in log_refs.items():
+                        tally.agreement.setdefault(ref_name, DistributionAgreement()).update(logits, ref, labels)
+            bar.update(1)
+    bar.close()
+    return {name: {set_name: _metrics(tally) for set_name, tally in per_set.items()}
+            for name, per_set in tallies.items()}
+
+
+def _metrics(tally: _Tally) -> dict:
+    metrics = tally.score.as_dict()
+    for key, subset in tally.subsets.items():
+        metrics[f"ppl_{key}"] = subset.ppl if subset.tokens else float("nan")
+        metrics[f"tokens_{key}"] = subset.tokens
+    if tally.own_weight[1]:
+        metrics["own_weight_share"] = tally.own_weight[0] / tally.own_weight[1]
+    for ref_name, agreement in tally.agreement.items():
+        metrics[f"js_{ref_name}"] = agreement.js
+        metrics[f"cos_{ref_name}"] = agreement.cosine
+    metrics["seconds"] = tally.seconds
+    return metrics
+
+
+def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
+    return sum(math.log(m["ppl"]) for m in per_domain.values()) / len(per_domain)
+
+
+def stack_models(model: SuperposedModel) -> dict[str, torch.nn.Module]:
+    """The superposed model's frozen stacks by name: "base" first, then each expert."""
+    experts = getattr(model, "expert_models", None) or {model.config.expert_name: model.expert}
+    return {"base": model.base, **experts}
+
+
+def evaluate(
+    model: SuperposedModel,
+    tokenizer,
+    data: dict[str, str],
+    baselines: list[str] | None = None,
+    select_data: dict[str, str] | None = None,
+    extra_models: dict[str, torch.nn.Module] | None = None,
+    other_runs: dict[str, SuperposedModel] | None = None,
+    train_files: dict[str, str] | None = None,
+    block_size: int = 128,
+    batch_size: int = 8,
+    max_blocks: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Per set and model: perplexity, accuracy, tokens, and agreement with the models' distributions.
+
+    A set named like a model (`base`, an expert's name) is that model's labelled domain; any other name is an
+    unlabelled set. A JSONL file with `spans` (from `mix-data`) also gets perplexity per source language, on the
+    first tokens after each switch, and, for methods with per-token weights, the share of tokens whose heaviest
+    weight is on the source's own model. `other_runs` are further superposed models over the same stacks,
+    `extra_models` plain causal LMs (e.g. an exported hard merge). Weight merges are built and scored one at a
+    time; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
+    """
+    if not data:
+        raise DataError("no evaluation data: pass --data NAME=FILE")
+    model.eval()
+    stacks = stack_models(model)
+    names = list(stacks)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sweeps = parse_baselines(baselines)
+    swept = {method for method, points in sweeps.items() if len(points) > 1}
+    selecting = bool(swept and select_data)
+    if selecting:
+        shared = {str(Path(p).resolve()) for p in select_data.values()} & {str(Path(p).resolve()) for p in data.values()}
+        if shared:
+            raise DataError(f"selection data must differ from the data being reported: {', '.join(sorted(shared))} "
+                            f"is both")
+    sets = load_sets(data, names, tokenizer, block_size, max_blocks)
+    select_sets = load_sets(select_data, names, tokenizer, block_size, max_blocks) if selecting else None
+    context = BaselineContext(stacks, tokenizer, train_files or {}, seed)
+    score_args = dict(stacks=stacks, pad_id=pad_id, batch_size=batch_size, progress=progress)
+
+    skipped = {}
+
+    def build(method: str, point, **options) -> Scorer | None:
+        try:
+            return build_scorer(method, point, context, **options)
+        except DataError as err:
+            if baselines is not None:  # asked for by name: the user must hear why it cannot run
+                raise
+            skipped[label(method, point)] = str(err)
+            warnings.warn(f"baseline {label(method, point)} skipped: {err}", UserWarning, stacklevel=3)
+            return None
+
+    # cheap scorers: one shared pass over the data, every model's logits computed once per batch
+    reference_labels = {"base": "base", **{f"expert:{name}": name for name in names[1:]}}
+    cheap: dict[str, Scorer] = {"superposed": SuperposedScorer(model),
+                                **{key: ReferenceScorer(name) for key, name in reference_labels.items()}}
+    order = list(cheap)  # the models' order in the result
+    method_of: dict[str, str] = {}
+    merges: list[tuple] = []
+    for method, points in sweeps.items():
+        for point in points:
+            name = label(method, point)
+            order.append(name)
+            method_of[name] = method
+            if holds_model(method):
+                merges.append((method, point))
+            elif (scorer := build(method, point)) is not None:
+                cheap[name] = scorer
+    added_names = [*(other_runs or {}), *(extra_models or {})]
+    clashes = sorted({n for n in added_names if n in order or added_names.count(n) > 1})
+    if clashes:  # one would silently replace the other's numbers
+        raise ValueError(f"model names {clashes} are taken: name other runs and extra models apart from each other "
+                         f"and from {', '.join(order)}")
+    added = {**{name: SuperposedScorer(run.eval()) for name, run in (other_runs or {}).items()},
+             **{name: MergedModelScorer(extra.eval()) for name, extra in (extra_models or {}).items()}}
+    cheap.update(added)
+    order += list(added)
+    no_agreement = set(reference_labels) | {name for name, s in cheap.items() if s.reads_answer}
+    results = score(cheap, sets, agreement_for=set(cheap) - no_agreement, **score_args)
+    compute = {name: scorer.stacks(len(stacks)) for name, scorer in cheap.items()}
+    bounds = [name for name, scorer in cheap.items() if scorer.reads_answer]
+    chosen: dict[str, dict[str, dict]] = {}
+    select_cheap = {name: s for name, s in cheap.items() if method_of.get(name) in swept}
+    if select_sets is not None and select_cheap:
+        chosen.update(score(select_cheap, select_sets, desc="select sweeps", **score_args))
+
+    # weight merges: one model at a time, written into one reusable copy of the base
+    scratch = None
+    for method, point in merges:
+        name = label(method, point)
+        scorer = build(method, point, into=scratch)
+        if scorer is None:
+            continue
+        scratch = scorer.model
+        compute[name] = scorer.stacks(len(stacks))
+        results.update(score({name: scorer}, sets, agreement_for={name}, desc=name, **score_args))
+        if select_sets is not None and method in swept:
+            chosen.update(score({name: scorer}, select_sets, desc=f"select {name}", **score_args))
+        del scorer
+    del scratch
+    gc.collect()  # hand the last merge's memory back before the caller goes on
+
+    results = {name: results[name] for name in order if name in results}
+    sweeps = {m: [p for p in points if label(m, p) in results] for m, points in sweeps.items()}
+    sweeps = {m: points for m, points in sweeps.items() if points}
+    best, selection = {}, {}
+    if select_sets is not None:
+        for method, points in sweeps.items():
+            if len(points) < 2:
+                continue
+            candidates = {label(method, p): _mean_log_ppl(chosen[label(method, p)]) for p in points}
+            best[method] = min(candidates, key=candidates.get)
+            selection[method] = {k: math.exp(v) for k, v in candidates.items()}
+
+    throughput = {}
+    for name, per_set in results.items():
+        tokens = sum(m["tokens"] for m in per_set.values())
+        seconds = sum(m.pop("seconds") for m in per_set.values())
+        throughput[name] = tokens / seconds if seconds > 0 else float("inf")
+    return {
+        "domains": list(sets),
+        "labels": {name: eval_set.label for name, eval_set in sets.items()},
+        "sources": {name: eval_set.sourced.names for name, eval_set in sets.items() if eval_set.sourced},
+        "models": results,
+        "best": best,
+        "selection_geomean_ppl": selection,
+        "throughput_tokens_per_s": throughput,
+        "stacks_per_token": {name: compute[name] for name in results},
+        "reads_answer": bounds,
+        "skipped_baselines": skipped,
+        **peak_memory_mb(model.base.device),
+        "settings": {"data": data, "select_data": select_data or {},
+                     "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
+                                   for m, points in sweeps.items()},
+                     "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
+                     "base": model.config.base_model, "experts": model.config.experts,
+                     "superposed": model.config.settings},
+    }
+
+
+BOUND_NOTE = "† reads the tokens it scores: a bound, not a usable model"
+
+
+def eval_table(result: dict) -> str:
+    domains = result["domains"]
+    best = set(result.get("best", {}).values())
+    bounds = set(result.get("reads_answer", []))
+    compute = result.get("stacks_per_token", {})
+    headers = ["model", *[f"{d} ppl" for d in domains], *[f"{d} acc" for d in domains], "stacks", "tok/s"]
+    rows = []
+    for name, per_domain in result["models"].items():
+        rows.append([name + (" ★" if name in best else "") + (" †" if name in bounds else ""),
+                     *[per_domain[d]["ppl"] for d in domains],
+                     *[per_domain[d]["accuracy"] for d in domains],
+                     compute.get(name, float("nan")),
+                     round(result["throughput_tokens_per_s"][name])])
+    notes = ["★ = best point of its sweep, chosen on the selection data"] if best else []
+    if bounds:
+        notes.append(BOUND_NOTE)
+    unlabelled = [d for d in domains if result.get("labels", {}).get(d, d) is None]
+    title = "evaluation (token-weighted perplexity, next-token accuracy; stacks = model stacks run per token)"
+    if unlabelled:
+        title += f"; unlabelled sets: {', '.join(unlabelled)}"
+    table = format_table(headers, rows, title=title)
+    for set_name, sources in result.get("sources", {}).items():
+        table += "\n\n" + switch_table(result, set_name, sources)
+    return table + "".join(f"\n{note}" for note in notes)
+
+
+def switch_table(result: dict, set_name: str, sources: list[str]) -> str:
+    """Code-switched set: perplexity per source language, right after each switch, and own-weight share."""
+    bounds = set(result.get("reads_answer", []))
+    headers = ["model", *[f"{s} ppl" for s in sources], f"first {SWITCH_WINDOW} after switch ppl",
+               "heaviest weight on own model"]
+    rows = []
+    for name, per_set in result["models"].items():
+        metrics = per_set[set_name]
+        share = metrics.get("own_weight_share")
+        rows.append([name + (" †" if name in bounds else ""), *[metrics[f"ppl_source:{s}"] for s in sources],
+                     metrics["ppl_after_switch"], "" if share is None else f"{share:.3f}"])
+    return format_table(headers, rows, title=f"code-switched set {set_name!r}")
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
+    return path

@@ -1,0 +1,64 @@
+"""Settings: YAML numbers, flags generated from the dataclasses, clear errors."""
+import json
+from dataclasses import fields
+
+import pytest
+
+from superpose.cli.main import build_parser, main
+from superpose.core.settings import ModelSettings, SettingsError, TrainSettings
+
+from helpers import save_pair, write_domains
+
+# Every flag name the command line had before flags were generated from the settings dataclasses.
+EARLIER_FLAGS = ["--config", "--variant", "--ae-layers", "--bottleneck", "--conv-padding", "--embed-blend", "--head",
+                 "--training-graph", "--epochs", "--max-steps", "--batch-size", "--block-size", "--seed", "--lr-alpha",
+                 "--lr-ae", "--max-train-blocks", "--max-valid-blocks", "--device"]
+
+
+def _train_flags() -> dict[str, object]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {option: action for action in sub.choices["train"]._actions for option in action.option_strings}
+
+
+def test_every_setting_has_a_train_flag_with_help_and_the_old_flags_remain():
+    flags = _train_flags()
+    for cls in (ModelSettings, TrainSettings):
+        for f in fields(cls):
+            action = flags["--" + f.name.replace("_", "-")]
+            assert action.dest == f.name and action.help, f.name
+            assert action.default is None  # unset flags must not override --config
+    assert set(EARLIER_FLAGS) <= set(flags)
+    assert flags["--variant"].choices == ("1d", "2d")
+    assert flags["--lr-alpha"].type is float and flags["--max-steps"].type is int
+
+
+@pytest.mark.parametrize("cls, key, text, value", [
+    (TrainSettings, "lr_alpha", "2e-4", 2e-4), (TrainSettings, "epochs", "3", 3), (TrainSettings, "max_steps", "1e2", 100),
+    (ModelSettings, "bottleneck", "0.5", 0.5), (ModelSettings, "ae_layers", "0, 2", [0, 2]),
+])
+def test_numeric_strings_are_accepted(cls, key, text, value):
+    assert getattr(cls(**{key: text}), key) == value
+
+
+@pytest.mark.parametrize("key, text, message", [("lr_alpha", "fast", "lr_alpha must be a number"),
+                                                ("batch_size", "2.5", "batch_size must be an integer"),
+                                                ("save_every", "0", "save_every must be a positive integer")])
+def test_bad_numeric_values_name_the_setting(key, text, message):
+    with pytest.raises(SettingsError, match=message):
+        TrainSettings(**{key: text})
+
+
+def test_yaml_exponent_numbers_reach_training(tmp_path, capsys):
+    base, expert = save_pair(tmp_path)
+    en, fr = write_domains(tmp_path)
+    # YAML 1.1 reads 2e-4 (no dot) as a string; it must still be the number 2e-4
+    (tmp_path / "run.yaml").write_text("lr_alpha: 2e-4\nlr_ae: 1e-3\nbatch_size: 4\nblock_size: 16\nmax_steps: 2\n")
+    argv = ["train", "--base", str(base), "--expert", f"fr={expert}", "--train", f"base={en}", "--train", f"fr={fr}",
+            "--config", str(tmp_path / "run.yaml")]
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 0
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["train_settings"]
+    assert recorded["lr_alpha"] == 2e-4 and recorded["lr_ae"] == 1e-3 and recorded["batch_size"] == 4
+    (tmp_path / "bad.yaml").write_text("lr_alpha: quick\n")
+    argv[-1] = str(tmp_path / "bad.yaml")
+    assert main(argv + ["--out", str(tmp_path / "bad")]) == 2
+    assert "lr_alpha must be a number" in capsys.readouterr().err

@@ -1,0 +1,112 @@
+"""Code-switched data: seeded mixing, spans that tile each line, per-token sources."""
+import json
+
+import pytest
+
+from superpose.cli.main import main
+from superpose.data.code_switch import NO_SOURCE, load_spans, mix_lines, split_sentences, tokenize_spans
+from superpose.data.text import DataError
+
+from helpers import char_tokenizer
+
+EN = ["the cat sat. it was warm! was it? yes.", "a dog ran home. then it slept.", "we read books. they are old."]
+FR = ["LE CHAT DORT. IL FAIT BEAU!", "UNE FILLE MANGE. ELLE RIT? OUI.", "NOUS AIMONS LA MER."]
+
+
+def test_sentences_split_at_ends_with_closing_quotes():
+    assert split_sentences('He said "Stop." She left! Why? « Non. » Fin') == ['He said "Stop."', "She left!", "Why?",
+                                                                             "« Non. »", "Fin"]
+
+
+def test_mixed_lines_are_seeded_alternate_and_spans_tile_each_line():
+    records = mix_lines({"base": EN, "fr": FR}, seed=3)
+    assert records == mix_lines({"base": EN, "fr": FR}, seed=3)
+    assert records != mix_lines({"base": EN, "fr": FR}, seed=4)
+    en_sentences = {s for line in EN for s in split_sentences(line)}
+    for record in records:
+        text, spans = record["text"], record["spans"]
+        assert spans[0]["start"] == 0 and spans[-1]["end"] == len(text)
+        assert all(a["end"] == b["start"] for a, b in zip(spans, spans[1:]))
+        assert all(a["source"] != b["source"] for a, b in zip(spans, spans[1:]))
+        for span in spans:
+            piece = text[span["start"] : span["end"]].strip()
+            assert (piece in en_sentences) == (span["source"] == "base")
+    assert len(mix_lines({"base": EN, "fr": FR}, seed=3, max_lines=1)) == 1
+
+
+def test_cli_mix_data_writes_jsonl_that_tokenises_with_sources(tmp_path, capsys):
+    (tmp_path / "en.txt").write_text("\n".join(EN), encoding="utf-8")
+    (tmp_path / "fr.txt").write_text("\n".join(FR), encoding="utf-8")
+    out = tmp_path / "mixed.jsonl"
+    assert main(["mix-data", "--data", f"base={tmp_path / 'en.txt'}", "--data", f"fr={tmp_path / 'fr.txt'}",
+                 "--out", str(out), "--seed", "1"]) == 0
+    records = load_spans(out)
+    assert records == [json.loads(line) for line in out.read_text().splitlines()]
+    sourced = tokenize_spans(records, char_tokenizer(), block_size=1000)
+    ids, sources = sourced.blocks[0].tolist(), sourced.sources[0].tolist()
+    text = "\n".join(r["text"] for r in records)
+    tok = char_tokenizer()
+    chars = [tok.convert_ids_to_tokens(i) for i in ids]
+    for char, source in zip(chars, sources):  # upper case is French in this data, lower case English
+        if char.isalpha():
+            assert sourced.names[source] == ("fr" if char.isupper() else "base"), char
+        if char == tok.eos_token:
+            assert source == NO_SOURCE
+    since = sourced.segment_start[0].tolist()
+    assert since[0] == 0 and sourced.switched[0].any()
+    assert len([c for c in chars if c != tok.eos_token]) == len(text.replace("\n", ""))
+    assert main(["mix-data", "--data", f"base={tmp_path / 'en.txt'}", "--out", str(out)]) == 2
+    assert "at least two sources" in capsys.readouterr().err
+
+
+def test_malformed_spans_are_refused(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"text": "abc def", "spans": [{"start": 0, "end": 3, "source": "base"}]}) + "\n")
+    with pytest.raises(DataError, match="spans end at 3"):
+        load_spans(path)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['"just a string"'], "bad.jsonl:1: each JSONL line needs a string field 'text'"),
+    (['{"text": "a", "spans": [{"start": 0, "end": 1, "source": "base"}]}', "7"], "bad.jsonl:2: each JSONL"),
+    (["{not json"], "bad.jsonl:1: not valid JSON"),
+    (['{"text": "ab"}', '{"text": "a", "spans": [{"start": 0, "end": 1, "source": "base"}]}'],
+     "bad.jsonl:1: this line has no 'spans' while line 2 has"),
+    (['{"text": "ab", "spans": ["x"]}'], "bad.jsonl:1: 'spans' must be a non-empty list"),
+])
+def test_bad_jsonl_lines_are_named_by_file_and_line(tmp_path, lines, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_spans(path)
+
+
+def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
+    import math
+
+    import torch
+
+    from superpose.report.evaluation import evaluate
+    from superpose.model.superposed import SuperposedModel
+    from superpose.core.settings import ModelSettings
+    from helpers import tiny_pair
+    records = mix_lines({"base": EN, "fr": FR}, seed=2)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    base, expert = tiny_pair("gpt2")
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[]), expert_name="fr").eval()
+    tok = char_tokenizer()
+    result = evaluate(model, tok, {"switch": str(path)}, baselines=[], block_size=40, batch_size=3, progress=False)
+    got = result["models"]["base"]["switch"]
+    sourced = tokenize_spans(records, tok, block_size=40)
+    for index, name in enumerate(sourced.names):  # one unpadded block at a time, targets of that source only
+        nll, count = 0.0, 0
+        with torch.no_grad():
+            for block, sources in zip(sourced.blocks, sourced.sources):
+                logits = base(block[None]).logits[0, :-1]
+                losses = torch.nn.functional.cross_entropy(logits, block[1:], reduction="none")
+                picked = sources[1:] == index
+                nll += losses[picked].sum().item()
+                count += int(picked.sum())
+        assert got[f"tokens_source:{name}"] == count > 0
+        assert got[f"ppl_source:{name}"] == pytest.approx(math.exp(nll / count), rel=1e-5)
