@@ -72,7 +72,7 @@ def run_dynamic(corpus: Path, out: Path, experts_dir: Path, recipe: ExpertRecipe
             experts = {n: load_causal_lm(str(experts_dir / n)) for n in names[1:]}
             torch.manual_seed(0)
             model = SuperposedModel.from_models(base, experts, model_settings, str(experts_dir / "base"),
-                                                expert_name_or_path={n: str(experts_dir / n) for n in names[1:]})
+                                                expert_paths={n: str(experts_dir / n) for n in names[1:]})
             train_files = files["train"] if labelled else {
                 (UNLABELLED if i == 0 else f"{UNLABELLED}:{i + 1}"): path for i, path in enumerate(files["train"].values())}
             run_dir = out / "runs" / label.replace(", ", "_").replace(" ", "-")

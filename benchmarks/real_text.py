@@ -54,7 +54,7 @@ VARIANTS = [
     ("repro-1d (symmetric conv, parallel graph)", ModelSettings(variant="1d", conv_padding="symmetric"), "parallel"),
     ("superposed-1d-demo (last-layer AE, expert head)", None, "sequential"),  # the demo's settings, see demo.py
 ]
-LEARNING_RATES = dict(lr_alpha=2e-3, lr_ae=1e-3)  # the paper's rates are for 10 epochs; we have a few hundred steps
+LEARNING_RATES = dict(lr_blend=2e-3, lr_ae=1e-3)  # the paper's rates are for 10 epochs; we have a few hundred steps
 
 
 def _clear_peak_rss() -> bool:
@@ -272,7 +272,7 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   ({params} parameters) trained on English, then fine-tuned on French. Recipe: `{recipe}`;
   training: `{expert_train}`.
 * **Superposed models**: trained with `superpose.training.loop.train` on both training files, 400 steps of batch 16 ×
-  block 128 each (the same budget for every trained row), lr_alpha 2e-3, lr_ae 1e-3; other settings the paper's,
+  block 128 each (the same budget for every trained row), lr_blend 2e-3, lr_ae 1e-3; other settings the paper's,
   except the `-demo` run, which uses the demo's blend: one autoencoder after the last layer and the expert's final
   norm + head, see `superpose/demo.py`. The equivalent CLI is
   `superpose train --base out/experts/base --expert fr=out/experts/fr --train base=../shared/corpus/en/train.txt

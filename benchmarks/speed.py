@@ -17,7 +17,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from superpose import ModelSettings, SuperposedModel, TrainSettings, preset_settings
 from superpose.data.text import collate
 from superpose.core.text_tables import format_table
-from superpose.training.loop import compute_losses, make_optimizer
+from superpose.training.losses import compute_losses
+from superpose.training.step import make_optimizer
 
 
 def _best_of(fn, repeats: int) -> float:

@@ -1,4 +1,4 @@
-"""Tests for the weight-merging baselines in superpose.compare.merging."""
+"""The weight merges (one file each in superpose.compare) and the registry entries that sweep them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from superpose.compare import merging
-from superpose.compare import BaselineContext, MergedModelScorer
-from superpose.compare.merging import MERGE_METHODS, dare, linear, slerp, task_arithmetic, ties
+from superpose.compare import MERGE_METHODS, REGISTRY, BaselineContext, build_scorer
+from superpose.compare.dare import dare
+from superpose.compare.linear import linear
+from superpose.compare.slerp import slerp
+from superpose.compare.task_arithmetic import task_arithmetic
+from superpose.compare.ties import ties
 
 
 def _tiny_gpt2(seed: int) -> GPT2LMHeadModel:
@@ -212,7 +215,7 @@ def test_every_method_loads_strict_and_runs(base_model, pair):
             logits = model(input_ids).logits
         assert torch.isfinite(logits).all(), name
     assert set(MERGE_METHODS) == {"linear", "task_arithmetic", "ties", "dare", "slerp"}
-    assert merging.MERGE_METHODS is MERGE_METHODS
+    assert all(REGISTRY[name].holds_model for name in MERGE_METHODS)
 
 
 def test_merging_into_one_reused_model_equals_loading_the_whole_merged_state_dict():
@@ -223,12 +226,12 @@ def test_merging_into_one_reused_model_equals_loading_the_whole_merged_state_dic
     for name, fn in MERGE_METHODS.items():
         references[name] = _tiny_gpt2(2)
         references[name].load_state_dict(fn(base.state_dict(), expert.state_dict(), 0.4, seed=3), strict=True)
-        scorer = MergedModelScorer.build(context, (name, 0.4), into=scratch)
+        scorer = build_scorer(name, 0.4, context, into=scratch)
         assert scratch is None or scorer.model is scratch  # the same model, overwritten: one alive at a time
         scratch = scorer.model
         assert scratch is not base and scratch is not expert
         _assert_sd_equal(scratch.state_dict(), references[name].state_dict())
     assert scratch.lm_head.weight is scratch.transformer.wte.weight  # still tied
-    fresh = MergedModelScorer.build(context, ("dare", 0.4)).model  # without `into`: a copy of the base
+    fresh = build_scorer("dare", 0.4, context).model  # without `into`: a copy of the base
     _assert_sd_equal(fresh.state_dict(), references["dare"].state_dict())
     _assert_sd_equal(base.state_dict(), _tiny_gpt2(0).state_dict())  # the base itself is untouched

@@ -2,7 +2,11 @@
 import pytest
 import torch
 
-from superpose.compare.merging import MERGE_METHODS, dare, linear, task_arithmetic, ties
+from superpose.compare import MERGE_METHODS
+from superpose.compare.dare import dare
+from superpose.compare.linear import linear
+from superpose.compare.task_arithmetic import task_arithmetic
+from superpose.compare.ties import ties
 
 
 def _three(seed=0, size=(6, 5)):

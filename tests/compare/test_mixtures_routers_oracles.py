@@ -6,7 +6,7 @@ import torch
 
 from superpose.compare import BaselineContext, References, build_scorer
 from superpose.compare.router import RouterScorer
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.report.evaluation import evaluate
 from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings
@@ -98,7 +98,7 @@ def test_oracle_token_is_below_every_model_at_every_token(peaked):
 
 def test_unlabelled_set_scored_without_labels_and_its_oracle_picks_each_sequence_in_hindsight(tmp_path):
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[1]), expert_name="fr").eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1])).eval()
     en, fr = write_domains(tmp_path, repeat=2)
     mixed = tmp_path / "both.txt"
     mixed.write_text(en.read_text() + "\n" + fr.read_text())
@@ -116,8 +116,8 @@ def test_code_switched_set_reports_languages_switches_and_weights(tmp_path, caps
     base, expert = tiny_pair("gpt2", init=0.5)
     for name, m in (("base", base), ("fr", expert)):
         m.save_pretrained(tmp_path / name)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[1]), str(tmp_path / "base"), "fr",
-                                        str(tmp_path / "fr"))
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1]), str(tmp_path / "base"),
+                                        {"fr": str(tmp_path / "fr")})
     model.save_pretrained(tmp_path / "run")
     char_tokenizer().save_pretrained(tmp_path / "run")
     en, fr = write_domains(tmp_path, repeat=2)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.data.code_switch import NO_SOURCE, load_spans, mix_lines, split_sentences, tokenize_spans
 from superpose.data.text import DataError
 

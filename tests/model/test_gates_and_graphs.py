@@ -145,7 +145,7 @@ def test_residual_autoencoders_start_as_the_identity(variant, graph):
 def test_an_untrained_gate_without_evidence_is_the_static_model(n, head):
     static = _model("gpt2", n, gate="static", head=head, ae_layers=[])
     gated = _model("gpt2", n, randomise=False, gate="token", gate_hidden=8, head=head, ae_layers=[])
-    gated.blend.alpha.load_state_dict(static.blend.alpha.state_dict())
+    gated.blend.spline.load_state_dict(static.blend.spline.state_dict())
     ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         torch.testing.assert_close(_log_probs(gated(ids).logits), _log_probs(static(ids).logits), atol=1e-5, rtol=0)
@@ -159,8 +159,8 @@ def test_an_untrained_evidence_gate_in_the_parallel_graph_is_the_fixed_share_mix
     model = _model("gpt2", n, randomise=False, graph="parallel", head="mixture", ae_layers=[], **GATED[1])
     model.blend.set_stack(0)
     with torch.no_grad():  # a uniform prior over the stacks
-        model.alpha.control.fill_(0.5) if n == 1 else model.alpha.control.zero_()
-        model.alpha.layer_bias.zero_()
+        model.blend.spline.control.fill_(0.5) if n == 1 else model.blend.spline.control.zero_()
+        model.blend.spline.layer_bias.zero_()
     ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         own = torch.stack([_log_probs(stack(ids).logits) for stack in model.stack_models])  # (M, B, T, V)
@@ -172,7 +172,7 @@ def test_one_expert_static_blend_is_the_papers_formula():
     """w = (1 - alpha, alpha) per layer, the running state shared (SPEC §4), written out by hand."""
     model = _model("gpt2", 1, ae_layers=[])
     with torch.no_grad():
-        model.alpha.control.copy_(torch.linspace(0.1, 0.9, model.alpha.control.numel()))
+        model.blend.spline.control.copy_(torch.linspace(0.1, 0.9, model.blend.spline.control.numel()))
     base, expert = model.stack_models
     ids = torch.randint(1, 90, (1, 9), generator=torch.Generator().manual_seed(8))
     alpha = model.alphas()
@@ -206,7 +206,7 @@ def test_mixture_head_mixes_each_heads_probabilities_by_the_last_layers_weights(
 
 
 def test_gate_label_and_load_balance_losses_on_known_weights():
-    from superpose.training.loop import gate_label_loss, load_balance_loss
+    from superpose.training.losses import gate_label_loss, load_balance_loss
 
     one_hot = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])  # (B=1, T=3, M=2)
     labels = torch.tensor([[0, 1, -1]])  # the third token has no label

@@ -27,12 +27,12 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
     ids, mask = _inputs(pad_row=padded)
     model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="base", head="base"))
     assert all(torch.equal(snapshot[k], v) for k, v in base.state_dict().items()), "construction touched the base"
-    model.alpha.set_constant(0.0)
+    model.blend.spline.set_constant(0.0)
     with torch.no_grad():
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, base(ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
-        model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="mean_alpha", head="expert"))
-        model.alpha.set_constant(1.0)
+        model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="mean_weights", head="first_expert"))
+        model.blend.spline.set_constant(1.0)
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, expert(ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
 
@@ -40,8 +40,8 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_2d_alpha_one_equals_expert(arch):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[], embed_blend="mean_alpha", head="expert"))
-    model.alpha.set_constant(1.0)
+    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[], embed_blend="mean_weights", head="first_expert"))
+    model.blend.spline.set_constant(1.0)
     ids, mask = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, expert(ids, attention_mask=mask).logits,
@@ -108,10 +108,10 @@ def test_save_load_round_trip_writes_only_trained_weights(tmp_path, variant):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant), str(tmp_path / "base"),
-                                        "fr", str(tmp_path / "expert")).eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant=variant), str(tmp_path / "base"),
+                                        {"fr": str(tmp_path / "expert")}).eval()
     with torch.no_grad():
-        model.alpha.control.add_(0.05)  # trained-looking, not the init
+        model.blend.spline.control.add_(0.05)  # trained-looking, not the init
     model.save_pretrained(tmp_path / "run")
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert files == ["config.json", WEIGHTS_NAME]
@@ -166,8 +166,8 @@ def test_auto_model_loads_a_saved_run(tmp_path):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(), str(tmp_path / "base"), "fr",
-                                        str(tmp_path / "expert"))
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(), str(tmp_path / "base"),
+                                        {"fr": str(tmp_path / "expert")})
     model.save_pretrained(tmp_path / "run")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
     assert isinstance(loaded, SuperposedModel)

@@ -139,7 +139,7 @@ def three_stacks(run):
     loaded = {n: SuperposedModel.from_pretrained(run["dir"]).stack_models[i] for i, n in enumerate(["base", "fr"])}
     model = SuperposedModel.from_models(loaded["base"], {"fr": loaded["fr"], "de": de_model},
                                         ModelSettings(ae_layers=[0], gate="token"), str(tmp / "base"),
-                                        expert_name_or_path={"fr": str(tmp / "expert"), "de": str(tmp / "de")})
+                                        expert_paths={"fr": str(tmp / "expert"), "de": str(tmp / "de")})
     model.save_pretrained(tmp / "run3")
     char_tokenizer().save_pretrained(tmp / "run3")
     de = tmp / "de.txt"
@@ -240,15 +240,15 @@ def test_cli_unknown_domain_is_a_clear_error(run):
 
 
 def _main_has_analysis_commands() -> bool:
-    from superpose.cli import main as cli
+    from superpose.cli import commands as cli
 
     return {"analyze", "report"} <= set(_subparsers(cli.build_parser()))
 
 
 def test_main_cli_analyze(run, capsys):
     if not _main_has_analysis_commands():
-        pytest.skip("superpose.cli.main does not wire cli_analysis.add_parsers yet")
-    from superpose.cli.main import main
+        pytest.skip("superpose.cli.commands does not wire cli_analysis.add_parsers yet")
+    from superpose.cli.commands import main
 
     out = run["tmp"] / "main-cli"
     assert main(["analyze", str(run["dir"]), "--out", str(out), "--method", "pca", "--samples", "2",

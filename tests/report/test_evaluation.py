@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from superpose.compare import WEIGHT_MERGES, parse_baselines
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.report.evaluation import evaluate
 from superpose.report.export import export_hard_merge
 from superpose.model.superposed import SuperposedModel
@@ -21,7 +21,7 @@ from helpers import char_tokenizer, tiny_model, tiny_pair, write_domains
 @pytest.fixture
 def setup(tmp_path):
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[1]), expert_name="fr").eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1])).eval()
     en, fr = write_domains(tmp_path, repeat=3)
     return model, char_tokenizer(), {"base": str(en), "fr": str(fr)}
 
@@ -71,7 +71,7 @@ def _js_to_mixture(model, base, expert, path, tokenizer, size: int) -> float:
 def test_linear_endpoints_reproduce_the_experts_and_oracle_picks_them(setup):
     model, tokenizer, data = setup
     result = evaluate(model, tokenizer, data, baselines=["linear:0,1", "oracle", "ensemble:0,0.5,1"], block_size=32,
-                      progress=False)
+                      agreement=True, progress=False)
     models = result["models"]
     for domain, path in data.items():
         for key in ("ppl", "accuracy", "tokens"):
@@ -82,8 +82,8 @@ def test_linear_endpoints_reproduce_the_experts_and_oracle_picks_them(setup):
         assert models["linear:1"][domain]["cos_fr"] == pytest.approx(1.0, abs=1e-5)
         # the 50/50 ensemble is the experts' mixture itself; the others' distance to it, from the definition
         assert models["ensemble:0.5"][domain]["js_mixture"] == pytest.approx(0.0, abs=1e-6)
-        for name, scored in (("superposed", model), ("linear:0", model.base), ("linear:1", model.expert)):
-            expected = _js_to_mixture(scored, model.base, model.expert, path, tokenizer, 32)
+        for name, scored in (("superposed", model), ("linear:0", model.base), ("linear:1", next(iter(model.experts.values())))):
+            expected = _js_to_mixture(scored, model.base, next(iter(model.experts.values())), path, tokenizer, 32)
             assert expected > 1e-4
             assert models[name][domain]["js_mixture"] == pytest.approx(expected, rel=1e-4), name
     assert models["oracle"]["base"]["ppl"] == models["base"]["base"]["ppl"]
@@ -110,7 +110,7 @@ def test_sweep_best_point_is_chosen_on_selection_data_not_on_the_reported_data(t
     _fit(base, en, tokenizer)
     expert = copy.deepcopy(base)
     _fit(expert, fr, tokenizer)  # a French fine-tune of an English base
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[]), expert_name="fr").eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[])).eval()
     # reported: English text under both names (the base models it better); selection: French (the expert's)
     report = {"base": str(en), "fr": str(tmp_path / "en_copy.txt")}
     (tmp_path / "en_copy.txt").write_text(en.read_text())
@@ -146,7 +146,7 @@ def test_weight_merges_are_built_scored_and_freed_one_at_a_time(setup, monkeypat
     most_alive = []
 
     def counting_forward(self, *args, **kwargs):
-        if self is not model.base and self is not model.expert:
+        if self is not model.base and self is not next(iter(model.experts.values())):
             merged_alive.add(self)
             if len(merged_alive) > 1:
                 gc.collect()  # count only what something still holds
@@ -167,10 +167,10 @@ def test_a_model_passed_in_cannot_take_a_scored_model_s_name(setup):
     model, tokenizer, data = setup
     for taken in ("base", "linear:0.5", "superposed"):  # it would replace that model's numbers
         with pytest.raises(ValueError, match="taken"):
-            evaluate(model, tokenizer, data, baselines=["linear:0.5"], extra_models={taken: model.expert},
+            evaluate(model, tokenizer, data, baselines=["linear:0.5"], extra_models={taken: next(iter(model.experts.values()))},
                      progress=False)
     with pytest.raises(ValueError, match="taken"):
-        evaluate(model, tokenizer, data, baselines=[], extra_models={"x": model.expert}, other_runs={"x": model},
+        evaluate(model, tokenizer, data, baselines=[], extra_models={"x": next(iter(model.experts.values()))}, other_runs={"x": model},
                  progress=False)
 
 
@@ -205,25 +205,25 @@ def test_baseline_parsing():
 
 def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, tmp_path):
     model, tokenizer, _ = setup
-    plain = SuperposedModel.from_models(model.base, model.expert, ModelSettings(ae_layers=[], embed_blend="base"))
+    plain = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], embed_blend="base"))
     plain.alpha.set_constant(0.0)
     export_hard_merge(plain, tmp_path / "merged", tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     ids = torch.randint(1, 60, (2, 12))
     with torch.no_grad():
-        model.expert.transformer.ln_f.weight.add_(1.0)  # so a wrongly blended final norm would show
-    mixed = SuperposedModel.from_models(model.base, model.expert, ModelSettings(ae_layers=[], head="base"))
+        next(iter(model.experts.values())).transformer.ln_f.weight.add_(1.0)  # so a wrongly blended final norm would show
+    mixed = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="base"))
     export_hard_merge(mixed, tmp_path / "mixed")  # tied head: the head follows the embeddings, not ln_f
     mixed_sd = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").state_dict()
     torch.testing.assert_close(mixed_sd["transformer.ln_f.weight"], model.base.state_dict()["transformer.ln_f.weight"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.base(ids).logits, atol=1e-5, rtol=0)
-    one = SuperposedModel.from_models(model.base, model.expert, ModelSettings(ae_layers=[], head="expert"))
+    one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="expert"))
     one.alpha.set_constant(1.0)
     export_hard_merge(one, tmp_path / "expert_like")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "expert_like").eval()
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, model.expert(ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(ids).logits, next(iter(model.experts.values()))(ids).logits, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -231,7 +231,7 @@ def test_export_merges_each_layer_with_its_own_alpha(arch, tmp_path):
     base, expert = tiny_pair(arch, layers=4)
     model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="base", head="base"))
     with torch.no_grad():
-        model.alpha.control.copy_(torch.linspace(0.05, 0.95, model.alpha.control.numel()))  # alpha rises with depth
+        model.blend.spline.control.copy_(torch.linspace(0.05, 0.95, model.blend.spline.control.numel()))  # alpha rises with depth
     alphas = model.alphas().tolist()  # (4,) the served model's own per-layer alphas
     assert all(a < b - 0.1 for a, b in zip(alphas, alphas[1:]))  # distinct: a reversed list would show
     export_hard_merge(model, tmp_path / "merged")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.report.gate_view import STATIC_NOTE, gates_table, show_gates, token_gates, visible_token
 from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, SettingsError
@@ -20,7 +20,7 @@ def _save_run(tmp, name: str, experts: list[str], settings: ModelSettings, rando
         model.save_pretrained(tmp / n)
         char_tokenizer().save_pretrained(tmp / n)
     superposed = SuperposedModel.from_models(models["base"], {n: models[n] for n in experts}, settings,
-                                             str(tmp / "base"), expert_name_or_path={n: str(tmp / n) for n in experts})
+                                             str(tmp / "base"), expert_paths={n: str(tmp / n) for n in experts})
     if random_gate:
         torch.manual_seed(0)
         for net in superposed.blend.gate.nets:

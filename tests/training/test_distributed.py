@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from superpose.cli.main import build_parser, main
+from superpose.cli.commands import build_parser, main
 
 from helpers import char_tokenizer, save_pair, write_domains
 
@@ -150,7 +150,8 @@ def test_bf16_autocast_keeps_alpha_states_and_losses_float32():
     from superpose.data.text import collate
     from superpose.model.superposed import SuperposedModel
     from superpose.core.settings import ModelSettings, TrainSettings
-    from superpose.training.loop import _autocast, compute_losses, resolve_mixed_precision
+    from superpose.training.losses import compute_losses
+    from superpose.training.step import autocast as _autocast, resolve_mixed_precision
 
     torch.manual_seed(0)
     model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(variant="1d", ae_layers=[0]))
@@ -165,7 +166,7 @@ def test_bf16_autocast_keeps_alpha_states_and_losses_float32():
         states = model(batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
         losses = compute_losses(model, batch, settings)
     assert all(state.dtype == torch.float32 for state in states)
-    assert all(losses[k].dtype == torch.float32 for k in ("loss", "recon", "lm", "alpha_reg"))
+    assert all(losses[k].dtype == torch.float32 for k in ("loss", "recon", "lm", "blend_reg"))
     losses["loss"].backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
 
@@ -183,14 +184,14 @@ def test_stacks_dispatched_by_a_device_map_train_like_plain_ones(tmp_path):
     files = {"base": str(tmp_path / "en.txt"), "fr": str(tmp_path / "fr.txt")}
     placement = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu",
                  "transformer.h.0": "cpu", "transformer.h.1": "disk", "transformer.ln_f": "cpu", "lm_head": "cpu"}
-    settings = TrainSettings(max_steps=3, batch_size=4, block_size=16, lr_alpha=1e-2, lr_ae=1e-2, device="cpu")
+    settings = TrainSettings(max_steps=3, batch_size=4, block_size=16, lr_blend=1e-2, lr_ae=1e-2, device="cpu")
     results = {}
     for name, device_map in (("plain", None), ("dispatched", placement)):
         base = AutoModelForCausalLM.from_pretrained(tmp_path / "base", device_map=device_map,
                                                     offload_folder=str(tmp_path / "offload"))
         expert = AutoModelForCausalLM.from_pretrained(tmp_path / "expert")
         torch.manual_seed(0)
-        model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[1]), expert_name="fr")
+        model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant="2d", ae_layers=[1]))
         train(model, TOKENIZER, files, files, tmp_path / name, settings, progress=False)
         results[name] = model
     assert hasattr(results["dispatched"].base.transformer.h[1], "_hf_hook")
@@ -240,8 +241,8 @@ def test_loading_a_run_in_bf16_never_converts_an_fp32_stack(tmp_path, monkeypatc
     assert main(_train_argv(tmp_path, "run", "--batch-size", "4", "--block-size", "20", "--max-steps", "1")) == 0
     changed = _watch_dtype_changes(monkeypatch)
     model = SuperposedModel.from_pretrained(tmp_path / "run", dtype="bfloat16", device="cpu")
-    assert model.base.dtype == model.expert.dtype == torch.bfloat16
-    assert model.alpha.control.dtype == torch.float32
+    assert model.base.dtype == next(iter(model.experts.values())).dtype == torch.bfloat16
+    assert model.blend.spline.control.dtype == torch.float32
     assert main(_train_argv(tmp_path, "again", "--batch-size", "4", "--block-size", "20", "--max-steps", "1",
                             "--dtype", "bfloat16")) == 0
     assert changed == []

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.demo.tiny_experts import train_causal_lm
 from superpose.data.text import tokenize_blocks
 from superpose.model.superposed import SuperposedModel

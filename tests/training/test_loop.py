@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from superpose.cli.main import main
+from superpose.cli.commands import main
 from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.training.loop import train
@@ -12,7 +12,7 @@ from helpers import char_tokenizer, save_pair, tiny_pair, write_domains
 
 
 def _settings(**overrides):
-    values = dict(epochs=2, batch_size=8, block_size=32, lr_alpha=1e-2, lr_ae=1e-2, max_valid_blocks=8, seed=0)
+    values = dict(epochs=2, batch_size=8, block_size=32, lr_blend=1e-2, lr_ae=1e-2, max_valid_blocks=8, seed=0)
     values.update(overrides)
     return TrainSettings(**values)
 
@@ -24,7 +24,7 @@ def test_training_lowers_loss_and_states_follow_the_right_expert(tmp_path, varia
     en, fr = write_domains(tmp_path, repeat=12)
     model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1]))
     files = {"base": str(en), "expert": str(fr)}
-    settings = _settings(epochs=20, lr_alpha=3e-2, lr_ae=3e-2)
+    settings = _settings(epochs=20, lr_blend=3e-2, lr_ae=3e-2)
     result = train(model, char_tokenizer(), files, files, tmp_path / "run", settings, progress=False)
     losses = [h["valid_loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -202,7 +202,7 @@ def test_bf16_experts_train_alpha_and_autoencoders_in_float32(tmp_path):
                    progress=False)
     assert result.steps == 20
     after = model.trainable_state_dict()
-    assert (after["blend.alpha.control"] - before["blend.alpha.control"]).abs().max() > 5e-4
+    assert (after["blend.spline.control"] - before["blend.spline.control"]).abs().max() > 5e-4
     assert (after["autoencoders.1.encoder.0.weight"] - before["autoencoders.1.encoder.0.weight"]).abs().max() > 5e-4
     assert base.dtype == torch.bfloat16 and model.stack_dtype == torch.bfloat16  # stacks stay as loaded
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["train_settings"]
@@ -217,8 +217,8 @@ def test_cli_dtype_loads_the_stacks_in_that_dtype(tmp_path, capsys):
     capsys.readouterr()
     run = tmp_path / "run"
     loaded = SuperposedModel.from_pretrained(run, dtype="bfloat16")
-    assert loaded.base.dtype == loaded.expert.dtype == torch.bfloat16
-    assert loaded.alpha.control.dtype == torch.float32
+    assert loaded.base.dtype == loaded.experts["fr"].dtype == torch.bfloat16
+    assert loaded.blend.spline.control.dtype == torch.float32
     assert main(["generate", str(run), "--prompt", "the cat", "--max-new-tokens", "3", "--dtype", "bfloat16"]) == 0
     assert capsys.readouterr().out.startswith("the cat")
 
@@ -229,8 +229,8 @@ def test_a_loaded_run_is_in_inference_mode(tmp_path, loader):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[0, 1]),
-                                        str(tmp_path / "base"), "fr", str(tmp_path / "expert"))
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant="2d", ae_layers=[0, 1]),
+                                        str(tmp_path / "base"), {"fr": str(tmp_path / "expert")})
     model.save_pretrained(tmp_path / "run")
     cls = SuperposedModel if loader == "superposed" else AutoModelForCausalLM
     loaded = cls.from_pretrained(tmp_path / "run")
@@ -296,7 +296,7 @@ def test_resume_refuses_changed_data_order_settings(tmp_path):
     # the files' blocks are concatenated in the order given, so the order is part of the data order
     with pytest.raises(ValueError, match="train_file_order"):
         run(_settings(epochs=2), {"expert": str(fr), "base": str(en)})
-    assert run(_settings(epochs=2, lr_alpha=5e-3)).steps > 2  # learning rates and epochs may change
+    assert run(_settings(epochs=2, lr_blend=5e-3)).steps > 2  # learning rates and epochs may change
 
 
 def test_step_checkpoints_keep_the_latest(tmp_path):

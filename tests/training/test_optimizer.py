@@ -7,10 +7,11 @@ clipping (SPEC §5, `grad_clip` in `TrainSettings`) leaves alpha's gradient alon
 import pytest
 import torch
 
-from superpose import training
+from superpose.training import step as training_step
+from superpose.training.loop import train
 from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, TrainSettings
-from superpose.training.loop import make_optimizer, optimizer_step
+from superpose.training.step import make_optimizer, optimizer_step
 
 from helpers import char_tokenizer, tiny_pair, write_domains
 
@@ -33,9 +34,9 @@ def _norm(params) -> float:
 @pytest.mark.parametrize("variant", ["1d", "2d"])
 def test_alpha_group_gets_lr_alpha_and_autoencoder_group_lr_ae(variant):
     model = _model(variant)
-    settings = TrainSettings(lr_alpha=LR_ALPHA, lr_ae=LR_AE, weight_decay=0.0)
+    settings = TrainSettings(lr_blend=LR_ALPHA, lr_ae=LR_AE, weight_decay=0.0)
     optimizer = make_optimizer(model, settings)
-    alpha, autoencoders = list(model.alpha.parameters()), list(model.autoencoders.parameters())
+    alpha, autoencoders = list(model.blend.spline.parameters()), list(model.autoencoders.parameters())
     by_lr = {group["lr"]: _ids(group["params"]) for group in optimizer.param_groups}
     assert by_lr == {LR_ALPHA: _ids(alpha), LR_AE: _ids(autoencoders)}
     trainable = _ids(p for p in model.parameters() if p.requires_grad)
@@ -53,8 +54,8 @@ def test_alpha_group_gets_lr_alpha_and_autoencoder_group_lr_ae(variant):
 
 def test_optimizer_step_clips_each_group_on_its_own():
     model = _model()
-    optimizer = make_optimizer(model, TrainSettings(lr_alpha=LR_ALPHA, lr_ae=LR_AE))
-    alpha, autoencoders = list(model.alpha.parameters()), list(model.autoencoders.parameters())
+    optimizer = make_optimizer(model, TrainSettings(lr_blend=LR_ALPHA, lr_ae=LR_AE))
+    alpha, autoencoders = list(model.blend.spline.parameters()), list(model.autoencoders.parameters())
     torch.manual_seed(1)
     for p in alpha:
         p.grad = torch.randn_like(p) * 1e-3  # small: well under the clip
@@ -72,7 +73,7 @@ def test_training_loop_clips_per_group(tmp_path, monkeypatch):
     """One real train() run: every step's gradients are clipped group by group, with grad_clip from the settings."""
     en, fr = write_domains(tmp_path, repeat=2)
     steps = []
-    real_step = training.optimizer_step
+    real_step = training_step.optimizer_step
 
     def recording_step(optimizer, grad_clip):
         groups = [group["params"] for group in optimizer.param_groups]
@@ -80,12 +81,12 @@ def test_training_loop_clips_per_group(tmp_path, monkeypatch):
         real_step(optimizer, grad_clip)
         steps.append((grad_clip, before, [_norm(params) for params in groups]))
 
-    monkeypatch.setattr(training, "optimizer_step", recording_step)
+    monkeypatch.setattr(training_step, "optimizer_step", recording_step)
     # A large reconstruction weight makes the AE gradients (~30) exceed the clip while alpha's (~0.01) stay under it.
     settings = TrainSettings(max_steps=2, batch_size=4, block_size=16, recon_weight=1000.0, grad_clip=1.0,
                              max_valid_blocks=None)
-    training.train(_model(), char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run",
-                   settings, progress=False)
+    train(_model(), char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run",
+          settings, progress=False)
     assert len(steps) == 2
     for clip, before, after in steps:
         assert clip == 1.0

@@ -1,8 +1,8 @@
 """The command line: thin wrappers that parse flags, call one library function and print a summary.
 
-* `main`: every command and the entry point `superpose`.
+* `commands`: every command and the entry point `main` (`superpose`).
 * `analysis`: `superpose analyze`, `report` and `gates`.
 """
-from superpose.cli.main import main
+from superpose.cli.commands import main
 
 __all__ = ["main"]

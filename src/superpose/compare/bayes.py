@@ -4,14 +4,14 @@ from __future__ import annotations
 import torch
 
 from superpose.core.mixtures import bayes_log_weights, mix
-from superpose.compare.common import BaselineContext, References, Scorer
+from superpose.compare.common import BaselineContext, Method, Point, References, Scorer
 
 
 class BayesScorer(Scorer):
     """No training, no labels: uniform prior, reset per sequence, updated after each observed token."""
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "BayesScorer":
+    def build(cls, context: BaselineContext, point: Point) -> "BayesScorer":
         return cls()
 
     def log_weights(self, refs: References) -> torch.Tensor:
@@ -27,3 +27,6 @@ class BayesScorer(Scorer):
 
     def stacks(self, models: int) -> float:
         return float(models)
+
+
+METHOD = Method("bayes", BayesScorer.build)

@@ -1,13 +1,25 @@
-"""What every baseline scorer gets: the M models (base + every expert), the batch's reference logits."""
+"""What every comparison method shares: its registry entry (`Method`), what its scorer gets (the M models,
+the batch's reference logits) and the `Scorer` interface."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
 
-from superpose.core.mixtures import token_log_probs
+from superpose.core.mixtures import mix, token_log_probs
+
+Point = float | tuple[float, float] | None  # one point of a sweep; None for a method without parameter
+
+
+def number(text: str) -> float:
+    """The usual point: one number. Raises ValueError naming the accepted form."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("numbers") from None
 
 
 @dataclass
@@ -59,7 +71,8 @@ class References:
 
     def mixture(self) -> torch.Tensor:
         """(B, T, V) log-probs of the models' uniform average."""
-        return torch.logsumexp(self.log_probs(), dim=0) - math.log(len(self.logits))
+        models = len(self.logits)
+        return mix(self.log_probs(), torch.full((models, 1, 1), -math.log(models), device=self.labels.device))
 
     def all_seconds(self) -> float:
         return sum(self.seconds.values())
@@ -97,3 +110,29 @@ def pick_per_token(refs: References, choice: torch.Tensor) -> tuple[torch.Tensor
     logits = log_probs.gather(0, index).squeeze(0)
     weights = torch.nn.functional.one_hot(choice, len(refs.logits)).permute(2, 0, 1).float()  # (M, B, T)
     return logits, weights
+
+
+@dataclass(frozen=True)
+class Method:
+    """One comparison method as the registry knows it (`method` or `method:p1,p2` on the command line).
+
+    * `build(context, point, **options)`: its scorer at one point (`point` is None without a parameter).
+    * `sweep`: the points swept by default; None when the method takes no parameter.
+    * `parse`: one point's text -> the point; raises ValueError whose message names the accepted form.
+    * `merge`: a weight merge's state-dict function `(base_sd, expert_sds, point, seed=0) -> state dict`. Its
+      scorer holds a model as large as the base, so evaluation builds and scores those one at a time.
+    """
+
+    name: str
+    build: Callable[..., Scorer]
+    sweep: tuple[Point, ...] | None = None
+    parse: Callable[[str], Point] = number
+    merge: Callable | None = None
+
+    @property
+    def takes_parameter(self) -> bool:
+        return self.sweep is not None
+
+    @property
+    def holds_model(self) -> bool:
+        return self.merge is not None

@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from superpose.compare.common import BaselineContext, References, Scorer
+from superpose.core.mixtures import mix
+from superpose.compare.common import BaselineContext, Method, Point, References, Scorer
 
 
 class EnsembleScorer(Scorer):
@@ -15,19 +16,23 @@ class EnsembleScorer(Scorer):
         self.weight = weight
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "EnsembleScorer":
-        return cls(method_and_parameter[1])
+    def build(cls, context: BaselineContext, point: Point) -> "EnsembleScorer":
+        return cls(point)
 
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
         # log((1-w) p_b + w/N Σ p_e) in log space; log(0) = -inf drops a term exactly
         log_probs = refs.log_probs()  # (M, B, T, V), base first
         experts = len(refs.logits) - 1
         weights = [1 - self.weight] + [self.weight / experts] * experts
-        logw = torch.tensor([math.log(max(w, 1e-300)) for w in weights], device=log_probs.device)
-        return torch.logsumexp(log_probs + logw.view(-1, 1, 1, 1), dim=0)
+        log_w = torch.tensor([math.log(max(w, 1e-300)) for w in weights], device=log_probs.device)
+        return mix(log_probs, log_w.view(-1, 1, 1))  # (M, 1, 1): the same weights at every position
 
     def extra_seconds(self, refs: References) -> float:
         return refs.all_seconds()
 
     def stacks(self, models: int) -> float:
         return float(models)
+
+
+from superpose.compare.weight_merge import density_at_scale
+METHOD = Method("ensemble", EnsembleScorer.build, sweep=(0.5,), parse=density_at_scale)

@@ -6,7 +6,7 @@ import torch
 
 from superpose.core.mixtures import fixed_share_log_weights, scored_positions
 from superpose.compare.bayes import BayesScorer
-from superpose.compare.common import BaselineContext, References
+from superpose.compare.common import BaselineContext, Method, Point, References
 
 
 class FixedShareScorer(BayesScorer):
@@ -16,8 +16,11 @@ class FixedShareScorer(BayesScorer):
         self.rate = rate
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "FixedShareScorer":
-        return cls(method_and_parameter[1])
+    def build(cls, context: BaselineContext, point: Point) -> "FixedShareScorer":
+        return cls(point)
 
     def log_weights(self, refs: References) -> torch.Tensor:
         return fixed_share_log_weights(refs.evidence(), self.rate, scored_positions(refs.labels))
+
+
+METHOD = Method("fixed_share", FixedShareScorer.build, sweep=(0.005, 0.02, 0.1))

@@ -1,22 +1,18 @@
-"""Bounds that read the answer: no real method can match them, they show how far switching could go.
-
-* `oracle`: one model per sequence. On a labelled set, the set's own model; on an unlabelled set, the model
-  with the lowest loss on that sequence in hindsight.
-* `oracle_token`: per token, the model that gave the observed token the highest probability (its whole
-  distribution is used at that position), a lower bound below every per-sequence choice.
-"""
+"""`oracle`: one model per sequence, a bound that reads the answer. On a labelled set it is the set's own
+model; on an unlabelled set, the model with the lowest loss on that sequence in hindsight. No real method can
+match it: it shows how far switching could go."""
 from __future__ import annotations
 
 import torch
 
-from superpose.compare.common import BaselineContext, References, Scorer, pick_per_token
+from superpose.compare.common import BaselineContext, Method, Point, References, Scorer, pick_per_token
 
 
 class OracleScorer(Scorer):
     reads_answer = True
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "OracleScorer":
+    def build(cls, context: BaselineContext, point: Point) -> "OracleScorer":
         return cls()
 
     def _choice(self, refs: References) -> torch.Tensor:
@@ -38,19 +34,4 @@ class OracleScorer(Scorer):
         return sum(refs.seconds[name] for name in chosen) / max(len(chosen), 1)
 
 
-class OracleTokenScorer(Scorer):
-    reads_answer = True
-
-    @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter) -> "OracleTokenScorer":
-        return cls()
-
-    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
-        logits, self.last_weights = pick_per_token(refs, refs.evidence().argmax(0))
-        return logits
-
-    def extra_seconds(self, refs: References) -> float:
-        return refs.all_seconds()
-
-    def stacks(self, models: int) -> float:
-        return float(models)
+METHOD = Method("oracle", OracleScorer.build)

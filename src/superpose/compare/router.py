@@ -1,10 +1,9 @@
-"""Routers: a bag-of-tokens logistic regression, trained on the run's training files, picks one model.
+"""`router`: a bag-of-tokens logistic regression, trained on the run's training files, picks one model at each
+position from the prefix alone.
 
-* `router` is causal: at position t it picks the model its classifier prefers for the prefix x_≤t, and that
-  model's prediction scores token t+1. Switching stacks inside a sequence needs the new stack's cache of the
-  prefix, so it is charged every stack's compute.
-* `router_lookahead` reads the whole sequence before choosing one model for all of it: like an oracle, it
-  sees the tokens it scores, so it is an optimistic bound, not a usable model.
+At position t it picks the model its classifier prefers for the prefix x_≤t, and that model's prediction
+scores token t+1. Switching stacks inside a sequence needs the new stack's cache of the prefix, so it is
+charged every stack's compute. `router_lookahead` is the same classifier reading the whole sequence.
 """
 from __future__ import annotations
 
@@ -16,15 +15,16 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 from superpose.data.text import DataError, load_texts, tokenize_blocks
-from superpose.compare.common import BaselineContext, References, Scorer, pick_per_token
+from superpose.compare.common import BaselineContext, Method, Point, References, Scorer, pick_per_token
 
 
-def _bags(blocks: list[torch.Tensor], vocab_size: int) -> sparse.csr_matrix:
+def bags(blocks: list[torch.Tensor], vocab_size: int) -> sparse.csr_matrix:
+    """Each block's token frequencies (length does not matter), one row per block."""
     rows = np.concatenate([np.full(b.numel(), i) for i, b in enumerate(blocks)])
     cols = np.concatenate([b.numpy() for b in blocks])
     counts = sparse.csr_matrix((np.ones_like(cols, dtype=np.float32), (rows, cols)), shape=(len(blocks), vocab_size))
     lengths = np.asarray(counts.sum(1)).ravel().clip(min=1)
-    return sparse.diags(1.0 / lengths) @ counts  # token frequencies: length does not matter
+    return sparse.diags(1.0 / lengths) @ counts
 
 
 def train_classifier(context: BaselineContext) -> tuple[LogisticRegression, int]:
@@ -41,39 +41,23 @@ def train_classifier(context: BaselineContext) -> tuple[LogisticRegression, int]
         blocks += domain_blocks
         labels += [index] * len(domain_blocks)
     classifier = LogisticRegression(max_iter=1000, C=10.0)
-    classifier.fit(_bags(blocks, vocab), np.array(labels))
+    classifier.fit(bags(blocks, vocab), np.array(labels))
     return classifier, vocab
 
 
-class RouterLookaheadScorer(Scorer):
-    reads_answer = True
+class ClassifierRouter(Scorer):
+    """A scorer that picks models with a classifier trained on the run's training files."""
 
     def __init__(self, classifier: LogisticRegression, vocab_size: int):
         self.classifier, self.vocab_size = classifier, vocab_size
-        self._share: np.ndarray | None = None
         self._seconds = 0.0
 
     @classmethod
-    def build(cls, context: BaselineContext, method_and_parameter):
+    def build(cls, context: BaselineContext, point: Point):
         return cls(*train_classifier(context))
 
-    def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:
-        start = time.perf_counter()
-        blocks = [row[mask.bool()] for row, mask in zip(input_ids.cpu(), attention_mask.cpu())]
-        choice = torch.as_tensor(self.classifier.predict(_bags(blocks, self.vocab_size)), device=input_ids.device)
-        self._share = np.bincount(choice.cpu().numpy(), minlength=len(refs.logits)) / len(blocks)
-        self._seconds = time.perf_counter() - start
-        logits, self.last_weights = pick_per_token(refs, choice[:, None].expand_as(input_ids))
-        return logits
 
-    def extra_seconds(self, refs: References) -> float:
-        # only the chosen model runs for each sequence
-        return self._seconds + sum(share * refs.seconds[name] for share, name in zip(self._share, refs.names))
-
-
-class RouterScorer(RouterLookaheadScorer):
-    reads_answer = False
-
+class RouterScorer(ClassifierRouter):
     def prefix_choice(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) the classifier's choice for each prefix x_≤t, from running sums of per-token coefficients.
 
@@ -102,3 +86,6 @@ class RouterScorer(RouterLookaheadScorer):
 
     def stacks(self, models: int) -> float:
         return float(models)
+
+
+METHOD = Method("router", RouterScorer.build)

@@ -23,15 +23,21 @@ def scored_positions(labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1), value=False)
 
 
-def token_log_probs(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(M, B, T, V) log-probs and (B, T) labels -> (M, B, T): log p_m(x_{t+1} | x_≤t), 0 where nothing is scored.
+def log_prob_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(..., V) logits (or log-probs) and (...) token ids -> (...) log-softmax at those ids, in at least float32,
+    without a (..., V) copy of the log-probabilities."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
-    The last position predicts nothing inside the sequence, so it is 0 too.
+
+def token_log_probs(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(M, B, T, V) logits or log-probs and (B, T) labels -> (M, B, T): log p_m(x_{t+1} | x_≤t), 0 where nothing
+    is scored. The last position predicts nothing inside the sequence, so it is 0 too.
     """
     targets = labels[:, 1:]  # (B, T-1)
     valid = targets != IGNORE_INDEX
-    picked = log_probs[:, :, :-1].gather(-1, targets.clamp(min=0)[None, ..., None].expand(log_probs.shape[0], -1, -1, 1))
-    picked = picked.squeeze(-1).masked_fill(~valid[None], 0.0)  # (M, B, T-1)
+    picked = log_prob_of(log_probs[:, :, :-1], targets.clamp(min=0).expand(log_probs.shape[0], -1, -1))
+    picked = picked.masked_fill(~valid[None], 0.0)  # (M, B, T-1)
     return torch.nn.functional.pad(picked, (0, 1))  # (M, B, T)
 
 
@@ -64,20 +70,37 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
     (M, B, T) evidence, (B, T) observed -> ((M, B, T) log-weights, (M, B) the last of them): the form a
     cache carries from one generation step to the next. A position with no evidence leaves the weights alone.
     `rate` is one number or one per column (B,), so several rates run as one batch.
+
+    One update is linear in probability space: w' ∝ K diag(exp(e_t)) w with K = (1 - ρ) I + ρ/M 11ᵀ (a Bayes
+    step, then the share; normalising commutes with it). So the weights after position t are the normalised
+    product A_t ⋯ A_1 w_0, and the products for every t come from an associative (Hillis-Steele) scan of log
+    M×M matrices: log2(T) batched steps instead of a Python loop over positions. It runs in float64, each
+    partial product rescaled so its largest entry is 1, and matches the step-by-step update to rounding.
     """
-    models, _, length = evidence.shape
-    rate = torch.as_tensor(rate, dtype=evidence.dtype, device=evidence.device)
+    models, columns, length = evidence.shape
+    work = torch.float64
+    rate = torch.as_tensor(rate, dtype=work, device=evidence.device).expand(columns)  # (B,)
     keep, share = torch.log1p(-rate), torch.log(rate / models)  # log 0 = -inf: rate 0 is Bayes, 1 forgets all
-    log_w = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
-    out = []
-    for t in range(length):
-        posterior = torch.log_softmax(log_w + evidence[:, :, t], dim=0)
-        mixed = torch.logaddexp(posterior + keep, share.expand_as(posterior))
-        log_w = torch.where(observed[None, :, t], mixed, log_w)
-        out.append(log_w)
-    return torch.stack(out, dim=-1), log_w
+    eye = torch.eye(models, dtype=torch.bool, device=evidence.device)
+    log_k = torch.where(eye, torch.logaddexp(keep, share)[:, None, None], share[:, None, None])  # (B, M, M)
+    steps = log_k[:, None] + evidence.to(work).permute(1, 2, 0)[:, :, None, :]  # (B, T, M, M): K diag(e^{e_t})
+    identity = torch.zeros(models, models, dtype=work, device=evidence.device).masked_fill(~eye, -math.inf)
+    products = torch.where(observed[:, :, None, None], steps, identity)  # a position without evidence: I
+    offset = 1
+    while offset < length:  # products[t] = A_t ⋯ A_{max(t - 2·offset + 1, 1)} after this step
+        later, earlier = products[:, offset:], products[:, :-offset]
+        combined = torch.logsumexp(later[..., :, :, None] + earlier[..., None, :, :], dim=-2)  # (B, T-s, M, M)
+        combined = combined - combined.amax(dim=(-2, -1), keepdim=True)  # rescale: the scale cancels below
+        products = torch.cat([products[:, :offset], combined], dim=1)
+        offset *= 2
+    start = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
+    log_w = torch.logsumexp(products + start.to(work).T[:, None, None, :], dim=-1)  # (B, T, M)
+    log_w = torch.log_softmax(log_w, dim=-1).permute(2, 0, 1).to(evidence.dtype)  # (M, B, T)
+    last = log_w[:, :, -1] if length else start
+    return log_w, last
 
 
 def mix(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-    """(M, B, T, V) log-probs and (M, B, T) log weights -> (B, T, V) log-probs of the mixture."""
+    """(M, B, T, V) log-probs and (M, B, T) log weights (or broadcastable, e.g. (M, 1, 1)) -> (B, T, V)
+    log-probs of the mixture, log Σ_m w_m p_m: the one home of this sum."""
     return torch.logsumexp(log_probs + log_weights.unsqueeze(-1), dim=0)

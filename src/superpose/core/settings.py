@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -70,10 +71,46 @@ def _coerce_numbers(settings) -> None:
             setattr(settings, f.name, int(value))
 
 
-HEADS = ("base", "expert", "blend", "mixture")
+HEADS = ("base", "first_expert", "blend", "mixture")
 GATES = ("static", "token")
 GATE_EVIDENCE = ("none", "fixed_share")
 GRAPHS = ("sequential", "parallel")
+
+
+def _check_choices(settings) -> None:
+    """Every field that declares choices (in its metadata) holds one of them (None: the field's default rule)."""
+    for f in fields(settings):
+        choices, value = f.metadata.get("choices"), getattr(settings, f.name)
+        if choices and value is not None:
+            _choice(f.name, value, choices)
+
+
+# Names from the two-model days: they still load (settings files, flags, saved runs), with a notice.
+RENAMED_SETTINGS = {"lr_alpha": "lr_blend", "alpha_reg_weight": "blend_reg_weight"}
+RENAMED_VALUES = {("head", "expert"): "first_expert", ("embed_blend", "mean_alpha"): "mean_weights"}
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new}", FutureWarning, stacklevel=4)
+
+
+def upgrade_names(values: dict) -> dict:
+    """A settings mapping with old setting names (and values) replaced by today's, each with a notice."""
+    values = dict(values)
+    for old, new in RENAMED_SETTINGS.items():
+        if old in values:
+            if new in values:
+                raise SettingsError(f"{old} is the old name of {new}: give one of them")
+            _deprecated(f"the setting {old}", new)
+            values[new] = values.pop(old)
+    return values
+
+
+def _upgrade_values(settings) -> None:
+    for (name, old), new in RENAMED_VALUES.items():
+        if getattr(settings, name) == old:
+            _deprecated(f"{name}: {old}", f"{name}: {new}")
+            setattr(settings, name, new)
 
 
 def _boolean(name: str, value: object) -> bool:
@@ -99,9 +136,10 @@ class ModelSettings:
     bottleneck: float | None = setting(None, "autoencoder width / hidden size (default 0.75 for 1d, 0.65 for 2d)")
     conv_padding: str = setting("causal", "symmetric reproduces the paper and leaks the next token",
                                 ("causal", "symmetric"))
-    embed_blend: str = setting("mean_alpha", "blend embeddings with the mean alpha, or use the base's",
-                               ("mean_alpha", "base"))
-    head: str = setting("base", "final norm + LM head: the base's (paper), the (first) expert's, all heads' logits "
+    embed_blend: str = setting("mean_weights", "blend the stacks' embeddings with each stack's weight averaged "
+                                               "over layers (the paper's mean alpha), or use the base's",
+                               ("mean_weights", "base"))
+    head: str = setting("base", "final norm + LM head: the base's (paper), the first expert's, all heads' logits "
                                 "blended by the mean weights, or mixture: the stacks' next-token probabilities mixed "
                                 "by the last layer's weights", HEADS)
     gate: str = setting("static", "static: one blend per layer (the paper's spline); token: a causal per-token gate "
@@ -121,13 +159,8 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
-        _choice("variant", self.variant, ("1d", "2d"))
-        _choice("conv_padding", self.conv_padding, ("causal", "symmetric"))
-        _choice("embed_blend", self.embed_blend, ("mean_alpha", "base"))
-        _choice("head", self.head, HEADS)
-        _choice("gate", self.gate, GATES)
-        _choice("gate_evidence", self.gate_evidence, GATE_EVIDENCE)
-        _choice("graph", self.graph, GRAPHS)
+        _upgrade_values(self)
+        _check_choices(self)
         if self.gate_evidence != "none" and self.gate != "token":
             raise SettingsError("gate_evidence needs gate: token (a static blend reads nothing of the input)")
         if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
@@ -196,14 +229,15 @@ class TrainSettings:
                                  "batch")
     block_size: int = setting(128, "tokens per sequence (default 128)")
     seed: int = setting(0, "random seed of the trainable parts' init, data order and dropout (default 0)")
-    lr_alpha: float | None = setting(None, "learning rate of alpha (default 2e-4 1d, 3e-4 2d)")
+    lr_blend: float | None = setting(None, "learning rate of the blend's spline (the paper's alpha; default 2e-4 "
+                                           "1d, 3e-4 2d)")
     lr_ae: float = setting(1e-4, "learning rate of the autoencoders (default 1e-4)")
     lr_gate: float = setting(1e-3, "learning rate of the token gates (default 1e-3)")
     weight_decay: float = setting(1e-2, "AdamW weight decay (default 1e-2)")
     grad_clip: float = setting(1.0, "max gradient norm, per parameter group (default 1.0)")
     recon_weight: float | None = setting(None, "weight of the reconstruction loss (default 3 1d, 1 2d)")
     lm_weight: float | None = setting(None, "weight of the language-model loss (default 1 1d, 0.2 2d)")
-    alpha_reg_weight: float | None = setting(None, "weight of the alpha regulariser (default 0 1d, 0.1 2d)")
+    blend_reg_weight: float | None = setting(None, "weight of the spline regulariser (default 0 1d, 0.1 2d)")
     gate_label_weight: float = setting(0.0, "weight of the gate cross-entropy towards each labelled token's stack "
                                             "(default 0)")
     load_balance_weight: float = setting(0.0, "weight of a load-balance term on unlabelled tokens' gates (default 0)")
@@ -229,6 +263,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         _coerce_numbers(self)
+        _check_choices(self)
         for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -241,21 +276,17 @@ class TrainSettings:
                 raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise SettingsError(f"seed must be an integer; got {self.seed!r}")
-        for name in ("lr_alpha", "lr_ae", "lr_gate", "grad_clip"):
+        for name in ("lr_blend", "lr_ae", "lr_gate", "grad_clip"):
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value)
-        for name in ("weight_decay", "recon_weight", "lm_weight", "alpha_reg_weight", "gate_label_weight",
+        for name in ("weight_decay", "recon_weight", "lm_weight", "blend_reg_weight", "gate_label_weight",
                      "load_balance_weight", "switch_rate"):
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value, allow_zero=True)
-        _choice("training_graph", self.training_graph, ("sequential", "parallel"))
         if self.switch_rate > 1:
             raise SettingsError(f"switch_rate is a share of the blocks, in [0, 1]; got {self.switch_rate!r}")
-        _choice("dtype", self.dtype, DTYPES)
-        if self.mixed_precision is not None:
-            _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         for name in ("device", "device_map"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -272,8 +303,8 @@ class TrainSettings:
     def resolved(self, variant: str) -> "TrainSettings":
         """A copy with every None replaced by the variant's reference value."""
         defaults = {
-            "1d": dict(lr_alpha=2e-4, recon_weight=3.0, lm_weight=1.0, alpha_reg_weight=0.0),
-            "2d": dict(lr_alpha=3e-4, recon_weight=1.0, lm_weight=0.2, alpha_reg_weight=0.1),
+            "1d": dict(lr_blend=2e-4, recon_weight=3.0, lm_weight=1.0, blend_reg_weight=0.0),
+            "2d": dict(lr_blend=3e-4, recon_weight=1.0, lm_weight=0.2, blend_reg_weight=0.1),
         }[variant]
         values = asdict(self)
         for key, value in defaults.items():
@@ -342,7 +373,7 @@ def split_settings(values: dict, allowed_extra: set[str] = frozenset()) -> tuple
     """Validate a flat mapping into (model settings, train settings, extras); unknown keys are an error.
 
     A `preset` key names the values to start from; every other key overrides them."""
-    values = dict(values)
+    values = upgrade_names(values)
     if "preset" in values:
         values = {**preset_values(values.pop("preset")), **values}
     unknown = sorted(set(values) - MODEL_KEYS - TRAIN_KEYS - set(allowed_extra))

@@ -61,7 +61,7 @@ def demo_settings(variant: str, n_layers: int) -> ModelSettings:
     French-only tokens; the expert's head was fine-tuned from the base's and still knows English ones.
     (The paper's settings, base head and AEs at 2..11 of 12 layers, are the library defaults.)
     """
-    return ModelSettings(variant=variant, ae_layers=[n_layers - 1], head="expert")
+    return ModelSettings(variant=variant, ae_layers=[n_layers - 1], head="first_expert")
 
 
 def run_demo(
@@ -97,9 +97,9 @@ def run_demo(
     settings, preset_train = preset_settings(DEFAULT_PRESET)  # what `superpose train` does without --preset
     if variant is not None:
         settings = replace(settings, variant=variant)
-    model = SuperposedModel.from_models(base, expert, settings, base_path, "fr", expert_path)
+    model = SuperposedModel.from_models(base, {"fr": expert}, settings, base_path, {"fr": expert_path})
     run_dir = out_dir / "run"
-    train_settings = replace(preset_train, epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_alpha=2e-3,
+    train_settings = replace(preset_train, epochs=1, max_steps=steps, batch_size=16, block_size=128, lr_blend=2e-3,
                              lr_ae=1e-3, seed=seed, max_valid_blocks=16, device=str(device))
     if find_checkpoint(run_dir) is not None:
         import shutil

@@ -129,11 +129,11 @@ class SplineSoftmax(nn.Module):
         self.layer_bias[:, index] = 0.0
 
 
-def _static_weights(alpha: nn.Module) -> torch.Tensor:
+def _static_weights(spline: nn.Module) -> torch.Tensor:
     """(L, M) or (L, M, d) weights of a static spline; one expert: (1 - alpha, alpha)."""
-    if isinstance(alpha, SplineSoftmax):
-        return alpha()
-    a = alpha()
+    if isinstance(spline, SplineSoftmax):
+        return spline()
+    a = spline()
     return torch.stack([1 - a, a], dim=1)
 
 
@@ -177,9 +177,9 @@ class Blend(nn.Module):
         super().__init__()
         if n_stacks == 2:
             alpha_class = {"1d": Alpha1D, "2d": Alpha2D}[settings.variant]
-            self.alpha = alpha_class(n_layers, hidden_size, settings.n_control_points, settings.spline_degree)
+            self.spline = alpha_class(n_layers, hidden_size, settings.n_control_points, settings.spline_degree)
         else:
-            self.alpha = SplineSoftmax(n_layers, hidden_size, n_stacks, settings.variant, settings.n_control_points,
+            self.spline = SplineSoftmax(n_layers, hidden_size, n_stacks, settings.variant, settings.n_control_points,
                                        settings.spline_degree)
         self.gate = None
         if settings.gate == "token":
@@ -193,8 +193,8 @@ class Blend(nn.Module):
 
     def static_weights(self) -> torch.Tensor:
         """(L, M) or (L, M, d) float32 weights of the prior, outside any autocast (small steps stay visible)."""
-        with torch.autocast(self.alpha.control.device.type, enabled=False):
-            return _static_weights(self.alpha)
+        with torch.autocast(self.spline.control.device.type, enabled=False):
+            return _static_weights(self.spline)
 
     def prior_log_weights(self, static: torch.Tensor) -> torch.Tensor:
         # log 0 would give NaN gradients where a 1d alpha is clamped at 0 or 1
@@ -207,20 +207,20 @@ class Blend(nn.Module):
         prior = prior.unsqueeze(-1) if prior.dim() == 1 else prior  # (M, k)
         if self.gate is None:
             return prior[None, None]
-        home = self.alpha.control.device  # a device map may hand over states from another device
+        home = self.spline.control.device  # a device map may hand over states from another device
         with torch.autocast(state.device.type, enabled=False):
             logits = self.gate(layer, state.to(home), evidence)  # (B, T, M)
             prior_log = self.prior_log_weights(prior.to(logits.device))  # (M, k)
             return torch.softmax(prior_log[None, None] + logits.unsqueeze(-1), dim=2)
 
     def regularisation(self) -> torch.Tensor:
-        return self.alpha.regularisation()
+        return self.spline.regularisation()
 
     def set_stack(self, index: int) -> None:
         """Force every layer's prior one-hot on stack `index` (a one-expert alpha: 0 or 1)."""
-        if isinstance(self.alpha, SplineSoftmax):
-            self.alpha.set_stack(index)
-        elif isinstance(self.alpha, Alpha1D):
-            self.alpha.set_constant(float(index))
+        if isinstance(self.spline, SplineSoftmax):
+            self.spline.set_stack(index)
+        elif isinstance(self.spline, Alpha1D):
+            self.spline.set_constant(float(index))
         else:
             raise ValueError("a 2d one-expert alpha lives in [0.1, 1] and cannot be one-hot on the base")

@@ -44,8 +44,31 @@ class SuperposedCache(Cache):
         self._map_states(lambda t: t[indices])
 
     def crop(self, tokens_to_remove: int) -> None:
-        # The convolution history and evidence of removed positions are gone; rolling back is not supported.
-        if tokens_to_remove > 0 and (self.conv_states or self.evidence):
+        # The convolution history and evidence of removed positions are gone: `transformers`' assisted decoding
+        # cannot roll them back (speculative.py can: it snapshots them and replays the kept positions).
+        if tokens_to_remove != 0 and (self.conv_states or self.evidence):
             raise ValueError("a superposed cache with autoencoders or gate evidence cannot be cropped "
-                             "(assisted decoding is unsupported)")
+                             "(assisted decoding is unsupported; superposed generate() decodes speculatively)")
         super().crop(tokens_to_remove)
+
+    # ---- speculative decoding's rollback (speculative.py) -------------------------------------------
+
+    def crop_stacks(self, tokens_to_remove: int) -> None:
+        """Drop the last `tokens_to_remove` positions from every stack's KV cache (the side states are left to
+        `restore_side_states`)."""
+        if tokens_to_remove > 0:
+            for stack in self.stacks:
+                stack.crop(-tokens_to_remove)
+
+    def has_side_states(self) -> bool:
+        return bool(self.conv_states or self.evidence)
+
+    def side_states(self) -> tuple[dict, dict]:
+        """A snapshot of the convolution and evidence states. The model replaces these tensors and never writes
+        into them, so copying the mappings is enough."""
+        return ({k: dict(v) for k, v in self.conv_states.items()}, {k: dict(v) for k, v in self.evidence.items()})
+
+    def restore_side_states(self, snapshot: tuple[dict, dict]) -> None:
+        conv, evidence = snapshot
+        self.conv_states = {k: dict(v) for k, v in conv.items()}
+        self.evidence = {k: dict(v) for k, v in evidence.items()}

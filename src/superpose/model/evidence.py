@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from superpose.core.mixtures import fixed_share_scan
+from superpose.core.mixtures import fixed_share_scan, log_prob_of
 
 RATE_FACTORS = (0.1, 1.0, 10.0)  # × evidence_rate; the middle one is the setting itself
 MAIN_RATE = 1
@@ -19,12 +19,6 @@ MAIN_RATE = 1
 
 def evidence_rates(rate: float) -> list[float]:
     return [rate * factor for factor in RATE_FACTORS]
-
-
-def _picked_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits, (B, T) token ids -> (B, T) log-softmax at those ids, without a (B, T, V) copy."""
-    logits = logits.float()
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 @torch.no_grad()
@@ -45,11 +39,11 @@ def fixed_share_evidence(
     input_ids = input_ids.to(device)
     batch, length = input_ids.shape
     mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask.to(device).bool()
-    scores = torch.stack([_picked_log_probs(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
+    scores = torch.stack([log_prob_of(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
     observed = mask[:, 1:] & mask[:, :-1]  # (B, T-1)
     if carried is not None:  # the previous chunk's last position predicted this chunk's first token
         last = carried["last_logits"].to(device)  # (B, M, V)
-        first = torch.stack([_picked_log_probs(last[:, m : m + 1], input_ids[:, :1]) for m in range(last.shape[1])])
+        first = torch.stack([log_prob_of(last[:, m : m + 1], input_ids[:, :1]) for m in range(last.shape[1])])
         first_seen = carried["last_mask"].to(device) & mask[:, 0]
     else:
         first = scores.new_zeros(len(stack_logits), batch, 1)

@@ -18,6 +18,7 @@ are trainable, and only they are saved.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,13 @@ from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
 from superpose.model.evidence import evidence_rates, fixed_share_evidence
+from superpose.core.mixtures import mix
 from superpose.core.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
 TRAINABLE_PREFIXES = ("blend.", "autoencoders.")
-LEGACY_PREFIX = ("alpha.", "blend.alpha.")  # runs saved before the gates existed
+# Runs saved under older names: the spline was `alpha.` before the gates existed, then `blend.alpha.`.
+LEGACY_PREFIXES = {"alpha.": "blend.spline.", "blend.alpha.": "blend.spline."}
 
 
 class SuperposedConfig(PreTrainedConfig):
@@ -58,11 +61,6 @@ class SuperposedConfig(PreTrainedConfig):
     @property
     def model_settings(self) -> ModelSettings:
         return ModelSettings(**(self.settings or {}))
-
-    @property
-    def expert_name(self) -> str:
-        """The first expert's name (the one `head: expert` uses)."""
-        return self.expert_names[0]
 
     @property
     def expert_names(self) -> list[str]:
@@ -112,7 +110,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
                  experts: dict[str, PreTrainedModel] | PreTrainedModel):
         super().__init__(config)
         settings = config.model_settings
-        experts = _expert_mapping(experts, config.expert_name)
+        experts = _expert_mapping(experts, config.expert_names[0])
         if list(experts) != config.expert_names:
             raise ValueError(f"experts {list(experts)} do not match the config's {config.expert_names}")
         self.base = base
@@ -160,16 +158,6 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     def expert_models(self) -> dict[str, PreTrainedModel]:
         return dict(self.experts)
 
-    @property
-    def expert(self) -> PreTrainedModel:
-        """The first expert (the only one of a two-stack model)."""
-        return next(iter(self.experts.values()))
-
-    @property
-    def alpha(self) -> nn.Module:
-        """The static spline of the blend (the paper's alpha with one expert)."""
-        return self.blend.alpha
-
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
@@ -179,19 +167,24 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         experts: dict[str, PreTrainedModel] | PreTrainedModel,
         settings: ModelSettings | None = None,
         base_name_or_path: str | None = None,
-        expert_name: str = "expert",
-        expert_name_or_path: str | dict[str, str] | None = None,
+        expert_paths: dict[str, str] | None = None,
+        **deprecated,
     ) -> "SuperposedModel":
-        """Superpose loaded models: `experts` maps name -> model (or is one model, named `expert_name`).
+        """Superpose loaded models: `experts` maps name -> model (one model alone is named "expert").
 
-        The names/paths recorded (`expert_name_or_path`: one path, or a mapping name -> path) let
-        `from_pretrained` reload them.
+        The paths recorded (`expert_paths`: name -> local path or hub id; default each model's
+        `name_or_path`) let `from_pretrained` reload them.
         """
         settings = settings or ModelSettings()
-        experts = _expert_mapping(experts, expert_name)
-        if not isinstance(expert_name_or_path, dict):
-            expert_name_or_path = {next(iter(experts)): expert_name_or_path} if expert_name_or_path else {}
-        paths = {name: expert_name_or_path.get(name) or getattr(model, "name_or_path", None) or None
+        expert_paths = dict(expert_paths or {})
+        default_name = _renamed_argument(deprecated, "expert_name", None) or "expert"
+        experts = _expert_mapping(experts, default_name)
+        old_paths = _renamed_argument(deprecated, "expert_name_or_path", "expert_paths")
+        if old_paths:
+            expert_paths.update(old_paths if isinstance(old_paths, dict) else {next(iter(experts)): old_paths})
+        if deprecated:
+            raise TypeError(f"from_models() got unexpected keyword arguments {sorted(deprecated)}")
+        paths = {name: expert_paths.get(name) or getattr(model, "name_or_path", None) or None
                  for name, model in experts.items()}
         base_stack = adapter_for(base)
         config = SuperposedConfig(
@@ -214,18 +207,18 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         cls,
         run_dir: str | Path,
         base: PreTrainedModel | None = None,
-        expert: PreTrainedModel | dict[str, PreTrainedModel] | None = None,
+        experts: dict[str, PreTrainedModel] | None = None,
         dtype: torch.dtype | str = torch.float32,
         device: str | torch.device | None = "cpu",
         device_map: str | None = None,
-        **_ignored,
+        **ignored,
     ) -> "SuperposedModel":
         """Restore a saved superposed model in inference mode, as `transformers` does.
 
         The base and experts are reloaded from the paths in its config straight into `dtype` and onto
         `device` (or spread by `device_map`, e.g. "auto"); the trainable parts stay float32 and sit beside
-        the layers they serve. `expert` overrides the first expert, or maps names to models. Call `.train()`
-        to train further.
+        the layers they serve. `experts` maps names to already loaded experts (the others are loaded). Call
+        `.train()` to train further.
         """
         if isinstance(dtype, str):
             from superpose.core.settings import torch_dtype
@@ -241,7 +234,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         config = SuperposedConfig.from_pretrained(run_dir)
         from superpose.core.loading import ModelLoadError, load_causal_lm
 
-        given = expert if isinstance(expert, dict) else ({config.expert_name: expert} if expert is not None else {})
+        given = dict(experts or {})
+        old = _renamed_argument(ignored, "expert", "experts")
+        if old is not None:
+            given.update(old if isinstance(old, dict) else {config.expert_names[0]: old})
         placement = device_map or (None if device.type == "cpu" else device)  # cpu: transformers' plain load
         try:
             if base is None:
@@ -249,7 +245,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             experts = {name: given.get(name) or load_causal_lm(config.experts[name], dtype, placement)
                        for name in config.expert_names}
         except ModelLoadError as err:
-            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/expert= to override)") from err
+            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/experts= to override)") from err
         model = cls(config, base, experts)
         model.load_trainable_state_dict(load_file(str(weights)))
         model.place_trainable(device)
@@ -274,8 +270,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        old, new = LEGACY_PREFIX
-        state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+        state = {_current_key(k): v for k, v in state.items()}
         expected = set(self.trainable_state_dict())
         if set(state) != expected:
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
@@ -305,9 +300,11 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return self.blend.static_weights()
 
     def alphas(self) -> torch.Tensor:
-        """One expert: (L,) or (L, d), the weight on the expert; several: (L, M) or (L, M, d) over the stacks."""
-        static = self.static_weights()
-        return static[:, 1] if len(self.stacks) == 2 else static
+        """The paper's alpha of a one-expert model: (L,) or (L, d), the weight on the expert."""
+        if len(self.stacks) != 2:
+            raise ValueError(f"alpha is the one-expert weight; this model has {len(self.stacks) - 1} experts: use "
+                             "static_weights() for the (L, M) weights over the stacks")
+        return self.static_weights()[:, 1]
 
     @property
     def stack_dtype(self) -> torch.dtype:
@@ -340,7 +337,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         `head_logits`: those heads' logits when already computed (the parallel graph's evidence needs them)."""
         head = self.settings.head
         hidden = hidden.to(self.stack_dtype)
-        if head in ("base", "expert"):
+        if head in ("base", "first_expert"):
             return self.stacks[0 if head == "base" else 1].logits(hidden)
         if head == "blend":
             weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
@@ -349,10 +346,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if head_logits is None:
             head_inputs = head_inputs or [hidden] * len(self.stacks)
             head_logits = [stack.logits(h.to(self.stack_dtype)) for stack, h in zip(self.stacks, head_inputs)]
-        log_probs = [torch.log_softmax(lg.float(), dim=-1) for lg in head_logits]
-        home = log_probs[0].device
+        home = head_logits[0].device
+        log_probs = torch.stack([torch.log_softmax(lg.float(), dim=-1).to(home) for lg in head_logits])  # (M, B, T, V)
         log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
-        return torch.logsumexp(torch.stack([lp.to(home) + log_w[..., m : m + 1] for m, lp in enumerate(log_probs)]), 0)
+        return mix(log_probs, log_w.permute(2, 0, 1))
 
     def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
         state = cache.conv_states.get(layer) if cache is not None else None
@@ -454,17 +451,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         return [stack.run_stack(input_ids, attention_mask, position_ids, stack_cache)
                 for stack, stack_cache in zip(self.stacks, stack_caches)]
 
-    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache, static):
+    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache, static, own_logits=None):
         """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the
         stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head.
 
         Also returns what each head reads under `head: mixture`: its own stack's last state plus the last
         autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
-        the experts' own next-token distributions; those heads' logits are then the evidence's, computed once."""
+        the experts' own next-token distributions; those heads' logits are then the evidence's, computed once
+        (or given as `own_logits`: speculative decoding reuses the drafter's)."""
         batch, length = input_ids.shape
         hidden = self._embed(input_ids, position_ids, static)
-        own_logits = None
-        if self.blend.uses_evidence or self.settings.head == "mixture":
+        if own_logits is None and (self.blend.uses_evidence or self.settings.head == "mixture"):
             with torch.no_grad():  # the frozen stacks' own states: no gradient reaches them in this graph
                 own_logits = [stack.logits(states_m[-1]) for stack, states_m in zip(self.stacks, stack_states)]
         evidence = self._evidence("parallel", None, input_ids, token_mask, cache, logits=own_logits)
@@ -495,11 +492,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             return self.new_cache()
         return None
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args, speculative: int | str | None = "auto", **kwargs):
+        """`transformers` generation; batch-1 greedy and sampled decoding run speculatively (`speculative.py`):
+        the same output, fewer stack steps. `speculative`: "auto" (adaptive draft length), K drafted tokens
+        per round, or 0 for plain dense decoding. `self.speculation_stats` then describes the last call."""
         if self.settings.conv_padding == "symmetric" and self.ae_layers:
             # Symmetric convolutions read the next token, so every step recomputes the whole prefix.
             kwargs["use_cache"] = False
-        return super().generate(*args, **kwargs)
+        from superpose.model.speculative import generate_speculatively
+
+        output = generate_speculatively(self, args, kwargs, speculative)
+        return output if output is not None else super().generate(*args, **kwargs)
 
     # ---- training helpers -----------------------------------------------------------------------
 
@@ -520,6 +523,20 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
                                                                   None, static)
         logits = self._logits(states[-1], static, gates[-1], head_inputs, head_logits)
         return dict(enumerate(states[1:])), logits, gates
+
+
+def _current_key(key: str) -> str:
+    old = next((prefix for prefix in LEGACY_PREFIXES if key.startswith(prefix)), None)
+    return LEGACY_PREFIXES[old] + key[len(old):] if old else key
+
+
+def _renamed_argument(given: dict, old: str, new: str | None):
+    """The value of a keyword argument from the two-model days (with a notice), or None."""
+    if old not in given:
+        return None
+    warnings.warn(f"{old}= is deprecated" + (f": use {new}= (a mapping name -> ...)" if new else ""), FutureWarning,
+                  stacklevel=3)
+    return given.pop(old)
 
 
 def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

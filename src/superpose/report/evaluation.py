@@ -3,9 +3,13 @@
 Perplexity is token-weighted over all scored tokens (padding excluded). Sweeps (e.g. linear:0.1..0.9)
 are resolved on separate selection data, never on the data being reported.
 
-Memory: the cheap scorers (superposed, base, expert, ensemble, router, oracle, models passed in) share one
-pass and the base's and expert's logits of each batch; each weight merge is as large as the base, so the
-merges are built, scored and replaced one at a time in one reusable model (peak: base, expert, one merge).
+Memory: the shared-pass scorers (superposed, each stack alone, mixtures, routers, oracles, models passed in)
+share one pass and every stack's logits of each batch; each weight merge is as large as the base, so the
+merges are built, scored and replaced one at a time in one reusable model (peak: the stacks, one merge).
+
+`evaluate` is a short sequence of steps, each its own function: `selection_data` (which files choose the
+sweeps), `plan_scorers` and `add_models` (what is scored, under which names), `run_plan` (the passes over
+the data), `choose_best` (each sweep's point) and `throughput`.
 """
 from __future__ import annotations
 
@@ -213,8 +217,139 @@ def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
 
 def stack_models(model: SuperposedModel) -> dict[str, torch.nn.Module]:
     """The superposed model's frozen stacks by name: "base" first, then each expert."""
-    experts = getattr(model, "expert_models", None) or {model.config.expert_name: model.expert}
-    return {"base": model.base, **experts}
+    return {"base": model.base, **model.expert_models}
+
+
+# ---- the steps of `evaluate` ----------------------------------------------------------------------------
+
+
+def selection_data(sweeps: dict[str, list], data: dict[str, str], select_data: dict[str, str] | None
+                   ) -> dict[str, str] | None:
+    """The files that choose each sweep's best point: None when no method sweeps or none were given. They must
+    not be the reported data, under any name."""
+    if not select_data or not any(len(points) > 1 for points in sweeps.values()):
+        return None
+    shared = {str(Path(p).resolve()) for p in select_data.values()} & {str(Path(p).resolve()) for p in data.values()}
+    if shared:
+        raise DataError(f"selection data must differ from the data being reported: {', '.join(sorted(shared))} is both")
+    return select_data
+
+
+@dataclass
+class Plan:
+    """What one evaluation scores, in the result's order.
+
+    `shared`: scorers that share one pass over the data (and each batch's reference logits); `merges`: the
+    weight merges' points, built and scored one at a time; `method_of`: each baseline's method; `skipped`: the
+    default baselines that could not be built, and why.
+    """
+
+    shared: dict[str, Scorer]
+    merges: list[tuple[str, object]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    method_of: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    reference_names: list[str] = field(default_factory=list)  # the stacks alone (base, expert:NAME)
+
+    def swept(self, name: str, swept_methods: set[str]) -> bool:
+        return self.method_of.get(name) in swept_methods
+
+
+def plan_scorers(model: SuperposedModel, sweeps: dict[str, list], context: BaselineContext, strict: bool) -> Plan:
+    """The superposed model, each stack alone, and every baseline point. A baseline that cannot be built (e.g. a
+    router without training files) is skipped with a warning, unless `strict` (the user asked for it by name)."""
+    references = {"base": "base", **{f"expert:{name}": name for name in list(context.models)[1:]}}
+    plan = Plan({"superposed": SuperposedScorer(model), **{key: ReferenceScorer(n) for key, n in references.items()}},
+                reference_names=list(references))
+    plan.order = list(plan.shared)
+    for method, points in sweeps.items():
+        for point in points:
+            name = label(method, point)
+            plan.order.append(name)
+            plan.method_of[name] = method
+            if holds_model(method):
+                plan.merges.append((method, point))
+            elif (scorer := build_or_skip(plan, method, point, context, strict)) is not None:
+                plan.shared[name] = scorer
+    return plan
+
+
+def build_or_skip(plan: Plan, method: str, point, context: BaselineContext, strict: bool, **options) -> Scorer | None:
+    try:
+        return build_scorer(method, point, context, **options)
+    except DataError as err:
+        if strict:  # asked for by name: the user must hear why it cannot run
+            raise
+        plan.skipped[label(method, point)] = str(err)
+        warnings.warn(f"baseline {label(method, point)} skipped: {err}", UserWarning, stacklevel=3)
+        return None
+
+
+def add_models(plan: Plan, other_runs: dict[str, SuperposedModel] | None,
+               extra_models: dict[str, torch.nn.Module] | None) -> None:
+    """Further superposed runs and plain causal LMs, under names that no scored model has."""
+    added_names = [*(other_runs or {}), *(extra_models or {})]
+    clashes = sorted({n for n in added_names if n in plan.order or added_names.count(n) > 1})
+    if clashes:  # one would silently replace the other's numbers
+        raise ValueError(f"model names {clashes} are taken: name other runs and extra models apart from each other "
+                         f"and from {', '.join(plan.order)}")
+    added = {**{name: SuperposedScorer(run.eval()) for name, run in (other_runs or {}).items()},
+             **{name: MergedModelScorer(extra.eval()) for name, extra in (extra_models or {}).items()}}
+    plan.shared.update(added)
+    plan.order += list(added)
+
+
+def run_plan(plan: Plan, context: BaselineContext, sets: dict[str, EvalSet], select_sets: dict[str, EvalSet] | None,
+             swept: set[str], agreement: bool, strict: bool, **score_args) -> tuple[dict, dict, dict]:
+    """Score every model on `sets` (and each swept point on `select_sets`): (results, selection results, stacks
+    run per token). Agreement with the references is measured only when asked for: each merge then runs the
+    base and every expert again on every batch."""
+    no_agreement = set(plan.reference_names) | {name for name, s in plan.shared.items() if s.reads_answer}
+    agreement_for = set(plan.shared) - no_agreement if agreement else set()
+    results = score(plan.shared, sets, agreement_for=agreement_for, **score_args)
+    compute = {name: scorer.stacks(len(context.models)) for name, scorer in plan.shared.items()}
+    chosen: dict[str, dict[str, dict]] = {}
+    select_shared = {name: s for name, s in plan.shared.items() if plan.swept(name, swept)}
+    if select_sets is not None and select_shared:
+        chosen.update(score(select_shared, select_sets, desc="select sweeps", **score_args))
+    scratch = None  # weight merges: one model at a time, written into one reusable copy of the base
+    for method, point in plan.merges:
+        name = label(method, point)
+        scorer = build_or_skip(plan, method, point, context, strict, into=scratch)
+        if scorer is None:
+            continue
+        scratch = scorer.model
+        compute[name] = scorer.stacks(len(context.models))
+        results.update(score({name: scorer}, sets, agreement_for={name} if agreement else set(), desc=name,
+                             **score_args))
+        if select_sets is not None and method in swept:
+            chosen.update(score({name: scorer}, select_sets, desc=f"select {name}", **score_args))
+        del scorer
+    del scratch
+    gc.collect()  # hand the last merge's memory back before the caller goes on
+    return results, chosen, compute
+
+
+def choose_best(sweeps: dict[str, list], chosen: dict[str, dict[str, dict]]) -> tuple[dict, dict]:
+    """Each sweep's best point by geometric-mean perplexity over the selection sets, and every point's value."""
+    best, selection = {}, {}
+    for method, points in sweeps.items():
+        if len(points) < 2:
+            continue
+        candidates = {label(method, p): _mean_log_ppl(chosen[label(method, p)]) for p in points}
+        best[method] = min(candidates, key=candidates.get)
+        selection[method] = {k: math.exp(v) for k, v in candidates.items()}
+    return best, selection
+
+
+def throughput(results: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """Tokens per second of each model over every set; takes the per-set 'seconds' out of the metrics."""
+    speeds = {}
+    for name, per_set in results.items():
+        tokens = sum(m["tokens"] for m in per_set.values())
+        seconds = sum(m.pop("seconds") for m in per_set.values())
+        speeds[name] = tokens / seconds if seconds > 0 else float("inf")
+    return speeds
 
 
 def evaluate(
@@ -230,9 +365,11 @@ def evaluate(
     batch_size: int = 8,
     max_blocks: int | None = None,
     seed: int = 0,
+    agreement: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Per set and model: perplexity, accuracy, tokens, and agreement with the models' distributions.
+    """Per set and model: perplexity, accuracy, tokens and throughput; with `agreement`, also the mean per-token
+    Jensen-Shannon divergence and cosine similarity to each stack's distribution and to their average.
 
     A set named like a model (`base`, an expert's name) is that model's labelled domain; any other name is an
     unlabelled set. A JSONL file with `spans` (from `mix-data`) also gets perplexity per source language, on the
@@ -245,100 +382,21 @@ def evaluate(
         raise DataError("no evaluation data: pass --data NAME=FILE")
     model.eval()
     stacks = stack_models(model)
-    names = list(stacks)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sweeps = parse_baselines(baselines)
-    swept = {method for method, points in sweeps.items() if len(points) > 1}
-    selecting = bool(swept and select_data)
-    if selecting:
-        shared = {str(Path(p).resolve()) for p in select_data.values()} & {str(Path(p).resolve()) for p in data.values()}
-        if shared:
-            raise DataError(f"selection data must differ from the data being reported: {', '.join(sorted(shared))} "
-                            f"is both")
-    sets = load_sets(data, names, tokenizer, block_size, max_blocks)
-    select_sets = load_sets(select_data, names, tokenizer, block_size, max_blocks) if selecting else None
+    select_data = selection_data(sweeps, data, select_data)
+    sets = load_sets(data, list(stacks), tokenizer, block_size, max_blocks)
+    select_sets = load_sets(select_data, list(stacks), tokenizer, block_size, max_blocks) if select_data else None
     context = BaselineContext(stacks, tokenizer, train_files or {}, seed)
-    score_args = dict(stacks=stacks, pad_id=pad_id, batch_size=batch_size, progress=progress)
-
-    skipped = {}
-
-    def build(method: str, point, **options) -> Scorer | None:
-        try:
-            return build_scorer(method, point, context, **options)
-        except DataError as err:
-            if baselines is not None:  # asked for by name: the user must hear why it cannot run
-                raise
-            skipped[label(method, point)] = str(err)
-            warnings.warn(f"baseline {label(method, point)} skipped: {err}", UserWarning, stacklevel=3)
-            return None
-
-    # cheap scorers: one shared pass over the data, every model's logits computed once per batch
-    reference_labels = {"base": "base", **{f"expert:{name}": name for name in names[1:]}}
-    cheap: dict[str, Scorer] = {"superposed": SuperposedScorer(model),
-                                **{key: ReferenceScorer(name) for key, name in reference_labels.items()}}
-    order = list(cheap)  # the models' order in the result
-    method_of: dict[str, str] = {}
-    merges: list[tuple] = []
-    for method, points in sweeps.items():
-        for point in points:
-            name = label(method, point)
-            order.append(name)
-            method_of[name] = method
-            if holds_model(method):
-                merges.append((method, point))
-            elif (scorer := build(method, point)) is not None:
-                cheap[name] = scorer
-    added_names = [*(other_runs or {}), *(extra_models or {})]
-    clashes = sorted({n for n in added_names if n in order or added_names.count(n) > 1})
-    if clashes:  # one would silently replace the other's numbers
-        raise ValueError(f"model names {clashes} are taken: name other runs and extra models apart from each other "
-                         f"and from {', '.join(order)}")
-    added = {**{name: SuperposedScorer(run.eval()) for name, run in (other_runs or {}).items()},
-             **{name: MergedModelScorer(extra.eval()) for name, extra in (extra_models or {}).items()}}
-    cheap.update(added)
-    order += list(added)
-    no_agreement = set(reference_labels) | {name for name, s in cheap.items() if s.reads_answer}
-    results = score(cheap, sets, agreement_for=set(cheap) - no_agreement, **score_args)
-    compute = {name: scorer.stacks(len(stacks)) for name, scorer in cheap.items()}
-    bounds = [name for name, scorer in cheap.items() if scorer.reads_answer]
-    chosen: dict[str, dict[str, dict]] = {}
-    select_cheap = {name: s for name, s in cheap.items() if method_of.get(name) in swept}
-    if select_sets is not None and select_cheap:
-        chosen.update(score(select_cheap, select_sets, desc="select sweeps", **score_args))
-
-    # weight merges: one model at a time, written into one reusable copy of the base
-    scratch = None
-    for method, point in merges:
-        name = label(method, point)
-        scorer = build(method, point, into=scratch)
-        if scorer is None:
-            continue
-        scratch = scorer.model
-        compute[name] = scorer.stacks(len(stacks))
-        results.update(score({name: scorer}, sets, agreement_for={name}, desc=name, **score_args))
-        if select_sets is not None and method in swept:
-            chosen.update(score({name: scorer}, select_sets, desc=f"select {name}", **score_args))
-        del scorer
-    del scratch
-    gc.collect()  # hand the last merge's memory back before the caller goes on
-
-    results = {name: results[name] for name in order if name in results}
-    sweeps = {m: [p for p in points if label(m, p) in results] for m, points in sweeps.items()}
-    sweeps = {m: points for m, points in sweeps.items() if points}
-    best, selection = {}, {}
-    if select_sets is not None:
-        for method, points in sweeps.items():
-            if len(points) < 2:
-                continue
-            candidates = {label(method, p): _mean_log_ppl(chosen[label(method, p)]) for p in points}
-            best[method] = min(candidates, key=candidates.get)
-            selection[method] = {k: math.exp(v) for k, v in candidates.items()}
-
-    throughput = {}
-    for name, per_set in results.items():
-        tokens = sum(m["tokens"] for m in per_set.values())
-        seconds = sum(m.pop("seconds") for m in per_set.values())
-        throughput[name] = tokens / seconds if seconds > 0 else float("inf")
+    strict = baselines is not None
+    plan = plan_scorers(model, sweeps, context, strict)
+    add_models(plan, other_runs, extra_models)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    swept = {method for method, points in sweeps.items() if len(points) > 1}
+    results, chosen, compute = run_plan(plan, context, sets, select_sets, swept, agreement, strict, stacks=stacks,
+                                        pad_id=pad_id, batch_size=batch_size, progress=progress)
+    results = {name: results[name] for name in plan.order if name in results}
+    sweeps = {m: kept for m, points in sweeps.items() if (kept := [p for p in points if label(m, p) in results])}
+    best, selection = choose_best(sweeps, chosen) if select_sets is not None else ({}, {})
     return {
         "domains": list(sets),
         "labels": {name: eval_set.label for name, eval_set in sets.items()},
@@ -346,16 +404,16 @@ def evaluate(
         "models": results,
         "best": best,
         "selection_geomean_ppl": selection,
-        "throughput_tokens_per_s": throughput,
+        "throughput_tokens_per_s": throughput(results),
         "stacks_per_token": {name: compute[name] for name in results},
-        "reads_answer": bounds,
-        "skipped_baselines": skipped,
+        "reads_answer": [name for name, scorer in plan.shared.items() if scorer.reads_answer],
+        "skipped_baselines": plan.skipped,
         **peak_memory_mb(model.base.device),
         "settings": {"data": data, "select_data": select_data or {},
                      "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
                                    for m, points in sweeps.items()},
                      "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
-                     "base": model.config.base_model, "experts": model.config.experts,
+                     "agreement": agreement, "base": model.config.base_model, "experts": model.config.experts,
                      "superposed": model.config.settings},
     }
 

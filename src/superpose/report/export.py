@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from superpose.compare.linear import weighted_merge
 from superpose.model.superposed import SuperposedModel
+from superpose.training.model_card import one_stack_card, write_card
 
 
 def layer_weights(model: SuperposedModel) -> list[list[float]]:
@@ -22,8 +24,8 @@ def layer_weights(model: SuperposedModel) -> list[list[float]]:
     return static.reshape(static.shape[0], static.shape[1], -1).mean(-1).tolist()
 
 
-def layer_alphas(model: SuperposedModel) -> list[float]:
-    """One scalar per layer: the weight off the base (the expert's alpha when there is one expert)."""
+def off_base_weights(model: SuperposedModel) -> list[float]:
+    """One scalar per layer: the weight off the base (with one expert, the paper's alpha)."""
     return [1.0 - weights[0] for weights in layer_weights(model)]
 
 
@@ -32,12 +34,14 @@ def _end_weights(model: SuperposedModel, per_layer: list[list[float]]) -> tuple[
     stacks = len(per_layer[0])
     mean = [sum(layer[m] for layer in per_layer) / len(per_layer) for m in range(stacks)]
     one_hot = [[1.0 if m == k else 0.0 for m in range(stacks)] for k in range(stacks)]
-    embed = mean if model.settings.embed_blend == "mean_alpha" else one_hot[0]
-    head = {"base": one_hot[0], "expert": one_hot[1], "blend": mean, "mixture": per_layer[-1]}[model.settings.head]
+    embed = mean if model.settings.embed_blend == "mean_weights" else one_hot[0]
+    head = {"base": one_hot[0], "first_expert": one_hot[1], "blend": mean, "mixture": per_layer[-1]}[model.settings.head]
     return embed, head
 
 
 def hard_merge_state_dict(model: SuperposedModel) -> dict[str, torch.Tensor]:
+    """θ^key = Σ_m w_m θ_m^key with the weights of the key's part (embeddings, a layer, final norm and head):
+    the `linear` merge's weighted sum, each key with its own weights."""
     base_stack = model.stacks[0]
     per_layer = layer_weights(model)
     embed, head = _end_weights(model, per_layer)
@@ -46,27 +50,24 @@ def hard_merge_state_dict(model: SuperposedModel) -> dict[str, torch.Tensor]:
         warnings.warn(f"the checkpoint ties its LM head to its input embeddings, so the exported head takes the "
                       f"embeddings' mix {[round(w, 3) for w in embed]} instead of {[round(w, 3) for w in head]}",
                       UserWarning, stacklevel=2)
-    state_dicts = [stack.state_dict() for stack in model.stack_models]
     layer_prefixes = [(base_stack.layer_prefix(i), w) for i, w in enumerate(per_layer)]
-    merged = {}
-    for key, base_value in state_dicts[0].items():
+
+    def weights_of(key: str) -> list[float] | None:
         if key.startswith(tuple(base_stack.embedding_prefixes())):
-            weights = embed
-        elif key.startswith(tuple(base_stack.final_prefixes())):
+            return embed
+        if key.startswith(tuple(base_stack.final_prefixes())):
             # a tied head is the embedding matrix; the final norm is never tied and follows `head`
-            weights = embed if tied and key.startswith("lm_head.") else head
-        else:
-            weights = next((w for prefix, w in layer_prefixes if key.startswith(prefix)), None)
-        if not torch.is_floating_point(base_value) or weights is None or weights[0] == 1.0:
-            merged[key] = base_value.clone()
-        else:
-            total = sum(w * sd[key].float() for w, sd in zip(weights, state_dicts))
-            merged[key] = total.to(base_value.dtype)
-    return merged
+            return embed if tied and key.startswith("lm_head.") else head
+        return next((w for prefix, w in layer_prefixes if key.startswith(prefix)), None)
+
+    return weighted_merge([stack.state_dict() for stack in model.stack_models], weights_of)
 
 
-def export_hard_merge(model: SuperposedModel, out_dir: str | Path, tokenizer=None) -> Path:
-    """Save the hard-merged model (and tokenizer) to `out_dir`; autoencoders cannot be folded in and are dropped."""
+def export_hard_merge(model: SuperposedModel, out_dir: str | Path, tokenizer=None,
+                      run_dir: str | Path | None = None) -> Path:
+    """Save the hard-merged model (and tokenizer) to `out_dir`; autoencoders cannot be folded in and are dropped.
+
+    A model card (`README.md`) names the source stacks, the per-layer weights and, from `run_dir`, the data."""
     out_dir = Path(out_dir)
     merged_model = copy.deepcopy(model.base)
     merged = hard_merge_state_dict(model)
@@ -74,4 +75,19 @@ def export_hard_merge(model: SuperposedModel, out_dir: str | Path, tokenizer=Non
     merged_model.save_pretrained(out_dir)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
+    write_card(out_dir, _merge_card(model, run_dir))
     return out_dir
+
+
+def _merge_card(model: SuperposedModel, run_dir: str | Path | None) -> str:
+    per_layer = layer_weights(model)
+    embed, head = _end_weights(model, per_layer)
+    summary = ("The paper's hard merge (§3.3.1) of a superposed model: each layer's weights are the stacks' weights "
+               "mixed by that layer's static blend weights, written as one plain checkpoint "
+               "(`AutoModelForCausalLM.from_pretrained(folder)` with `transformers` alone). Per-token gates and "
+               "autoencoders cannot be folded into weights and are not part of it.")
+    weights = {"stacks": model.stack_names, "per_layer_weights": [[round(w, 4) for w in ws] for ws in per_layer],
+               "embedding_weights": [round(w, 4) for w in embed], "head_weights": [round(w, 4) for w in head],
+               "model_settings": model.config.settings}
+    return one_stack_card(kind="hard-merge", run_dir=run_dir, config=model.config, summary=summary,
+                          settings=weights, data={})

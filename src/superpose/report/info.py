@@ -1,4 +1,4 @@
-"""What a run holds: settings, trainable vs frozen parameters, alpha per layer."""
+"""What a run holds: settings, trainable vs frozen parameters, each stack's weight per layer."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ def parameter_counts(model) -> dict[str, int]:
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     per_ae = {name: sum(p.numel() for p in ae.parameters()) for name, ae in model.autoencoders.items()}
     gate = model.blend.gate
-    return {"trainable": trainable, "frozen": frozen, "alpha": sum(p.numel() for p in model.alpha.parameters()),
+    return {"trainable": trainable, "frozen": frozen, "spline": sum(p.numel() for p in model.blend.spline.parameters()),
             "gates": sum(p.numel() for p in gate.parameters()) if gate is not None else 0,
             "per_autoencoder": next(iter(per_ae.values()), 0), "autoencoders": sum(per_ae.values())}
 

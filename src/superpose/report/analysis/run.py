@@ -407,7 +407,7 @@ def analyze(
     result: dict[str, Any] = {
         "settings": {
             "run_dir": str(run_dir), "data": {d: str(data[d]) for d in domains}, "domains": domains,
-            "expert_name": config.expert_name, "expert_names": config.expert_names, "stacks": domains,
+            "expert_names": config.expert_names, "stacks": domains,
             "models": list(models), "num_layers": n_layers, "ae_layers": ae_layers,
             "variant": config.model_settings.variant, "layers": layers, "trajectory_layers": trajectory_layers,
             "samples": samples, "block_size": block_size, "method": method, "threshold": threshold,

@@ -7,12 +7,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, TRAIN_KEYS, SettingsError, load_yaml, split_settings,
-                       torch_dtype)
+from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, RENAMED_SETTINGS, TRAIN_KEYS,
+                                     SettingsError, load_yaml, split_settings, torch_dtype)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per settings field (`lr_alpha` -> `--lr-alpha`), help and choices from the field's metadata."""
+    """One flag per settings field (`lr_blend` -> `--lr-blend`), help and choices from the field's metadata."""
     from dataclasses import fields
 
     from superpose.core.settings import ModelSettings, TrainSettings, field_type
@@ -29,6 +29,14 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 continue
             kind = field_type(cls, f.name) or str  # lists (ae_layers) arrive as text and are parsed by the dataclass
             g.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **options)
+    for old, new in RENAMED_SETTINGS.items():  # old flags still work, with a notice
+        g.add_argument("--" + old.replace("_", "-"), dest=new, type=float, action=_RenamedFlag, help=argparse.SUPPRESS)
+
+
+class _RenamedFlag(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"superpose: {option_string} is deprecated: use --{self.dest.replace('_', '-')}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         expert_models = {name: load_causal_lm(source, dtype, placement) for name, source in expert_sources.items()}
         torch.manual_seed(train_settings.seed)  # the trainable parts' initialisation is part of the run's seed
         model = SuperposedModel.from_models(base, expert_models, model_settings, base_source,
-                                            expert_name_or_path=expert_sources)
+                                            expert_paths=expert_sources)
         result = train(
             model, load_tokenizer(base_source),
             parse_named_paths(args.train, flag="--train", unnamed=UNLABELLED),
@@ -94,8 +102,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     finally:
         processes.finish()
     if processes.is_main:
+        from superpose.training.model_card import write_run_card
+
+        write_run_card(args.out)
         print(result.summary())
-        print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out}")
+        print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out} (model card: README.md)")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -155,26 +166,66 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print("superpose eval: the reported data include the run's --valid files, so no sweep point is chosen "
                   "(pass --select NAME=FILE with other held-out text)", file=sys.stderr)
     placement = None if device.type == "cpu" else device
-    extra = {name: load_causal_lm(path, dtype, placement)
-             for name, path in parse_named_paths(args.model, flag="--model").items()}
+    extra_paths = parse_named_paths(args.model, flag="--model")
+    extra = {name: load_causal_lm(path, dtype, placement) for name, path in extra_paths.items()}
     block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
     result = evaluate(model, tokenizer, data, baselines=args.baselines, select_data=select, extra_models=extra,
                       train_files=record.get("train_files", {}), block_size=block_size, batch_size=args.batch_size,
-                      max_blocks=args.max_blocks, seed=args.seed)
+                      max_blocks=args.max_blocks, seed=args.seed, agreement=args.agreement)
     print(eval_table(result))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
+    from superpose.training.model_card import update_evaluation
+
+    # the latest evaluation goes into the model cards this package wrote (the run's, exports', distilled models')
+    updated = [folder for folder in [args.run_dir, *extra_paths.values()] if update_evaluation(folder, eval_table(result))]
+    if updated:
+        print(f"evaluation table written into the model card (README.md) of {', '.join(map(str, updated))}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from superpose.report.export import export_hard_merge, layer_alphas
+    from superpose.report.export import export_hard_merge, layer_weights
     from superpose.core.loading import load_tokenizer
     from superpose.model.superposed import SuperposedModel
 
     model = SuperposedModel.from_pretrained(args.run_dir).eval()
-    out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir))
-    alphas = ", ".join(f"{a:.2f}" for a in layer_alphas(model))
-    print(f"hard merge written to {out} (per-layer alpha: {alphas}); autoencoders are not part of it")
+    out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir), run_dir=args.run_dir)
+    per_layer = "; ".join("/".join(f"{w:.2f}" for w in weights) for weights in layer_weights(model))
+    print(f"hard merge written to {out} (per-layer weights of {'/'.join(model.stack_names)}: {per_layer}); "
+          "autoencoders are not part of it")
+
+
+def _add_distill_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per DistillSettings field (`teacher_weight` -> `--teacher-weight`), help and choices from it."""
+    from dataclasses import fields
+
+    from superpose.core.settings import field_type
+    from superpose.training.distill import DistillSettings
+
+    for f in fields(DistillSettings):
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                            type=field_type(DistillSettings, f.name) or str, choices=f.metadata.get("choices"),
+                            help=(f.metadata.get("help") or "").replace("%", "%%"))
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from dataclasses import fields
+
+    from superpose.data.text import parse_named_paths
+    from superpose.training.distill import DistillSettings, distill
+    from superpose.training.distributed import setup_processes
+
+    settings = DistillSettings(**{f.name: getattr(args, f.name) for f in fields(DistillSettings)
+                                  if getattr(args, f.name) is not None})
+    processes = setup_processes(settings.device)  # joins the processes of `accelerate launch` / `torchrun`
+    try:
+        result = distill(args.run_dir, parse_named_paths(args.train, flag="--train", unnamed="text"),
+                         parse_named_paths(args.valid, flag="--valid", unnamed="text"), args.out, settings,
+                         resume=args.resume)
+    finally:
+        processes.finish()
+    if result.is_main:
+        print(result.summary())
 
 
 def cmd_mix_data(args: argparse.Namespace) -> None:
@@ -198,7 +249,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: one model, two experts.")
+    parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: a base model and N fine-tunes run as one model.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the blend, gates and autoencoders on labelled or unlabelled text")
@@ -238,14 +289,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--max-blocks", type=int, help="cap on scored sequences per domain")
     p.add_argument("--seed", type=int, default=0, help="seed of the randomised baselines (DARE)")
+    p.add_argument("--agreement", action="store_true",
+                   help="also measure each model's Jensen-Shannon divergence and cosine to every stack and to their "
+                        "average (in --json; slower: each weight merge re-runs the stacks)")
     add_dtype_flag(p)
     add_device_flags(p, device_map=False)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="write the hard merge (per-layer alpha) as a plain Hugging Face checkpoint")
+    p = sub.add_parser("export", help="write the hard merge (per-layer stack weights) as a plain Hugging Face checkpoint")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--out", required=True, help="folder for the merged checkpoint and tokenizer")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("distill", help="distil a superposed run into one plain Hugging Face checkpoint (or replay: "
+                                       "--teacher-weight 0)")
+    p.add_argument("run_dir", help="run folder written by `superpose train` (the teacher)")
+    p.add_argument("--train", action="append", required=True,
+                   help="[NAME=]FILE text to distil on (.txt one doc per line, or .jsonl with 'text'); repeat")
+    p.add_argument("--valid", action="append", help="[NAME=]FILE held-out text: KL to the teacher and perplexity "
+                                                    "per file at the end, into the model card; repeat")
+    p.add_argument("--out", required=True, help="folder for the checkpoint, tokenizer, model card and checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
+    _add_distill_flags(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("mix-data", help="code-switched lines: sentences alternating between sources, with spans")
     p.add_argument("--data", action="append", required=True, metavar="NAME=FILE",
@@ -259,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole story offline: shipped experts, superpose, evaluate, sample, report")
     p.add_argument("--out", default="superpose-demo", help="output folder (default ./superpose-demo)")
-    p.add_argument("--variant", choices=["1d", "2d"], help="alpha variant (default: the default preset's, 1d)")
+    p.add_argument("--variant", choices=["1d", "2d"], help="spline variant (default: the default preset's, 1d)")
     p.add_argument("--rebuild", action="store_true", help="first rebuild the shipped experts from the bundled corpus")
     p.add_argument("--steps", type=int, default=150, help="superposed training steps (default 150)")
     p.add_argument("--eval-blocks", type=int, default=48, help="test sequences scored per language (default 48)")
@@ -272,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
-    p = sub.add_parser("info", help="settings, parameter counts and alpha per layer of a run")
+    p = sub.add_parser("info", help="settings, parameter counts and each stack's weight per layer of a run")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.set_defaults(func=cmd_info)
     return parser

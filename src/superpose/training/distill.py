@@ -1,0 +1,560 @@
+"""Distil a superposed model into one stack: the hard merge that keeps what the superposed model knows.
+
+The student starts as a copy of one of the run's stacks (`start`), all weights or a PEFT LoRA adapter
+(merged into the weights at the end), and learns
+
+    loss = λ · T² · KL(p_T ‖ q_T) + (1 − λ) · LM(text)
+
+per scored position, where p_T is the superposed teacher's next-token distribution at temperature T,
+q_T the student's, and LM the student's next-token cross-entropy on the text. λ = 0 is plain replay
+(fine-tuning on the text alone, no teacher run). The teacher may be read from a top-k cache
+(`teacher_cache`). The result is a plain Hugging Face checkpoint: `AutoModelForCausalLM.from_pretrained`
+loads it with `transformers` alone.
+
+Dropout is off in the student (it trains in eval mode), so several processes, accumulated micro-batches
+and a resumed run all give the weights of one uninterrupted single-batch run.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from superpose.core.settings import (DTYPES, MIXED_PRECISION, SettingsError, _choice, _coerce_numbers, _positive,
+                                     setting)
+from superpose.data.text import collate
+
+DISTILL_FILE = "distill.json"
+
+
+@dataclass
+class DistillSettings:
+    """How a superposed run is distilled into one stack; validated here, recorded in DIR/distill.json."""
+
+    start: str | None = setting(None, "the run's stack the student starts from: base or an expert's name "
+                                      "(default base)")
+    lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
+                                     "at the end (default: train all weights)")
+    lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")
+    max_steps: int | None = setting(None, "optimiser steps: epochs repeat until it is reached")
+    epochs: int = setting(1, "passes over the text (default 1; ignored when --max-steps is given)")
+    batch_size: int = setting(32, "sequences per micro-batch and process (default 32)")
+    grad_accum: int = setting(1, "micro-batches per optimiser step (default 1)")
+    block_size: int = setting(128, "tokens per sequence (default 128)")
+    lr: float | None = setting(None, "peak learning rate (default 5e-4 all weights, 2e-3 LoRA); linear warmup over "
+                                     "the first 10 % of steps, then cosine decay to 10 %")
+    weight_decay: float = setting(0.01, "AdamW weight decay (default 0.01)")
+    grad_clip: float = setting(1.0, "max gradient norm (default 1.0)")
+    seed: int = setting(0, "random seed of the data order and the LoRA init (default 0)")
+    teacher_weight: float = setting(1.0, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
+                                         "no teacher (default 1)")
+    temperature: float = setting(1.0, "softmax temperature of the KL term, scaled by T² (default 1)")
+    top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/teacher-topk "
+                                      "(safetensors shards) and reuse them every epoch (default: live teacher)")
+    max_train_blocks: int | None = setting(None, "cap on training blocks per file")
+    max_valid_blocks: int | None = setting(64, "cap on validation blocks per file (default 64)")
+    save_every: int | None = setting(None, "also checkpoint every N steps (default: at the end of each epoch)")
+    keep_checkpoints: int = setting(2, "latest checkpoints kept (default 2)")
+    device: str | None = setting(None, "torch device (default: cuda when available, else cpu)")
+    mixed_precision: str | None = setting(None, "bf16: autocast the forward passes (default bf16 on CUDA)",
+                                          MIXED_PRECISION)
+    dtype: str = setting("float32", "dtype of the teacher's stacks and of the saved student; the student "
+                                    "trains in float32", DTYPES)
+
+    def __post_init__(self) -> None:
+        _coerce_numbers(self)
+        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SettingsError(f"{name} must be a positive integer; got {value!r}")
+        if self.block_size < 2:
+            raise SettingsError("block_size must be at least 2")
+        for name in ("max_steps", "lora", "top_k", "max_train_blocks", "max_valid_blocks", "save_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
+        for name in ("lr", "lora_alpha", "grad_clip", "temperature"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
+        _positive("teacher_weight", self.teacher_weight, allow_zero=True)
+        if self.teacher_weight > 1:
+            raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; got {self.teacher_weight}")
+        if self.lora_alpha is not None and self.lora is None:
+            raise SettingsError("lora_alpha is the scale of a LoRA adapter: give --lora R too")
+        if self.top_k is not None and self.teacher_weight == 0:
+            raise SettingsError("--top-k caches the teacher, and --teacher-weight 0 (replay) runs no teacher")
+        _choice("dtype", self.dtype, DTYPES)
+        if self.mixed_precision is not None:
+            _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        if self.start is not None and (not isinstance(self.start, str) or not self.start):
+            raise SettingsError(f"start must name a stack; got {self.start!r}")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (2e-3 if self.lora else 5e-4)
+
+    @property
+    def resolved_lora_alpha(self) -> float | None:
+        return None if self.lora is None else (self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora)
+
+
+# ---- the loss -------------------------------------------------------------------------------------------
+
+
+def _scored(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) positions whose next token is scored (not padding)."""
+    return labels[:, 1:] != -100
+
+
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Σ_v p_v (log p_v − log q_v) over the last axis; outcomes with p_v = 0 add nothing (no 0·∞)."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor,
+               temperature: float = 1.0) -> torch.Tensor:
+    """T² · mean over scored positions of KL(p_T ‖ q_T), both over the full vocabulary (float32).
+
+    `teacher_log_probs` (B, T, V) are already tempered (`teacher_cache.tempered_log_probs`); position t of
+    both predicts token t + 1.
+    """
+    scored = _scored(labels)  # (B, T-1)
+    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    log_p = teacher_log_probs[:, :-1].float().to(log_q.device)
+    kl = _kl_terms(log_p, log_q)  # (B, T-1)
+    mask = scored.to(kl.device)
+    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def topk_kl(student_logits: torch.Tensor, indices: torch.Tensor, kept: torch.Tensor, rest: torch.Tensor,
+            labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T² · mean KL over k + 1 outcomes (the teacher's k kept tokens and "any other"), from a top-k cache.
+
+    `indices`, `kept` (B, T, k) and `rest` (B, T) are the teacher's tempered entries; the student's
+    "other" mass is the logsumexp of its log-probabilities outside the kept tokens (exact, no 1 − Σ).
+    """
+    scored = _scored(labels)
+    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    idx = indices[:, :-1].to(log_q.device)
+    q_kept = log_q.gather(-1, idx)  # (B, T-1, k)
+    q_rest = log_q.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)  # (B, T-1, 1)
+    log_p = torch.cat([kept[:, :-1], rest[:, :-1, None]], -1).float().to(log_q.device)  # (B, T-1, k+1)
+    kl = _kl_terms(log_p, torch.cat([q_kept, q_rest], -1))
+    mask = scored.to(kl.device)
+    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def lm_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over scored positions (the replay loss)."""
+    return F.cross_entropy(student_logits[:, :-1].reshape(-1, student_logits.shape[-1]).float(),
+                           labels[:, 1:].reshape(-1).to(student_logits.device), ignore_index=-100)
+
+
+def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_weight: float, temperature: float,
+                 teacher_log_probs: torch.Tensor | None = None,
+                 cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """{"loss": λ·KL + (1 − λ)·LM, "kl", "lm"}: the teacher given live (`teacher_log_probs`) or from the cache."""
+    lm = lm_loss(student_logits, labels)
+    if teacher_weight == 0:
+        kl = lm.new_zeros(())
+    elif cached is not None:
+        kl = topk_kl(student_logits, *cached, labels, temperature)
+    else:
+        kl = distill_kl(student_logits, teacher_log_probs, labels, temperature)
+    return {"loss": teacher_weight * kl + (1 - teacher_weight) * lm, "kl": kl, "lm": lm}
+
+
+# ---- the student ----------------------------------------------------------------------------------------
+
+
+def start_index(stack_names: list[str], start: str | None) -> int:
+    name = start or "base"
+    if name not in stack_names:
+        raise SettingsError(f"--start {name!r} names no stack of the run: use one of {stack_names}")
+    return stack_names.index(name)
+
+
+def make_student(stack: torch.nn.Module, settings: DistillSettings) -> torch.nn.Module:
+    """A float32 trainable copy of `stack`; with `lora`, wrapped in a PEFT LoRA adapter (only it trains)."""
+    student = copy.deepcopy(stack).float()
+    student.requires_grad_(True)
+    if settings.lora is None:
+        return student.eval()
+    from peft import LoraConfig, get_peft_model
+
+    student.requires_grad_(False)
+    torch.manual_seed(settings.seed)  # LoRA's A matrices are random
+    config = LoraConfig(r=settings.lora, lora_alpha=settings.resolved_lora_alpha, lora_dropout=0.0,
+                        target_modules="all-linear", bias="none")
+    import warnings
+
+    with warnings.catch_warnings():  # GPT-2's Conv1D layers: PEFT sets fan_in_fan_out itself and says so
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(student, config).eval()
+
+
+def trainable_parameters(student: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Name -> parameter of what trains (tied weights once: named_parameters drops duplicates)."""
+    return {name: p for name, p in student.named_parameters() if p.requires_grad}
+
+
+def merged_model(student: torch.nn.Module) -> torch.nn.Module:
+    """The plain model: a LoRA student's adapter folded into its weights (a copy; the student is kept)."""
+    if hasattr(student, "merge_and_unload"):
+        return copy.deepcopy(student).merge_and_unload()
+    return student
+
+
+def save_student(student: torch.nn.Module, out_dir: str | Path, tokenizer, dtype: torch.dtype) -> torch.nn.Module:
+    """Write the plain checkpoint (weights in `dtype`, config, generation config) and the tokenizer."""
+    plain = copy.deepcopy(merged_model(student)).to(dtype)
+    plain.config.name_or_path = str(out_dir)
+    plain.save_pretrained(out_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return plain
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Linear warmup over the first 10 % of steps, then cosine decay to 10 % of the peak."""
+    warmup = max(1, steps // 10)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# ---- measurements ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def teacher_kl(teacher, student, blocks: list[torch.Tensor], pad_id: int, temperature: float = 1.0,
+               batch_size: int = 8, top_k: int | None = None) -> dict[str, float]:
+    """Token-weighted KL(teacher ‖ student) over `blocks` (full vocabulary, and over k + 1 outcomes when `top_k`),
+    and the teacher's mass outside its top k: what the truncation costs."""
+    from superpose.training.teacher_cache import teacher_log_probs, top_k_entries
+
+    device = next(student.parameters()).device
+    totals = {"kl_full": 0.0, "kl_topk": 0.0, "rest_mass": 0.0}
+    tokens = 0
+    for start in range(0, len(blocks), batch_size):
+        chunk = blocks[start : start + batch_size]
+        batch = collate(chunk, [0] * len(chunk), pad_id)
+        ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+        log_p = teacher_log_probs(teacher, ids, mask, temperature)
+        logits = student(input_ids=ids, attention_mask=mask).logits
+        count = int(_scored(batch.labels).sum())
+        totals["kl_full"] += float(distill_kl(logits, log_p, batch.labels, temperature)) * count
+        if top_k:
+            entries = top_k_entries(log_p, top_k)
+            totals["kl_topk"] += float(topk_kl(logits, *entries, batch.labels, temperature)) * count
+            rest = entries[2][:, :-1].exp()[_scored(batch.labels).to(device)]
+            totals["rest_mass"] += float(rest.sum())
+        tokens += count
+    result = {key: value / max(tokens, 1) for key, value in totals.items()}
+    if not top_k:
+        result = {"kl_full": result["kl_full"]}
+    result["tokens"] = tokens
+    return result
+
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillResult:
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    throughput: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)  # per --valid file: student ppl, teacher ppl, KL to the teacher
+    truncation: dict = field(default_factory=dict)  # with --top-k: what keeping k tokens costs
+    is_main: bool = True
+
+    def summary(self) -> str:
+        from superpose.core.text_tables import format_table
+        from superpose.training.loop import describe_throughput
+
+        parts = []
+        if self.history:
+            keys = [k for k in self.history[-1] if k not in ("epoch", "step")]
+            rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in self.history]
+            parts.append(format_table(["epoch", "step", *keys], rows, title=f"distillation ({self.out_dir})"))
+        if self.evaluation:
+            parts.append(evaluation_table(self.evaluation))
+        if self.truncation:
+            parts.append(describe_truncation(self.truncation))
+        if self.throughput:
+            parts.append(describe_throughput(self.throughput))
+        parts.append(f"{self.steps} steps in {self.seconds:.1f} s; a plain checkpoint in {self.out_dir} "
+                     "(AutoModelForCausalLM.from_pretrained), with its model card README.md")
+        return "\n".join(parts)
+
+
+def evaluation_table(evaluation: dict) -> str:
+    from superpose.core.text_tables import format_table
+
+    keys = ["student_ppl", "teacher_ppl", "kl_to_teacher", "tokens"]
+    rows = [[name, *[values.get(k, float("nan")) for k in keys]] for name, values in evaluation.items()]
+    return format_table(["valid file", *keys], rows,
+                        title="held-out text (token-weighted; KL(teacher ‖ student) per token, T = 1)")
+
+
+def describe_truncation(record: dict) -> str:
+    return (f"top-{record['k']} teacher: the kept tokens hold {100 * record['kept_mass_mean']:.2f} % of the teacher's "
+            f"mass on average (lowest {100 * record['kept_mass_min']:.2f} %). On {record['tokens']} held-out tokens "
+            f"the student's KL to the teacher is {record['kl_full']:.4f} over the full vocabulary and "
+            f"{record['kl_topk']:.4f} over the k kept tokens + the rest: the truncated loss does not see "
+            f"{record['kl_full'] - record['kl_topk']:.4f} nats per token. Cache: {record['cache_mb']:.1f} MB for "
+            f"{record['cached_blocks']} blocks, against {record['full_mb']:.1f} MB for the full distributions.")
+
+
+def _load_blocks(files: dict[str, str], tokenizer, block_size: int, max_blocks: int | None) -> dict[str, list]:
+    from superpose.data.text import load_texts, tokenize_blocks
+
+    return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks) for name, path in files.items()}
+
+
+def _positions(model) -> int | None:
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+@torch.no_grad()
+def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pad_id: int, batch_size: int,
+                     device: torch.device) -> dict[str, dict]:
+    """Per file: the student's and the teacher's token-weighted perplexity and the student's KL to the teacher."""
+    from superpose.core.metrics import LMScore
+
+    result = {}
+    for name, rows in blocks.items():
+        student_score, teacher_score, kl_sum, tokens = LMScore(), LMScore(), 0.0, 0
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size], [0] * len(rows[start : start + batch_size]), pad_id)
+            ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+            logits = student(input_ids=ids, attention_mask=mask).logits
+            student_score.update(logits, batch.labels.to(device))
+            if teacher is not None:
+                teacher_logits = teacher(ids, attention_mask=mask).logits
+                teacher_score.update(teacher_logits, batch.labels.to(device))
+                count = int(_scored(batch.labels).sum())
+                kl_sum += float(distill_kl(logits, torch.log_softmax(teacher_logits.float(), -1), batch.labels)) * count
+                tokens += count
+        result[name] = {"student_ppl": student_score.ppl, "tokens": student_score.total_tokens}
+        if teacher is not None:
+            result[name].update(teacher_ppl=teacher_score.ppl, kl_to_teacher=kl_sum / max(tokens, 1))
+    return result
+
+
+def _needed_blocks(examples: int, global_batch: int, settings: DistillSettings, total_steps: int) -> list[int]:
+    """The blocks the run will read, in the order of first use (the loop's seeded per-epoch orders)."""
+    needed, seen = [], set()
+    steps_per_epoch = math.ceil(examples / global_batch)
+    epoch, step = 0, 0
+    while step < total_steps and len(seen) < examples:
+        order = torch.randperm(examples, generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch)).tolist()
+        count = min(steps_per_epoch, total_steps - step)
+        for block in order[: count * global_batch]:
+            if block not in seen:
+                seen.add(block)
+                needed.append(block)
+        step += count
+        epoch += 1
+    return needed
+
+
+def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
+            out_dir: str | Path, settings: DistillSettings, resume: bool = False, progress: bool = True,
+            teacher=None) -> DistillResult:
+    """Train one stack on the superposed run's next-token distributions and write it as a plain checkpoint.
+
+    `teacher` may be passed as a loaded `SuperposedModel` (else it is loaded from `run_dir`). Launched as
+    several processes (`accelerate launch` / `torchrun`), each step sees batch_size x processes x grad_accum
+    blocks and only the main process writes. A checkpoint is written after every epoch, every `save_every`
+    steps and when the step budget ends; `resume=True` continues exactly from the last one.
+    """
+    import json
+    import time
+    import types
+
+    from superpose.core.loading import load_tokenizer
+    from superpose.core.settings import DATA_ORDER_KEYS, torch_dtype
+    from superpose.data.text import DataError
+    from superpose.model.superposed import SuperposedModel
+    from superpose.training.checkpoint import load_checkpoint, save_checkpoint
+    from superpose.training.distributed import setup_processes
+    from superpose.training.loop import LoopState, checkpoint_to_resume, run_epochs, throughput_record
+    from superpose.training.model_card import write_card
+    from superpose.training.resume import check_resumable, data_order
+    from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
+    from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
+
+    started = time.perf_counter()
+    out_dir, run_dir = Path(out_dir), Path(run_dir)
+    if not train_files:
+        raise DataError("no training text: pass --train FILE (one or more)")
+    processes = setup_processes(settings.device)
+    device = processes.device
+    dtype = torch_dtype(settings.dtype)
+    if teacher is None:
+        teacher = SuperposedModel.from_pretrained(run_dir, dtype=dtype, device=device)
+    teacher.eval()
+    tokenizer = load_tokenizer(str(run_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    index = start_index(teacher.stack_names, settings.start)
+    limit = _positions(teacher.stack_models[index])
+    if limit is not None and settings.block_size > limit:
+        raise SettingsError(f"--block-size {settings.block_size} exceeds the model's {limit} positions")
+    uses_teacher = settings.teacher_weight > 0
+    precision = resolve_mixed_precision(settings, device, teacher.stack_dtype)
+    train_blocks = [b for blocks in _load_blocks(train_files, tokenizer, settings.block_size,
+                                                 settings.max_train_blocks).values() for b in blocks]
+    valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
+
+    student = make_student(teacher.stack_models[index], settings).to(device)
+    params = trainable_parameters(student)
+    optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),
+                                  weight_decay=settings.weight_decay)
+    order_keys = types.SimpleNamespace(**{key: getattr(settings, key, None) for key in DATA_ORDER_KEYS})
+    identity = data_order(order_keys, train_files, processes.count, tokenizer)
+    identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": teacher.stack_names}
+    identity["distill"] = {k: v for k, v in settings.__dict__.items()
+                           if k not in ("max_steps", "epochs", "save_every", "keep_checkpoints", "device",
+                                        "max_valid_blocks")}
+    identity = json.loads(json.dumps(identity))
+    state = LoopState()
+    checkpoint = checkpoint_to_resume(out_dir, resume)
+    if checkpoint is not None:
+        trainable, opt_state, saved = load_checkpoint(checkpoint)
+        check_resumable(saved.get("identity", {}), identity, out_dir)
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(trainable[name].to(param.device, param.dtype))
+        optimizer.load_state_dict(opt_state)
+        state = LoopState.from_record(saved)
+    for param in params.values():
+        processes.broadcast_(param.data)
+    processes.barrier()
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    global_batch = settings.batch_size * processes.count * settings.grad_accum
+    total_steps = settings.max_steps or settings.epochs * math.ceil(len(train_blocks) / global_batch)
+    cache, truncation = None, {}
+    if uses_teacher and settings.top_k:
+        needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
+        fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
+                       "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks}
+        build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
+                     batch_size=settings.batch_size, pad_id=pad_id, device=device)
+        if processes.is_main:
+            cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=progress, **build)
+        processes.barrier()
+        if not processes.is_main:
+            cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=False, **build)
+        mass = kept_mass(cache)
+        truncation = {"k": settings.top_k, "kept_mass_mean": mass["mean"], "kept_mass_min": mass["min"],
+                      "cached_blocks": len(cache),
+                      "cache_mb": sum(p.stat().st_size for p in cache.folder.glob("shard-*")) / 2**20,
+                      "full_mb": mass["positions"] * teacher.config.vocab_size * 4 / 2**20}
+
+    size = settings.batch_size
+
+    def step(rows: list[int], first: int, epoch: int) -> tuple[dict[str, float], int]:
+        for group in optimizer.param_groups:
+            group["lr"] = settings.resolved_lr * lr_factor(state.step, total_steps)
+        lengths = [train_blocks[i].numel() for i in rows]
+        scored_total = sum(lengths) - len(rows)
+        optimizer.zero_grad(set_to_none=True)
+        totals = torch.zeros(3, dtype=torch.float64)
+        for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
+            picked = rows[chunk * size : (chunk + 1) * size]
+            batch = collate([train_blocks[i] for i in picked], [0] * len(picked), pad_id)
+            ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
+            share = (sum(lengths[chunk * size : (chunk + 1) * size]) - len(picked)) / scored_total
+            with autocast(precision, device):
+                live = cached = None
+                if cache is not None:
+                    cached = tuple(t.to(device) for t in cache.lookup(picked, ids.shape[1]))
+                elif uses_teacher:
+                    live = teacher_log_probs(teacher, ids, mask, settings.temperature)
+                logits = student(input_ids=ids, attention_mask=mask).logits
+                losses = distill_loss(logits, labels, settings.teacher_weight, settings.temperature, live, cached)
+            (losses["loss"] * share).backward()
+            totals += torch.tensor([float(losses[k].detach()) * share for k in ("loss", "kl", "lm")],
+                                   dtype=torch.float64)
+        totals = sum_gradients(optimizer, totals, processes)
+        torch.nn.utils.clip_grad_norm_(list(params.values()), settings.grad_clip)
+        optimizer.step()
+        record = dict(zip(("loss", "kl", "lm"), totals.tolist()))
+        if not uses_teacher:
+            del record["kl"]
+        return record, sum(lengths)
+
+    def save() -> None:
+        if processes.is_main:
+            save_checkpoint(out_dir, {name: p.detach() for name, p in params.items()}, optimizer,
+                            {**state.record(), "identity": identity}, keep=settings.keep_checkpoints)
+
+    run_epochs(state, len(train_blocks), global_batch, settings, step, save, show=progress and processes.is_main)
+    result = DistillResult(out_dir, state.history, state.step, is_main=processes.is_main)
+    result.throughput = throughput_record(state, processes, global_batch, settings.grad_accum, precision)
+    student.eval()
+    if processes.is_main:
+        with autocast(precision, device):
+            result.evaluation = evaluate_student(student, teacher if uses_teacher else None, valid_blocks, pad_id,
+                                                 settings.batch_size, device)
+            if truncation:
+                probe = [b for rows in valid_blocks.values() for b in rows][:16] or train_blocks[:16]
+                measured = teacher_kl(teacher, student, probe, pad_id, settings.temperature, settings.batch_size,
+                                      settings.top_k)
+                truncation.update(kl_full=measured["kl_full"], kl_topk=measured["kl_topk"],
+                                  tokens=measured["tokens"])
+        result.truncation = truncation
+        save_student(student, out_dir, tokenizer, dtype)
+        result.seconds = time.perf_counter() - started
+        record = {"run": str(run_dir.resolve()), "start": teacher.stack_names[index],
+                  "settings": settings.__dict__, "train_files": {k: str(Path(v).resolve()) for k, v in train_files.items()},
+                  "valid_files": {k: str(Path(v).resolve()) for k, v in (valid_files or {}).items()},
+                  "history": state.history, "steps": state.step, "evaluation": result.evaluation,
+                  "truncation": truncation, "throughput_this_session": result.throughput,
+                  "seconds_this_session": result.seconds}
+        (out_dir / DISTILL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        write_card(out_dir, _distill_card(run_dir, teacher, index, settings, train_files, valid_files or {}, result))
+    processes.barrier()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _distill_card(run_dir: Path, teacher, index: int, settings: DistillSettings, train_files: dict[str, str],
+                  valid_files: dict[str, str], result: DistillResult) -> str:
+    from superpose.training.model_card import one_stack_card
+
+    what = ("replay: fine-tuned on the text alone (teacher weight 0)" if settings.teacher_weight == 0 else
+            f"distilled from the superposed model (λ = {settings.teacher_weight:g}, T = {settings.temperature:g})")
+    summary = (f"One stack, {what}, starting from its `{teacher.stack_names[index]}` stack"
+               f"{f' with a rank-{settings.lora} LoRA adapter merged into the weights' if settings.lora else ''}. "
+               "A plain checkpoint: `AutoModelForCausalLM.from_pretrained(folder)` with `transformers` alone.")
+    extra = {"Training": f"{result.steps} steps; last record: `{result.history[-1] if result.history else {}}`"}
+    if result.truncation:
+        extra["Teacher cache"] = describe_truncation(result.truncation)
+    data = {**{f"train {k}": str(Path(v).resolve()) for k, v in train_files.items()},
+            **{f"valid {k}": str(Path(v).resolve()) for k, v in valid_files.items()}}
+    return one_stack_card(kind="distilled" if settings.teacher_weight > 0 else "replay", run_dir=run_dir,
+                          config=teacher.config, summary=summary, settings=settings.__dict__, data=data, extra=extra,
+                          evaluation=evaluation_table(result.evaluation) if result.evaluation else None)
+
+
+
+__all__ = ["DistillSettings", "distill_kl", "topk_kl", "lm_loss", "distill_loss", "make_student", "merged_model",
+           "save_student", "teacher_kl", "start_index", "trainable_parameters", "DISTILL_FILE", "distill",
+           "DistillResult", "evaluate_student"]

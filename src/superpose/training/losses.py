@@ -1,0 +1,87 @@
+"""The training objective (SPEC §5): reconstruction of each labelled token's stack, the LM loss, the spline
+regulariser, and for the gates a label cross-entropy and a load-balance term."""
+from __future__ import annotations
+
+import torch
+
+from superpose.core.settings import TrainSettings
+from superpose.model.superposed import SuperposedModel, causal_lm_loss
+from superpose.training.blocks import MIXED
+
+def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor, variant: str) -> torch.Tensor:
+    """Masked MSE (1d); 0.9 MSE + 0.1 mean per-token L2 distance (2d). Always float32, on `predicted`'s device."""
+    predicted, target = predicted.float(), target.to(predicted.device).float()
+    mask = token_mask.to(predicted.device, predicted.dtype).unsqueeze(-1)  # (B, T, 1)
+    tokens = mask.sum().clamp(min=1)
+    diff = (predicted - target) * mask  # (B, T, d)
+    mse = diff.pow(2).sum() / (tokens * predicted.shape[-1])
+    if variant == "1d":
+        return mse
+    return 0.9 * mse + 0.1 * diff.norm(dim=-1).sum() / tokens
+
+
+def recon_layers(model: SuperposedModel) -> list[int]:
+    """Autoencoder layers; with no autoencoders, every layer (so the spline still learns)."""
+    return model.ae_layers or list(range(model.config.num_hidden_layers))
+
+
+def _targets(stack_states: list[list[torch.Tensor]], layer: int, token_domains: torch.Tensor) -> torch.Tensor:
+    """(B, T, d): each token's labelled stack's state after `layer` (unlabelled tokens: the base's, masked out)."""
+    home = stack_states[0][layer].device
+    states = torch.stack([states_m[layer].to(home) for states_m in stack_states])  # (M, B, T, d)
+    index = token_domains.clamp(min=0).to(home)[None, ..., None].expand(1, -1, -1, states.shape[-1])
+    return states.gather(0, index).squeeze(0)
+
+
+def gate_label_loss(gates: list[torch.Tensor], token_domains: torch.Tensor) -> torch.Tensor:
+    """Mean over layers and labelled tokens of -log w[l, t, label]: the gates learn to pick the labelled stack."""
+    labelled = token_domains >= 0  # (B, T)
+    tokens = labelled.sum().clamp(min=1)
+    total = gates[0].new_zeros(())
+    for weights in gates:  # (B, T, M)
+        picked = weights.gather(-1, token_domains.clamp(min=0).to(weights.device).unsqueeze(-1)).squeeze(-1)
+        total = total + (-torch.log(picked.clamp(min=1e-9)) * labelled.to(weights.device)).sum().to(total.device)
+    return total / (tokens * len(gates))
+
+
+def load_balance_loss(gates: list[torch.Tensor], token_mask: torch.Tensor) -> torch.Tensor:
+    """M Σ_m (mean weight of stack m)²: 1 when the unlabelled tokens use every stack alike, M when one takes all."""
+    mask = token_mask.float()
+    tokens = mask.sum().clamp(min=1)
+    total = gates[0].new_zeros(())
+    for weights in gates:
+        usage = (weights * mask.to(weights.device).unsqueeze(-1)).sum(dim=(0, 1)) / tokens  # (M,)
+        total = total + weights.shape[-1] * usage.pow(2).sum().to(total.device)
+    return total / len(gates)
+
+
+def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    ids, mask = batch.input_ids, batch.attention_mask
+    token_domains = batch.token_domains.to(ids.device).masked_fill(mask == 0, MIXED)  # (B, T)
+    labelled = (token_domains >= 0).long()
+    stack_states = model.independent_states(ids, mask)
+    if settings.training_graph == "sequential" and model.settings.graph == "sequential":
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_gates=True)
+        predicted = {layer: out.hidden_states[layer + 1] for layer in recon_layers(model)}
+        logits, gates = out.logits, list(out.gate_weights)
+    else:  # the parallel graph (served, or the reference's training graph) reuses the independent states
+        predicted, logits, gates = model.forward_parallel(stack_states, mask, ids)
+    home = ids.device  # a device map may spread the layers (and so the per-layer terms) over several devices
+    recon = sum(
+        reconstruction_loss(predicted[layer], _targets(stack_states, layer, token_domains), labelled,
+                            model.settings.variant).to(home)
+        for layer in recon_layers(model)
+    )
+    lm = causal_lm_loss(logits, batch.labels).to(home)
+    reg = model.blend.regularisation()
+    gate_ce = gate_label_loss(gates, token_domains).to(home)
+    balance = load_balance_loss(gates, (token_domains == MIXED) & (mask == 1)).to(home)
+    total = (settings.recon_weight * recon + settings.lm_weight * lm + settings.blend_reg_weight * reg
+             + settings.gate_label_weight * gate_ce + settings.load_balance_weight * balance)
+    return {"loss": total, "recon": recon, "lm": lm, "blend_reg": reg, "gate_ce": gate_ce, "balance": balance,
+            "logits": logits}
+
+
+LOGGED = ("loss", "recon", "lm", "blend_reg", "gate_ce", "balance")
+WEIGHTS = {"recon": "recon_weight", "lm": "lm_weight", "blend_reg": "blend_reg_weight", "gate_ce": "gate_label_weight",
+           "balance": "load_balance_weight"}

@@ -1,0 +1,273 @@
+"""`superpose distill`: one stack learns the superposed model's next-token distributions.
+
+Each test compares against something that cannot share the bug: a float64 loop over the vocabulary, the
+live teacher, a copy of the very stack the teacher switches to, plain `transformers` loading the output,
+an uninterrupted run.
+"""
+import math
+
+import pytest
+import torch
+
+from superpose.core.settings import ModelSettings, SettingsError
+from superpose.model.superposed import SuperposedModel
+from superpose.training.distill import (DistillSettings, distill_kl, distill_loss, make_student, merged_model,
+                                        save_student, topk_kl)
+from superpose.training.teacher_cache import build_topk_cache, kept_mass, tempered_log_probs, top_k_entries
+
+from helpers import tiny_model
+
+PAD = 0
+
+
+def _one_hot_run(arch: str = "gpt2", stack: int = 1) -> SuperposedModel:
+    """A two-expert superposed model whose every layer and head is exactly stack `stack`."""
+    experts = {"fr": tiny_model(arch, seed=1, init=0.5), "de": tiny_model(arch, seed=2, init=0.5)}
+    model = SuperposedModel.from_models(tiny_model(arch, seed=0, init=0.5), experts,
+                                        ModelSettings(head="mixture", ae_layers=[], graph="parallel"))
+    with torch.no_grad():
+        model.blend.set_stack(stack)
+    return model.eval()
+
+
+def _reference_kl(student_logits, teacher_logits, labels, temperature):
+    """float64, position by position and token by token: T² Σ_v p_v log(p_v / q_v), averaged over scored positions."""
+    s, t = student_logits.double() / temperature, teacher_logits.double() / temperature
+    total, count = 0.0, 0
+    for b in range(s.shape[0]):
+        for pos in range(s.shape[1] - 1):
+            if labels[b, pos + 1] == -100:
+                continue
+            p = torch.exp(t[b, pos] - torch.logsumexp(t[b, pos], 0))
+            log_q = s[b, pos] - torch.logsumexp(s[b, pos], 0)
+            total += sum(float(p[v]) * (math.log(float(p[v])) - float(log_q[v])) for v in range(p.numel()))
+            count += 1
+    return temperature**2 * total / count
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_kl_term_equals_a_float64_reference(temperature):
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 6, 11, generator=g) * 3, torch.randn(2, 6, 11, generator=g) * 3
+    labels = torch.randint(0, 11, (2, 6), generator=g)
+    labels[1, 4:] = -100  # padding is not scored
+    ours = distill_kl(student, tempered_log_probs(teacher, temperature), labels, temperature)
+    assert float(ours) == pytest.approx(_reference_kl(student, teacher, labels, temperature), rel=1e-5)
+
+
+def test_topk_kl_is_the_kl_over_the_kept_tokens_and_the_rest():
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(2, 5, 9, generator=g) * 2, torch.randn(2, 5, 9, generator=g) * 2
+    labels = torch.randint(0, 9, (2, 5), generator=g)
+    log_p = tempered_log_probs(teacher, 1.0)
+    indices, kept, rest = top_k_entries(log_p, 3)
+    ours = topk_kl(student, indices, kept, rest, labels)
+    # float64: the k kept outcomes and one outcome "any other token", for both distributions
+    p, q = log_p.double().exp(), torch.softmax(student.double(), -1)
+    total = 0.0
+    for b in range(2):
+        for pos in range(4):
+            keep = indices[b, pos].tolist()
+            others = [v for v in range(9) if v not in keep]
+            pk, qk = p[b, pos, keep], q[b, pos, keep]
+            pr, qr = p[b, pos, others].sum(), q[b, pos, others].sum()
+            total += float((pk * (pk / qk).log()).sum() + pr * (pr / qr).log())
+    assert float(ours) == pytest.approx(total / 8, rel=1e-5)
+    assert float(ours) <= float(distill_kl(student, log_p, labels)) + 1e-6  # merging outcomes never adds KL
+    # with every token kept, the truncated KL is the full one
+    full = top_k_entries(log_p, 8)
+    assert float(topk_kl(student, *full, labels)) == pytest.approx(float(distill_kl(student, log_p, labels)), rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("lora", [None, 4])
+def test_loss_is_zero_when_the_student_is_the_stack_a_one_hot_teacher_runs(arch, lora):
+    teacher = _one_hot_run(arch, stack=1)
+    student = make_student(teacher.stack_models[1], DistillSettings(lora=lora))
+    ids = torch.randint(1, 90, (3, 12), generator=torch.Generator().manual_seed(3))
+    labels = ids.clone()
+    with torch.no_grad():
+        log_p = tempered_log_probs(teacher(ids).logits, 1.0)
+        losses = distill_loss(student(input_ids=ids).logits, labels, 1.0, 1.0, teacher_log_probs=log_p)
+        other = make_student(teacher.stack_models[2], DistillSettings(lora=lora))
+        away = distill_loss(other(input_ids=ids).logits, labels, 1.0, 1.0, teacher_log_probs=log_p)
+    assert float(losses["loss"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(away["loss"]) > 0.1  # another stack is far from this teacher: the zero is not vacuous
+
+
+def test_replay_is_the_lm_loss_and_runs_no_teacher():
+    g = torch.Generator().manual_seed(4)
+    logits, labels = torch.randn(2, 5, 7, generator=g), torch.randint(0, 7, (2, 5), generator=g)
+    losses = distill_loss(logits, labels, 0.0, 1.0, teacher_log_probs=None)
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
+    assert float(losses["loss"]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_settings_are_validated():
+    for bad in (dict(teacher_weight=1.5), dict(temperature=0), dict(lora=0), dict(lora_alpha=8.0),
+                dict(top_k=8, teacher_weight=0.0), dict(batch_size=0)):
+        with pytest.raises(SettingsError):
+            DistillSettings(**bad)
+
+
+def test_cached_top_k_teacher_equals_the_live_teacher_on_the_kept_entries(tmp_path):
+    teacher = _one_hot_run("gpt2", stack=1)
+    with torch.no_grad():
+        for param in teacher.blend.parameters():  # a real mixture, not one stack
+            param.normal_(0, 1.0)
+    g = torch.Generator().manual_seed(5)
+    blocks = [torch.randint(1, 90, (n,), generator=g) for n in (12, 12, 7, 12, 3)]
+    needed = [3, 0, 2, 4]  # the order of first use; block 1 is never needed
+    cache = build_topk_cache(teacher, blocks, needed, tmp_path, k=5, temperature=2.0, fingerprint={"test": 1},
+                             batch_size=2, pad_id=PAD, device=torch.device("cpu"), progress=False)
+    assert len(cache) == 4 and 1 not in cache
+    indices, kept, rest = cache.lookup([2, 3], 12)
+    for row, block in enumerate([2, 3]):
+        n = blocks[block].numel()
+        with torch.no_grad():
+            live = tempered_log_probs(teacher(blocks[block][None]).logits, 2.0)[0]  # (n, V)
+        torch.testing.assert_close(kept[row, :n], live.gather(-1, indices[row, :n]), atol=1e-5, rtol=0)
+        assert torch.equal(indices[row, :n], live.topk(5, -1).indices)
+        torch.testing.assert_close(rest[row, :n].exp() + kept[row, :n].exp().sum(-1), torch.ones(n), atol=1e-5, rtol=0)
+    mass = kept_mass(cache)
+    assert 0 < mass["min"] <= mass["mean"] < 1 and mass["positions"] == 12 + 7 + 12 + 3
+    # a rebuild reuses the shards; another temperature is refused
+    again = build_topk_cache(teacher, blocks, needed, tmp_path, k=5, temperature=2.0, fingerprint={"test": 1},
+                             batch_size=2, pad_id=PAD, device=torch.device("cpu"), progress=False)
+    assert len(again) == 4
+    with pytest.raises(SettingsError, match="other settings"):
+        build_topk_cache(teacher, blocks, needed, tmp_path, k=5, temperature=1.0, fingerprint={"test": 1},
+                         batch_size=2, pad_id=PAD, device=torch.device("cpu"), progress=False)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_lora_result_merges_and_reloads_with_plain_transformers(tmp_path, arch):
+    from transformers import AutoModelForCausalLM
+
+    stack = tiny_model(arch, seed=1)
+    student = make_student(stack, DistillSettings(lora=4))
+    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    with torch.no_grad():  # a trained-looking adapter: B starts at zero, which would make the merge vacuous
+        for name, param in student.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        adapted = student(input_ids=ids).logits
+        assert not torch.allclose(adapted, stack(ids).logits, atol=1e-3)
+    save_student(student, tmp_path / "out", None, torch.float32)
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert type(reloaded) is type(stack)
+    assert not any("lora" in n for n, _ in reloaded.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, adapted, atol=1e-4, rtol=0)
+    assert merged_model(student) is not student  # the student keeps its adapter
+
+
+# ---- whole runs -----------------------------------------------------------------------------------------
+
+
+def _teacher_run(tmp_path):
+    """A saved two-expert superposed run (dynamic-like: parallel graph, token gates, mixture head) + text files."""
+    from helpers import ENGLISH, FRENCH, char_tokenizer
+
+    tokenizer = char_tokenizer()
+    paths = {}
+    for name, seed in (("base", 0), ("fr", 1), ("de", 2)):
+        tiny_model("gpt2", seed=seed, init=0.3).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        paths[name] = str(tmp_path / name)
+    from superpose.core.loading import load_causal_lm
+
+    torch.manual_seed(0)
+    model = SuperposedModel.from_models(
+        load_causal_lm(paths["base"]), {n: load_causal_lm(paths[n]) for n in ("fr", "de")},
+        ModelSettings(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", ae_layers=[]),
+        paths["base"], expert_paths={"fr": paths["fr"], "de": paths["de"]})
+    with torch.no_grad():
+        for param in model.blend.parameters():
+            param.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "run")
+    tokenizer.save_pretrained(tmp_path / "run")
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join((ENGLISH + FRENCH) * 6), encoding="utf-8")
+    valid = tmp_path / "valid.txt"
+    valid.write_text("\n".join(["the dog is on the mat", "LA FILLE EST À LA MER", "we walk in the sun"] * 3),
+                     encoding="utf-8")
+    return tmp_path / "run", text, valid
+
+
+def test_short_distillation_lowers_the_kl_to_the_teacher_on_held_out_blocks(tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from superpose.cli.commands import main
+
+    run, text, valid = _teacher_run(tmp_path)
+    out = tmp_path / "student"
+    assert main(["distill", str(run), "--train", str(text), "--valid", f"held={valid}", "--out", str(out),
+                 "--start", "fr", "--max-steps", "25", "--batch-size", "4", "--block-size", "24", "--lr", "5e-3"]) == 0
+    teacher = SuperposedModel.from_pretrained(run)
+    from superpose.core.loading import load_tokenizer
+    from superpose.data.text import load_texts, tokenize_blocks
+    from superpose.training.distill import evaluate_student
+
+    blocks = {"held": tokenize_blocks(load_texts(valid), load_tokenizer(str(run)), 24)}
+    before = evaluate_student(teacher.stack_models[1], teacher, blocks, PAD, 4, torch.device("cpu"))["held"]
+    student = AutoModelForCausalLM.from_pretrained(out).eval()  # transformers alone
+    after = evaluate_student(student, teacher, blocks, PAD, 4, torch.device("cpu"))["held"]
+    assert after["kl_to_teacher"] < 0.75 * before["kl_to_teacher"], (before, after)
+    record = json.loads((out / "distill.json").read_text())
+    assert record["evaluation"]["held"]["kl_to_teacher"] == pytest.approx(after["kl_to_teacher"], rel=1e-4)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "library_name: transformers" in card and "kl_to_teacher" in card
+    assert (out / "tokenizer.json").is_file() and not list(out.glob("*.bin"))
+
+
+def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
+    """A distill process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from superpose.cli.commands import main
+    from superpose.training.checkpoint import list_checkpoints
+
+    run, text, _ = _teacher_run(tmp_path)
+    steps = 60
+
+    def argv(out, *more):
+        return ["distill", str(run), "--train", str(text), "--out", str(out), "--start", "fr", "--max-steps",
+                str(steps), "--batch-size", "3", "--grad-accum", "2", "--block-size", "16", "--save-every", "3",
+                "--top-k", "6", "--teacher-weight", "0.7", "--temperature", "2", *more]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "superpose", *argv(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(killed) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, "distillation ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved_step = int(list_checkpoints(killed)[-1].name.split("-")[1])
+    assert 0 < saved_step < steps and not (killed / "model.safetensors").exists()
+    assert main(argv(killed)) == 2  # a checkpoint without --resume is refused
+    assert main(argv(killed, "--resume")) == 0
+    assert main(argv(tmp_path / "whole")) == 0
+    resumed, whole = load_file(str(killed / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    assert resumed.keys() == whole.keys()
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0, msg=key)
+    import json
+
+    assert json.loads((killed / "distill.json").read_text())["history"] == \
+        json.loads((tmp_path / "whole" / "distill.json").read_text())["history"]
