@@ -79,11 +79,15 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="work folder")
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps: a few minutes")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
-    parser.add_argument("--part", choices=["all", "paper", "dynamic"], default="all",
-                        help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts")
+    parser.add_argument("--part", choices=["all", "paper", "dynamic", "one-stack"], default="all",
+                        help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts; "
+                             "one-stack: replay and distillation rows (issue 16), not part of `all`")
     parser.add_argument("--stacks", type=int, nargs="+", choices=[0, 2, 3], default=[2, 3],
                         help="dynamic part: which groups to train (2: base + fr, 3: + de); 0: only rewrite "
                              "BENCHMARKS.md from the groups' saved records")
+    parser.add_argument("--one-stack-rows", default="all",
+                        help="one-stack part: comma-separated rows to train (replay-all, replay-lora, distill-all, "
+                             "distill-lora) or all; rows of an earlier invocation at the same budget are kept")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine more threads spin and run slower)")
     args = parser.parse_args()
@@ -96,6 +100,8 @@ def main() -> int:
     if args.part in ("all", "dynamic") and not (corpus / "de" / "train.txt").is_file():
         print(f"the dynamic part needs {corpus / 'de'} (German train/valid.txt)", file=sys.stderr)
         return 2
+    if args.part == "one-stack":
+        return run_one_stack_part(args, corpus, out, config)
     if args.part in ("all", "paper"):
         run_paper(args, corpus, out, config)
     if args.part in ("all", "dynamic"):
@@ -109,6 +115,44 @@ def main() -> int:
         record = collect(out / "dynamic")
         if record is not None and not args.no_write and not args.quick:
             write_dynamic_section(markdown(record, _hardware()), ROOT / "BENCHMARKS.md")
+    return 0
+
+
+ONE_STACK_START, ONE_STACK_END = "<!-- one-stack part: start -->\n", "<!-- one-stack part: end -->\n"
+
+
+def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
+    """Replay and distillation rows (benchmarks/one_stack.py); builds the experts and the teacher runs it lacks."""
+    from one_stack import markdown as one_stack_markdown, run_one_stack
+
+    experts_dir = out / "experts"
+    if not (experts_dir / "recipe.json").is_file():
+        files = split_halves(corpus, out / "data")
+        build_experts(load_texts(files["train"]["base"]), load_texts(files["train"]["fr"]), experts_dir,
+                      config["recipe"], "fr")
+    if args.stacks != [0]:
+        from one_stack import ROWS
+
+        keys = dict(zip(["replay-all", "replay-lora", "distill-all", "distill-lora"], ROWS))
+        wanted = list(keys) if args.one_stack_rows == "all" else [r.strip() for r in args.one_stack_rows.split(",")]
+        unknown = [r for r in wanted if r not in keys]
+        if unknown:
+            print(f"unknown --one-stack-rows {unknown}; known: {', '.join(keys)}", file=sys.stderr)
+            return 2
+        run_one_stack(corpus, out, experts_dir, config["recipe"], config["train_steps"], config["batch_size"],
+                      config["block_size"], config["max_eval_blocks"], [s for s in args.stacks if s],
+                      {keys[r]: ROWS[keys[r]] for r in wanted})
+    section = one_stack_markdown(out, _hardware())
+    if section is not None and not args.no_write and not args.quick:
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text(encoding="utf-8")
+        if ONE_STACK_START in text:
+            before, rest = text.split(ONE_STACK_START, 1)
+            text = before + rest.split(ONE_STACK_END, 1)[1]
+        path.write_text(text.rstrip("\n") + "\n\n" + ONE_STACK_START + section + ONE_STACK_END, encoding="utf-8")
+        print(f"wrote the one-stack part to {path}")
+    elif section is not None:
+        print(section)
     return 0
 
 

@@ -188,3 +188,49 @@ def test_incremental_forward_with_cache_or_past_key_values_equals_full_forward()
             rest = model(ids[:, 9:], use_cache=True, **{name: cache}).logits
             torch.testing.assert_close(rest, full[:, 9:], atol=1e-5, rtol=0)
         assert first.cache.get_seq_length() == 9
+
+
+def test_a_run_saved_with_the_old_names_still_loads_and_scores_the_same(tmp_path):
+    """Runs from the two-model days: spline weights under `blend.alpha.`, `head: expert`, `embed_blend: mean_alpha`."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    base, expert = tiny_pair("gpt2")
+    base.save_pretrained(tmp_path / "base")
+    expert.save_pretrained(tmp_path / "expert")
+    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(head="first_expert", ae_layers=[1]),
+                                        str(tmp_path / "base"), {"fr": str(tmp_path / "expert")}).eval()
+    with torch.no_grad():
+        model.blend.spline.control.add_(0.1)
+    model.save_pretrained(tmp_path / "run")
+    weights = tmp_path / "run" / WEIGHTS_NAME
+    old = {k.replace("blend.spline.", "blend.alpha."): v for k, v in load_file(str(weights)).items()}
+    assert any(k.startswith("blend.alpha.") for k in old)
+    save_file(old, str(weights))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["settings"].update(head="expert", embed_blend="mean_alpha")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(FutureWarning, match="head: expert is deprecated"):
+        loaded = SuperposedModel.from_pretrained(tmp_path / "run").eval()
+    assert (loaded.settings.head, loaded.settings.embed_blend) == ("first_expert", "mean_weights")
+    ids, mask = _inputs()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+
+
+def test_old_keyword_arguments_still_work_with_a_notice(tmp_path):
+    base, expert = tiny_pair("gpt2")
+    with pytest.warns(FutureWarning, match="expert_name_or_path= is deprecated"):
+        model = SuperposedModel.from_models(base, expert, ModelSettings(), "b", expert_name="fr",
+                                            expert_name_or_path="./fr")
+    assert model.config.experts == {"fr": "./fr"} and model.stack_names == ["base", "fr"]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        SuperposedModel.from_models(base, expert, ModelSettings(), "b", expert_nmae="fr")
+
+
+def test_the_old_positional_form_names_the_one_expert(tmp_path):
+    base, expert = tiny_pair("gpt2")
+    with pytest.warns(FutureWarning):
+        model = SuperposedModel.from_models(base, expert, ModelSettings(), "b", "fr", "./fr")
+    assert model.config.experts == {"fr": "./fr"}

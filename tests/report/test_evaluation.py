@@ -206,7 +206,7 @@ def test_baseline_parsing():
 def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, tmp_path):
     model, tokenizer, _ = setup
     plain = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], embed_blend="base"))
-    plain.alpha.set_constant(0.0)
+    plain.blend.spline.set_constant(0.0)
     export_hard_merge(plain, tmp_path / "merged", tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     ids = torch.randint(1, 60, (2, 12))
@@ -218,8 +218,8 @@ def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, 
     torch.testing.assert_close(mixed_sd["transformer.ln_f.weight"], model.base.state_dict()["transformer.ln_f.weight"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.base(ids).logits, atol=1e-5, rtol=0)
-    one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="expert"))
-    one.alpha.set_constant(1.0)
+    one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="first_expert"))
+    one.blend.spline.set_constant(1.0)
     export_hard_merge(one, tmp_path / "expert_like")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "expert_like").eval()
     with torch.no_grad():
@@ -272,3 +272,70 @@ def test_cli_eval_and_export(tmp_path, capsys):
                  "--baselines", "oracle", "--block-size", "16"]) == 0
     out = capsys.readouterr().out
     assert "unlabelled sets: mixed" in out and "oracle †" in out
+
+
+def test_selection_data_is_used_only_for_sweeps_and_never_the_reported_files(tmp_path):
+    from superpose.report.evaluation import selection_data
+
+    report, select = {"base": str(tmp_path / "a.txt")}, {"base": str(tmp_path / "b.txt")}
+    assert selection_data({"linear": [0.1, 0.5]}, report, select) == select
+    assert selection_data({"linear": [0.5], "bayes": [None]}, report, select) is None  # nothing to choose
+    assert selection_data({"linear": [0.1, 0.5]}, report, None) is None
+    with pytest.raises(ValueError, match="must differ"):
+        selection_data({"linear": [0.1, 0.5]}, report, {"other": str(tmp_path / "." / "a.txt")})
+
+
+def test_the_plan_shares_one_pass_holds_merges_apart_and_skips_what_cannot_be_built(setup):
+    from superpose.compare import BaselineContext
+    from superpose.report.evaluation import add_models, plan_scorers, stack_models
+
+    model, tokenizer, _ = setup
+    context = BaselineContext(stack_models(model), tokenizer)  # no training files: the router cannot be built
+    sweeps = parse_baselines(["linear:0.1,0.5", "bayes", "router"])
+    with pytest.warns(UserWarning, match="router skipped"):
+        plan = plan_scorers(model, sweeps, context, strict=False)
+    assert plan.order == ["superposed", "base", "expert:fr", "linear:0.1", "linear:0.5", "bayes", "router"]
+    assert list(plan.shared) == ["superposed", "base", "expert:fr", "bayes"]
+    assert plan.merges == [("linear", 0.1), ("linear", 0.5)] and list(plan.skipped) == ["router"]
+    with pytest.raises(ValueError, match="training file"):
+        plan_scorers(model, sweeps, context, strict=True)  # asked for by name: an error, not a skip
+    add_models(plan, None, {"hard_merge": model.base})
+    assert plan.order[-1] == "hard_merge" and "hard_merge" in plan.shared
+    with pytest.raises(ValueError, match="taken"):
+        add_models(plan, {"bayes": model}, None)
+
+
+def test_best_point_and_throughput_steps():
+    from superpose.report.evaluation import choose_best, throughput
+
+    chosen = {"linear:0.1": {"a": {"ppl": 4.0}, "b": {"ppl": 9.0}}, "linear:0.5": {"a": {"ppl": 5.0}, "b": {"ppl": 5.0}},
+              "bayes": {"a": {"ppl": 1.0}, "b": {"ppl": 1.0}}}
+    best, selection = choose_best({"linear": [0.1, 0.5], "bayes": [None]}, chosen)
+    assert best == {"linear": "linear:0.5"}  # geometric means 6 and 5; an unswept method has no best point
+    assert selection["linear"] == pytest.approx({"linear:0.1": 6.0, "linear:0.5": 5.0})
+    results = {"m": {"a": {"tokens": 30, "seconds": 1.0}, "b": {"tokens": 10, "seconds": 1.0}}}
+    assert throughput(results) == {"m": 20.0} and "seconds" not in results["m"]["a"]
+
+
+def test_agreement_is_measured_only_on_request_and_then_a_merge_reruns_the_stacks(setup, monkeypatch):
+    model, tokenizer, data = setup
+    calls = []
+    forward = type(model.base).forward
+
+    def counting(self, *args, **kwargs):
+        if self is model.base:
+            calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.base), "forward", counting)
+    runs = {}
+    for agreement in (False, True):
+        calls.clear()
+        result = evaluate(model, tokenizer, data, baselines=["linear:0.5"], block_size=32, agreement=agreement,
+                          progress=False)
+        runs[agreement] = (len(calls), result["models"]["linear:0.5"]["base"], result["models"]["superposed"]["fr"])
+    (plain_calls, plain_merge, plain_superposed), (agreed_calls, agreed_merge, agreed_superposed) = runs[False], runs[True]
+    assert not any(key.startswith(("js_", "cos_")) for key in {**plain_merge, **plain_superposed})
+    assert {"js_base", "cos_fr", "js_mixture"} <= set(agreed_merge) and "js_mixture" in agreed_superposed
+    assert agreed_calls == 2 * plain_calls  # the shared pass runs the base once per batch; the merge only if asked
+    assert plain_merge["ppl"] == agreed_merge["ppl"]

@@ -271,3 +271,34 @@ def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
 
     assert json.loads((killed / "distill.json").read_text())["history"] == \
         json.loads((tmp_path / "whole" / "distill.json").read_text())["history"]
+
+
+def test_bad_input_stops_before_any_compute_with_a_clear_error(tmp_path, capsys):
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    common = ["--out", str(tmp_path / "out"), "--max-steps", "1", "--block-size", "16"]
+    capsys.readouterr()
+    assert main(["distill", str(run), "--train", str(text), "--start", "es", *common]) == 2
+    assert "--start 'es' names no stack of the run: use one of ['base', 'fr', 'de']" in capsys.readouterr().err
+    assert main(["distill", str(run), "--train", str(tmp_path / "missing.txt"), *common]) == 2
+    assert "data file not found" in capsys.readouterr().err
+    assert main(["distill", str(run), "--train", str(text), "--teacher-weight", "2", *common]) == 2
+    assert "teacher_weight" in capsys.readouterr().err
+    assert main(["distill", str(run), "--train", str(text), *common, "--block-size", "500"]) == 2
+    assert "exceeds the model's 128 positions" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_first_step_of_a_run_from_a_one_hot_teachers_own_stack_has_zero_loss(tmp_path):
+    from superpose.training.distill import distill
+
+    run, text, _ = _teacher_run(tmp_path)
+    teacher = SuperposedModel.from_pretrained(run)
+    with torch.no_grad():
+        teacher.blend.set_stack(2)  # every layer and the mixture head on the `de` stack
+    result = distill(run, {"text": str(text)}, None, tmp_path / "out",
+                     DistillSettings(start="de", max_steps=1, batch_size=4, block_size=16), progress=False,
+                     teacher=teacher)
+    assert result.history[0]["train_kl"] == pytest.approx(0.0, abs=1e-5)
+    assert result.history[0]["train_loss"] == pytest.approx(0.0, abs=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -109,6 +110,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"{result.steps} steps in {result.seconds:.1f} s; saved to {args.out} (model card: README.md)")
 
 
+def _speculative_flag(text: str) -> str:
+    if text != "auto" and not (text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of drafted tokens >= 0; got {text!r}")
+    return text
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
@@ -128,9 +135,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     options = dict(max_new_tokens=args.max_new_tokens, do_sample=sampling, pad_token_id=tokenizer.pad_token_id)
     if sampling:
         options.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    speculative = "auto" if args.speculative == "auto" else int(args.speculative)
+    tick = time.perf_counter()
     with torch.no_grad():
-        output = model.generate(**inputs, **options)
+        output = model.generate(**inputs, **options, speculative=speculative)
+    seconds = time.perf_counter() - tick
     print(tokenizer.decode(output[0], skip_special_tokens=True))
+    if args.verbose:
+        new_tokens = output.shape[1] - inputs["input_ids"].shape[1]
+        stats = model.speculation_stats
+        rate = stats.acceptance_rate if stats is not None else None
+        print(f"{new_tokens} new tokens in {seconds:.2f} s: {new_tokens / seconds:.1f} tokens/s; acceptance rate "
+              f"{'n/a' if rate is None else f'{rate:.1%}'}; {stats.summary() if stats else 'dense decoding'}",
+              file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -274,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens (default 50)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
+    p.add_argument("--speculative", default="auto", type=_speculative_flag,
+                   help="tokens the heaviest stack drafts per round before the others verify them: K, 'auto' "
+                        "(adaptive, default) or 0 (dense decoding); the output is the same either way")
+    p.add_argument("--verbose", action="store_true", help="print tokens/s and the drafts' acceptance rate")
     add_dtype_flag(p)
     add_device_flags(p)
     p.set_defaults(func=cmd_generate)

@@ -34,5 +34,4 @@ class EnsembleScorer(Scorer):
         return float(models)
 
 
-from superpose.compare.weight_merge import density_at_scale
-METHOD = Method("ensemble", EnsembleScorer.build, sweep=(0.5,), parse=density_at_scale)
+METHOD = Method("ensemble", EnsembleScorer.build, sweep=(0.5,))

@@ -6,4 +6,5 @@
 * `autoencoders`: the causal autoencoders placed after the blend.
 * `cache`: one KV cache per stack plus the convolution and evidence state.
 * `superposed`: `SuperposedModel`, the sequential and parallel graphs, saving and loading.
+* `speculative`: lossless speculative generation across the stacks (the heaviest stack drafts, the dense model verifies).
 """

@@ -28,9 +28,11 @@ def fixed_share_evidence(
     token_mask: torch.Tensor | None,
     rates: list[float],
     carried: dict | None = None,
+    normalised: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """M stacks' (B, T, V) logits over this chunk -> (B, T, R, M) log-weights after x_≤t at each of the R
-    rates, and the state to carry.
+    rates, and the state to carry. `normalised`: the logits are already log-probabilities (the parallel
+    graph's heads, shared with the mixture head), so no pass over the vocabulary is needed to score a token.
 
     A token counts as evidence only when it and the position that predicted it are real tokens, so a
     left-padded prompt gathers the same evidence as the prompt alone.
@@ -39,11 +41,15 @@ def fixed_share_evidence(
     input_ids = input_ids.to(device)
     batch, length = input_ids.shape
     mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask.to(device).bool()
-    scores = torch.stack([log_prob_of(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
+    if normalised:  # (B, T-1) gathered log-probs, one read of one entry per position
+        scores = torch.stack([lg[:, :-1].to(device).gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
+                              for lg in stack_logits])
+    else:
+        scores = torch.stack([log_prob_of(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
     observed = mask[:, 1:] & mask[:, :-1]  # (B, T-1)
     if carried is not None:  # the previous chunk's last position predicted this chunk's first token
-        last = carried["last_logits"].to(device)  # (B, M, V)
-        first = torch.stack([log_prob_of(last[:, m : m + 1], input_ids[:, :1]) for m in range(last.shape[1])])
+        last = carried["last_logits"].to(device)  # (B, M, V) log-probs
+        first = last.gather(-1, input_ids[:, :1, None].expand(-1, last.shape[1], 1)).squeeze(-1).T[:, :, None]
         first_seen = carried["last_mask"].to(device) & mask[:, 0]
     else:
         first = scores.new_zeros(len(stack_logits), batch, 1)
@@ -61,7 +67,7 @@ def fixed_share_evidence(
     new_state = {
         # (B, R, M): batch first, so beam search can reorder it like any cache
         "log_w": last_w.reshape(models, count, batch).permute(2, 1, 0).contiguous(),
-        "last_logits": torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1),  # (B, M, V)
+        "last_logits": torch.log_softmax(torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1), -1),  # (B, M, V)
         "last_mask": mask[:, -1],
     }
     return log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0), new_state

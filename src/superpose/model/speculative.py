@@ -282,7 +282,7 @@ class SpeculativeDecoder:
             for i in range(length + 1):  # the last step, over the last draft, lets verification score past it
                 out = stack.run_stack(self._ids(feed), None, self._positions(start + i, 1), kv)
                 states.append(out)
-                logits.append(stack.logits(out[-1]))  # (1, 1, V)
+                logits.append(torch.log_softmax(stack.logits(out[-1]).float(), dim=-1))  # (1, 1, V) log-probs
                 if i == length:
                     break
                 drafted.append(self._propose(logits[-1][0], scores))
@@ -330,7 +330,8 @@ class SpeculativeDecoder:
                 states, logits = layers, drafter_logits
             else:
                 states = stack.run_stack(ids, None, positions, self.cache.stacks[m])
-                logits = stack.logits(states[-1]) if self.own_logits else None
+                # log-probabilities, as the model's side path takes them (`SuperposedModel._side_path`)
+                logits = torch.log_softmax(stack.logits(states[-1]).float(), dim=-1) if self.own_logits else None
             stack_states.append(states)
             own.append(logits)
         self.stats.stack_steps += len(model.stacks) - 1

@@ -35,7 +35,6 @@ from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
 from superpose.model.evidence import evidence_rates, fixed_share_evidence
-from superpose.core.mixtures import mix
 from superpose.core.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
@@ -168,6 +167,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         settings: ModelSettings | None = None,
         base_name_or_path: str | None = None,
         expert_paths: dict[str, str] | None = None,
+        *old_positional,
         **deprecated,
     ) -> "SuperposedModel":
         """Superpose loaded models: `experts` maps name -> model (one model alone is named "expert").
@@ -176,6 +176,13 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         `name_or_path`) let `from_pretrained` reload them.
         """
         settings = settings or ModelSettings()
+        if isinstance(expert_paths, str):  # the old positional form (..., base_path, expert_name, expert_path)
+            deprecated["expert_name"] = expert_paths
+            if old_positional:
+                deprecated["expert_name_or_path"] = old_positional[0]
+            expert_paths = None
+        elif old_positional:
+            raise TypeError(f"from_models() got {len(old_positional)} positional arguments too many")
         expert_paths = dict(expert_paths or {})
         default_name = _renamed_argument(deprecated, "expert_name", None) or "expert"
         experts = _expert_mapping(experts, default_name)
@@ -343,13 +350,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
             return self._mix([stack.logits(hidden) for stack in self.stacks], weights[:, None])
         # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h_m))), a proper log-probability
-        if head_logits is None:
+        if head_logits is None:  # (given ones are the parallel graph's log-probabilities, see `_side_path`)
             head_inputs = head_inputs or [hidden] * len(self.stacks)
-            head_logits = [stack.logits(h.to(self.stack_dtype)) for stack, h in zip(self.stacks, head_inputs)]
+            head_logits = [torch.log_softmax(stack.logits(h.to(self.stack_dtype)).float(), dim=-1)
+                           for stack, h in zip(self.stacks, head_inputs)]
         home = head_logits[0].device
-        log_probs = torch.stack([torch.log_softmax(lg.float(), dim=-1).to(home) for lg in head_logits])  # (M, B, T, V)
         log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
-        return mix(log_probs, log_w.permute(2, 0, 1))
+        # Σ_m one stack at a time: no (M, B, T, V) copy, one logaddexp pass per extra stack
+        mixed = head_logits[0].float() + log_w[..., :1]
+        for m in range(1, len(head_logits)):
+            mixed = torch.logaddexp(mixed, head_logits[m].float().to(home) + log_w[..., m : m + 1])
+        return mixed
 
     def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
         state = cache.conv_states.get(layer) if cache is not None else None
@@ -365,12 +376,13 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         stack's own head (or from those heads' `logits`, when already computed)."""
         if not self.blend.uses_evidence:
             return None
+        normalised = logits is not None  # the parallel graph's heads come as log-probabilities
         if logits is None:
             with torch.no_grad():
                 logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
         carried = cache.evidence.get(source) if cache is not None else None
         rates = evidence_rates(self.settings.evidence_rate)
-        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried)
+        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried, normalised)
         if cache is not None:
             cache.evidence[source] = state
         return evidence
@@ -463,7 +475,9 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         hidden = self._embed(input_ids, position_ids, static)
         if own_logits is None and (self.blend.uses_evidence or self.settings.head == "mixture"):
             with torch.no_grad():  # the frozen stacks' own states: no gradient reaches them in this graph
-                own_logits = [stack.logits(states_m[-1]) for stack, states_m in zip(self.stacks, stack_states)]
+                # log-probabilities, normalised once here for both the evidence and the mixture head
+                own_logits = [torch.log_softmax(stack.logits(states_m[-1]).float(), dim=-1)
+                              for stack, states_m in zip(self.stacks, stack_states)]
         evidence = self._evidence("parallel", None, input_ids, token_mask, cache, logits=own_logits)
         states, gates = [hidden], []
         for layer in range(static.shape[0]):

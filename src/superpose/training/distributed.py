@@ -1,6 +1,6 @@
 """Data-parallel training processes: one, or several launched by `accelerate launch` or `torchrun`.
 
-Every process holds both frozen stacks and its own copy of alpha and the autoencoders. After a step's
+Every process holds every frozen stack and its own copy of the blend and the autoencoders. After a step's
 local backward passes, only the trainable parts' gradients are summed across processes (all-reduce,
 tensor by tensor), so every process takes the same optimiser step. The model is deliberately not wrapped in `DistributedDataParallel` (or `Accelerator.prepare`):
 DDP broadcasts every parameter and buffer of the wrapped module when it is built (the frozen stacks
