@@ -7,6 +7,7 @@ the paper part (English base, French fine-tune) plus a German fine-tune of the s
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -174,7 +175,158 @@ def measure_saved_runs(out: Path, experts_dir: Path) -> None:
         print(", ".join(f"{name}: {tps:.0f} tok/s ({tps / speed['base']:.2f}x base)" for name, tps in speed.items()))
 
 
-if __name__ == "__main__":  # python benchmarks/dynamic_bench.py: re-measure the saved runs' generation speed
+# ---- speculative decoding (issue 15) ---------------------------------------------------------------------
+
+PROMPT_TOKENS = 16
+PROMPTS_PER_SET = 4
+
+
+def prompt_sets(tokenizer, data_dir: Path, languages: list[str]) -> dict[str, list[torch.Tensor]]:
+    """16-token prompts from the selection halves: each language's first lines, and code-switched lines (their
+    first 16 tokens; a switch inside them comes within the 64 generated tokens' context only if the line has it)."""
+    sets = {}
+    for lang in languages:
+        lines = [t for t in load_texts(data_dir / f"{lang}_select.txt") if len(tokenizer(t).input_ids) >= PROMPT_TOKENS]
+        sets[lang] = [torch.tensor([tokenizer(t).input_ids[:PROMPT_TOKENS]]) for t in lines[:PROMPTS_PER_SET]]
+    mixed = data_dir / ("mixed_" + "_".join(languages) + "_select.jsonl")
+    if mixed.is_file():
+        texts = [json.loads(line)["text"] for line in mixed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sets["code-switched"] = [torch.tensor([tokenizer(t).input_ids[:PROMPT_TOKENS]]) for t in texts[:PROMPTS_PER_SET]]
+    return sets
+
+
+def _decode(model, prompt: torch.Tensor, new_tokens: int, **options) -> float:
+    tick = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **options)
+    assert out.shape[1] == prompt.shape[1] + new_tokens
+    return time.perf_counter() - tick
+
+
+def speculative_rows(base, model, prompts: list[torch.Tensor], new_tokens: int = 64,
+                     modes=(0, "auto", 8)) -> list[dict]:
+    """Greedy batch-1 decoding of each prompt: the base, the model decoded densely (`speculative=0`) and
+    speculatively; tokens/s summed over the prompts (best of two passes), acceptance and stack steps per token.
+    Checks that every speculative output equals the dense one."""
+    rows = []
+    base_seconds = min(sum(_decode(base, p, new_tokens) for p in prompts) for _ in range(2))
+    rows.append({"decoding": "base", "tokens_per_s": len(prompts) * new_tokens / base_seconds})
+    reference = {}
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            reference[i] = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                          do_sample=False, pad_token_id=0, speculative=0).tolist()
+    for mode in modes:
+        best, drafted, accepted, steps, tokens = math.inf, 0, 0, 0, 0
+        for _ in range(2):
+            seconds = 0.0
+            drafted = accepted = steps = tokens = 0
+            for i, prompt in enumerate(prompts):
+                tick = time.perf_counter()
+                with torch.no_grad():
+                    out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                         do_sample=False, pad_token_id=0, speculative=mode)
+                seconds += time.perf_counter() - tick
+                if out.tolist() != reference[i]:
+                    raise AssertionError(f"speculative={mode} changed the output of prompt {i}")
+                stats = model.speculation_stats
+                if stats.mode == "speculative":
+                    drafted, accepted = drafted + stats.drafted, accepted + stats.accepted
+                    steps, tokens = steps + stats.stack_steps, tokens + stats.new_tokens
+            best = min(best, seconds)
+        tps = len(prompts) * new_tokens / best
+        rows.append({"decoding": "dense" if mode == 0 else f"speculative={mode}", "tokens_per_s": tps,
+                     "vs_base": tps / rows[0]["tokens_per_s"],
+                     "acceptance": accepted / drafted if drafted else None,
+                     "stack_steps_per_token": steps / tokens if tokens else float(len(model.stacks))})
+    return rows
+
+
+def forward_ratio(base, model, batch: int, length: int, vocab: int) -> float:
+    """Whole-sequence forward tokens/s of `model` over the base's (best of 3)."""
+    ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
+    times = []
+    for net in (base, model):
+        best = math.inf
+        for _ in range(3):
+            tick = time.perf_counter()
+            with torch.no_grad():
+                net(ids)
+            best = min(best, time.perf_counter() - tick)
+        times.append(best)
+    return times[0] / times[1]
+
+
+def _row_text(rows: list[dict]) -> str:
+    out = []
+    for row in rows:
+        if row["decoding"] == "base":
+            out.append(f"base {row['tokens_per_s']:.0f} tok/s")
+            continue
+        acc = row["acceptance"]
+        out.append(f"{row['decoding']} {row['tokens_per_s']:.0f} tok/s ({row['vs_base']:.2f}× base, acceptance "
+                   f"{'–' if acc is None else f'{acc:.0%}'}, {row['stack_steps_per_token']:.2f} stack steps/token)")
+    return "; ".join(out)
+
+
+def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens: int = 64) -> dict:
+    """Dense and speculative rows for the saved dynamic runs (two and three stacks), per prompt set."""
+    record = {}
+    tokenizer = load_tokenizer(str(experts_dir / "base"))
+    base = load_causal_lm(str(experts_dir / "base")).eval()
+    for count, names in GROUPS.items():
+        runs = sorted((out / "runs").glob(f"dynamic_{count - 1}-expert*"))
+        if not runs:
+            continue
+        model = SuperposedModel.from_pretrained(runs[0])
+        sets = prompt_sets(tokenizer, data_dir, [LANGS[n] for n in names])
+        record[runs[0].name] = {name: speculative_rows(base, model, prompts, new_tokens) for name, prompts in sets.items()}
+        record[runs[0].name]["forward_ratio"] = forward_ratio(base, model, 8, 128, tokenizer.vocab_size)
+        for name, rows in record[runs[0].name].items():
+            print(runs[0].name, name, rows if name == "forward_ratio" else _row_text(rows), flush=True)
+    return record
+
+
+def random_weight_rows(layers: int = 12, hidden: int = 768, heads: int = 12, vocab: int = 50257,
+                       new_tokens: int = 64) -> dict:
+    """GPT-2-124M-shaped stacks with random weights: per-step cost only. The experts are copies of the base, so
+    every draft is kept (the cost of speculation at full acceptance); forward at batch 2 x 256 as in issue 15."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, vocab_size=vocab, n_positions=512,
+                        bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(config).eval()
+    dynamic, _ = preset_settings("dynamic")
+    record = {}
+    for count in (2, 3):
+        experts = {f"x{i}": copy.deepcopy(base) for i in range(1, count)}
+        model = SuperposedModel.from_models(base, experts, dynamic).eval()
+        prompts = [torch.randint(5, vocab, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(i))
+                   for i in range(2)]
+        rows = speculative_rows(base, model, prompts, new_tokens, modes=(0, "auto"))
+        record[f"{count} stacks"] = {"rows": rows, "forward_ratio": forward_ratio(base, model, 2, 256, vocab)}
+        print(f"GPT-2-124M shape, {count} stacks:", _row_text(rows),
+              f"forward {record[f'{count} stacks']['forward_ratio']:.2f}× base", flush=True)
+    return record
+
+
+if __name__ == "__main__":  # python benchmarks/dynamic_bench.py [--speculative] [--random-124m]
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--speculative", action="store_true",
+                        help="dense and speculative greedy rows of the saved dynamic runs, per prompt set")
+    parser.add_argument("--random-124m", action="store_true", help="the GPT-2-124M-shape random-weight row")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "full"))
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    root = Path(__file__).resolve().parent / "out" / "full"
-    measure_saved_runs(root / "dynamic", root / "experts")
+    root = Path(args.out)
+    if args.random_124m:
+        write_json(random_weight_rows(), root / "speculative_124m.json")
+    if args.speculative:
+        write_json(measure_speculative(root / "dynamic", root / "experts", root / "dynamic" / "data"),
+                   root / "speculative.json")
+    if not (args.random_124m or args.speculative):
+        measure_saved_runs(root / "dynamic", root / "experts")

@@ -84,3 +84,13 @@ def test_old_flag_still_sets_the_renamed_setting(capsys):
     assert "--lr-alpha is deprecated" in capsys.readouterr().err
     _, train, _ = _settings_from(args)
     assert train.lr_blend == 0.003
+
+
+def test_old_setting_value_passes_the_flag_and_is_upgraded(capsys):
+    from superpose.cli.commands import _settings_from, build_parser
+
+    args = build_parser().parse_args(["train", "--base", "b", "--expert", "e", "--train", "x.txt", "--out", "o",
+                                      "--head", "expert"])
+    with pytest.warns(FutureWarning, match="head: expert is deprecated"):
+        model, _, _ = _settings_from(args)
+    assert model.head == "first_expert"

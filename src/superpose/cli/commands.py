@@ -8,8 +8,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, RENAMED_SETTINGS, TRAIN_KEYS,
-                                     SettingsError, load_yaml, split_settings, torch_dtype)
+from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, RENAMED_SETTINGS, RENAMED_VALUES,
+                                     TRAIN_KEYS, SettingsError, load_yaml, split_settings, torch_dtype)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 g.add_argument(flag, nargs="?", const="true", **options)
                 continue
             kind = field_type(cls, f.name) or str  # lists (ae_layers) arrive as text and are parsed by the dataclass
-            g.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **options)
+            choices = f.metadata.get("choices")
+            if choices and any(name == f.name for name, _ in RENAMED_VALUES):  # old values pass, with a notice
+                options["metavar"], choices = "{" + ",".join(choices) + "}", None
+            g.add_argument(flag, type=kind, choices=choices, **options)
     for old, new in RENAMED_SETTINGS.items():  # old flags still work, with a notice
         g.add_argument("--" + old.replace("_", "-"), dest=new, type=float, action=_RenamedFlag, help=argparse.SUPPRESS)
 

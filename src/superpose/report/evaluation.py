@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from superpose.compare import (
-    BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label, parse_baselines,
+    REGISTRY, BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label,
+    parse_baselines,
 )
 from superpose.data.code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
 from superpose.data.text import DataError, collate, load_texts, tokenize_blocks
@@ -215,6 +216,23 @@ def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
     return sum(math.log(m["ppl"]) for m in per_domain.values()) / len(per_domain)
 
 
+GROUPS = ("superposed", "single stacks", "mixtures and routers", "weight merges", "models passed in",
+          "bounds (read the answer)")  # the order in which reports show the models
+
+
+def model_group(name: str, reads_answer: bool) -> str:
+    """Which of `GROUPS` a scored model belongs to, from its name (a plain model passed in is named by the caller
+    and cannot be told from a superposed run by name alone: `evaluate` records it)."""
+    method = name.partition(":")[0]
+    if reads_answer:
+        return GROUPS[5]
+    if name == "base" or name.startswith("expert:"):
+        return GROUPS[1]
+    if method in REGISTRY:
+        return GROUPS[3] if REGISTRY[method].holds_model else GROUPS[2]
+    return GROUPS[0]
+
+
 def stack_models(model: SuperposedModel) -> dict[str, torch.nn.Module]:
     """The superposed model's frozen stacks by name: "base" first, then each expert."""
     return {"base": model.base, **model.expert_models}
@@ -397,6 +415,7 @@ def evaluate(
     results = {name: results[name] for name in plan.order if name in results}
     sweeps = {m: kept for m, points in sweeps.items() if (kept := [p for p in points if label(m, p) in results])}
     best, selection = choose_best(sweeps, chosen) if select_sets is not None else ({}, {})
+    bounds = [name for name, scorer in plan.shared.items() if scorer.reads_answer]
     return {
         "domains": list(sets),
         "labels": {name: eval_set.label for name, eval_set in sets.items()},
@@ -406,7 +425,9 @@ def evaluate(
         "selection_geomean_ppl": selection,
         "throughput_tokens_per_s": throughput(results),
         "stacks_per_token": {name: compute[name] for name in results},
-        "reads_answer": [name for name, scorer in plan.shared.items() if scorer.reads_answer],
+        "reads_answer": bounds,
+        "groups": {name: GROUPS[4] if name in (extra_models or {}) else model_group(name, name in bounds)
+                   for name in results},
         "skipped_baselines": plan.skipped,
         **peak_memory_mb(model.base.device),
         "settings": {"data": data, "select_data": select_data or {},
