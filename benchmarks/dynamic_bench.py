@@ -288,6 +288,32 @@ def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens
     return record
 
 
+def train_speed_runs(corpus: Path, out: Path, experts_dir: Path, steps: int, batch_size: int = 16,
+                     block_size: int = 128) -> None:
+    """A shorter budget than `run_dynamic` for the speed rows alone: the labelled dynamic run of each group,
+    `steps` steps, no evaluation; saved where `measure_speculative` looks (`out/runs/dynamic_<k>-experts_labelled`)."""
+    if not (experts_dir / "de" / "config.json").is_file():
+        finetune_expert(experts_dir / "base", load_texts(corpus / "de" / "train.txt"), experts_dir,
+                        ExpertRecipe(**json.loads((experts_dir / "recipe.json").read_text())["recipe"]), "de")
+    tokenizer = load_tokenizer(str(experts_dir / "base"))
+    for count, names in GROUPS.items():
+        split_halves(corpus, out / "data", {n: LANGS[n] for n in names}, "mixed_" + "_".join(LANGS[n] for n in names))
+        model_settings, train_settings = preset_settings("dynamic")
+        train_settings = type(train_settings)(**{**train_settings.__dict__, "max_steps": steps, "batch_size": batch_size,
+                                                 "block_size": block_size, "seed": 0, "max_valid_blocks": 16,
+                                                 "device": "cpu"})
+        base = load_causal_lm(str(experts_dir / "base"))
+        experts = {n: load_causal_lm(str(experts_dir / n)) for n in names[1:]}
+        torch.manual_seed(0)
+        model = SuperposedModel.from_models(base, experts, model_settings, str(experts_dir / "base"),
+                                            expert_paths={n: str(experts_dir / n) for n in names[1:]})
+        run_dir = out / "runs" / f"dynamic_{count - 1}-experts_labelled"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(model, tokenizer, {n: str(corpus / LANGS[n] / "train.txt") for n in names}, None, run_dir,
+              train_settings, progress=False)
+        print(f"trained {run_dir} ({steps} steps)", flush=True)
+
+
 def random_weight_rows(layers: int = 12, hidden: int = 768, heads: int = 12, vocab: int = 50257,
                        new_tokens: int = 64) -> dict:
     """GPT-2-124M-shaped stacks with random weights: per-step cost only. The experts are copies of the base, so
@@ -319,12 +345,17 @@ if __name__ == "__main__":  # python benchmarks/dynamic_bench.py [--speculative]
     parser.add_argument("--speculative", action="store_true",
                         help="dense and speculative greedy rows of the saved dynamic runs, per prompt set")
     parser.add_argument("--random-124m", action="store_true", help="the GPT-2-124M-shape random-weight row")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="first train the labelled dynamic runs for this many steps (the speed rows' budget)")
+    parser.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "corpus"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "full"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = Path(args.out)
     if args.random_124m:
         write_json(random_weight_rows(), root / "speculative_124m.json")
+    if args.train_steps:
+        train_speed_runs(Path(args.corpus), root / "dynamic", root / "experts", args.train_steps)
     if args.speculative:
         write_json(measure_speculative(root / "dynamic", root / "experts", root / "dynamic" / "data"),
                    root / "speculative.json")

@@ -150,3 +150,47 @@ def test_own_weight_share_counts_tokens_whose_heaviest_weight_is_their_sources_m
     # targets 1..5: base (heaviest 0 at t=0: right), fr (t=1: heaviest 1, right), fr (t=2: 1, right),
     # <eos> (not counted), fr (t=4: tie 0.5 -> argmax 0, wrong)
     assert tally.own_weight == [3, 4]
+
+
+def test_both_routers_share_one_classifier_per_context(tmp_path, monkeypatch):
+    from superpose.compare import router
+
+    calls = []
+    monkeypatch.setattr(router, "train_classifier", lambda context: calls.append(context) or ("classifier", 64))
+    context = BaselineContext({"base": None, "fr": None}, char_tokenizer())
+    first, lookahead = build_scorer("router", None, context), build_scorer("router_lookahead", None, context)
+    assert first.classifier == lookahead.classifier == "classifier" and len(calls) == 1
+    build_scorer("router", None, BaselineContext({"base": None}, char_tokenizer()))
+    assert len(calls) == 2  # a new context trains its own
+
+
+@pytest.mark.parametrize("method", ["ensemble:0.3", "bayes", "fixed_share:0.1", "router", "router_lookahead", "oracle",
+                                    "oracle_token"])
+def test_a_scorer_that_says_it_returns_log_probs_does(peaked, method, monkeypatch):
+    """Scoring reads the NLL straight off such a scorer's output, without normalising it."""
+    from superpose.compare import parse_baselines, router
+    from superpose.core.metrics import token_nll_and_hits
+
+    monkeypatch.setattr(router, "train_classifier", lambda context: (_FirstModel(), VOCAB))
+    name, points = next(iter(parse_baselines([method]).items()))
+    ids = torch.randint(1, VOCAB, (2, 10), generator=torch.Generator().manual_seed(1))
+    refs = _refs(peaked, ids, domain="fr")
+    scorer = _scorer(name, points[0], peaked)
+    logits = scorer.logits(ids, torch.ones_like(ids), refs)
+    if scorer.returns_log_probs:
+        torch.testing.assert_close(torch.logsumexp(logits.double(), -1), torch.zeros(2, 10, dtype=torch.double),
+                                   atol=1e-5, rtol=0)
+        fast, slow = token_nll_and_hits(logits, ids, normalized=True), token_nll_and_hits(logits, ids)
+        torch.testing.assert_close(fast[0], slow[0], atol=1e-5, rtol=0)
+        assert torch.equal(fast[1], slow[1])
+
+
+class _FirstModel:
+    """A stand-in classifier that always picks the first model."""
+
+    coef_ = torch.zeros(1, VOCAB).numpy()
+    intercept_ = torch.full((1,), -1.0).numpy()
+    classes_ = torch.arange(2).numpy()
+
+    def predict(self, bags):
+        return torch.zeros(bags.shape[0], dtype=torch.long).numpy()

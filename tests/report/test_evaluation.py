@@ -308,7 +308,8 @@ def test_the_plan_shares_one_pass_holds_merges_apart_and_skips_what_cannot_be_bu
 def test_best_point_and_throughput_steps():
     from superpose.report.evaluation import choose_best, throughput
 
-    chosen = {"linear:0.1": {"a": {"ppl": 4.0}, "b": {"ppl": 9.0}}, "linear:0.5": {"a": {"ppl": 5.0}, "b": {"ppl": 5.0}},
+    chosen = {"linear:0.1": {"a": {"ppl": 4.0}, "b": {"ppl": 9.0}},
+              "linear:0.5": {"a": {"ppl": 5.0}, "b": {"ppl": 5.0}},
               "bayes": {"a": {"ppl": 1.0}, "b": {"ppl": 1.0}}}
     best, selection = choose_best({"linear": [0.1, 0.5], "bayes": [None]}, chosen)
     assert best == {"linear": "linear:0.5"}  # geometric means 6 and 5; an unswept method has no best point
@@ -334,7 +335,8 @@ def test_agreement_is_measured_only_on_request_and_then_a_merge_reruns_the_stack
         result = evaluate(model, tokenizer, data, baselines=["linear:0.5"], block_size=32, agreement=agreement,
                           progress=False)
         runs[agreement] = (len(calls), result["models"]["linear:0.5"]["base"], result["models"]["superposed"]["fr"])
-    (plain_calls, plain_merge, plain_superposed), (agreed_calls, agreed_merge, agreed_superposed) = runs[False], runs[True]
+    plain_calls, plain_merge, plain_superposed = runs[False]
+    agreed_calls, agreed_merge, agreed_superposed = runs[True]
     assert not any(key.startswith(("js_", "cos_")) for key in {**plain_merge, **plain_superposed})
     assert {"js_base", "cos_fr", "js_mixture"} <= set(agreed_merge) and "js_mixture" in agreed_superposed
     assert agreed_calls == 2 * plain_calls  # the shared pass runs the base once per batch; the merge only if asked

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from superpose.report.analysis import plots
-from superpose.report.html import STAR, ReportSection, table_from_eval, write_report
+from superpose.report.html import STAR, ReportSection, detail_tables_from_eval, table_from_eval, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LAYERS = [0, 1, 2, 3]
@@ -77,28 +77,49 @@ def test_plot_gate_heatmap(tmp_path):
 EVAL = {
     "domains": ["base", "fr"],
     "models": {
-        "superposed": {"base": {"ppl": 41.2, "accuracy": 0.31, "tokens": 51200, "jsd_base": 0.012},
+        "superposed": {"base": {"ppl": 41.2, "accuracy": 0.31, "tokens": 51200, "js_base": 0.012},
                        "fr": {"ppl": 30.5, "accuracy": 0.35, "tokens": 51200}},
         "base": {"base": {"ppl": 40.0, "accuracy": 0.32, "tokens": 51200},
                  "fr": {"ppl": 210.0, "accuracy": 0.12, "tokens": 51200}},
         "linear:0.5<x>": {"base": {"ppl": 55.0, "accuracy": 0.28, "tokens": 51200},
                           "fr": {"ppl": 45.0, "accuracy": 0.30, "tokens": 51200}},
+        "linear:0.3": {"base": {"ppl": 80.0, "accuracy": 0.2, "tokens": 51200},
+                       "fr": {"ppl": 35.0, "accuracy": 0.32, "tokens": 51200}},
+        "oracle": {"base": {"ppl": 40.0, "accuracy": 0.32, "tokens": 51200},
+                   "fr": {"ppl": 25.0, "accuracy": 0.36, "tokens": 51200}},
+        "bayes": {"base": {"ppl": 42.0, "accuracy": 0.3, "tokens": 51200},
+                  "fr": {"ppl": 28.0, "accuracy": 0.34, "tokens": 51200}},
     },
     "settings": {"block_size": 128},
     "best": {"linear": "linear:0.5<x>"},
+    "reads_answer": ["oracle"],
+    "stacks_per_token": {"superposed": 2, "base": 1, "linear:0.5<x>": 1, "linear:0.3": 1, "oracle": 1, "bayes": 2},
+    "throughput_tokens_per_s": {"superposed": 900.0, "base": 2000.0},
 }
 
 
-def test_table_from_eval():
+def test_main_table_is_compact_grouped_and_sorted_best_first_within_groups():
     section = table_from_eval(EVAL)
-    assert section.headers == ["model", "base ppl", "base acc", "base jsd_base", "fr ppl", "fr acc"]
-    assert section.rows[0] == ["superposed", "41.20", "31.0%", "0.012", "30.50", "35.0%"]
-    assert section.rows[2][0] == f"linear:0.5<x> {STAR}"
-    assert section.rows[1][3] == "–"
-    # best base ppl / acc is the base model (row 1); best fr ppl / acc is superposed (row 0)
-    assert {(1, 1), (1, 2), (0, 4), (0, 5)} <= section.highlight
+    assert section.headers == ["model", "base ppl (× oracle)", "fr ppl (× oracle)", "stacks"]
+    names = [row[0] for row in section.rows]
+    # groups in order; inside the merges linear:0.5 (geometric-mean perplexity 49.7) comes before linear:0.3 (52.9)
+    assert names == ["superposed", "base", "bayes", f"linear:0.5<x> {STAR}", "linear:0.3", "oracle"]
+    assert section.row_groups == ["superposed", "single stacks", "mixtures and routers", "weight merges",
+                                  "weight merges", "bounds (read the answer)"]
+    assert section.rows[0] == ["superposed", "41.20 (1.030×)", "30.50 (1.220×)", "2"]
+    # bold: the best perplexity per set among the models that do not read the answer (not the oracle's 25.0)
+    assert section.highlight == {(1, 1), (2, 2)}
     with pytest.raises(ValueError):
         table_from_eval({"models": {}})
+
+
+def test_every_metric_is_in_a_collapsed_table_per_set():
+    details = detail_tables_from_eval(EVAL)
+    assert [d.heading for d in details] == ["All metrics on base", "All metrics on fr", "Evaluation throughput"]
+    assert all(d.collapsed for d in details)
+    assert details[0].headers == ["model", "ppl", "accuracy", "tokens", "js_base"]
+    assert details[0].rows[0] == ["superposed", "41.20", "31.0%", "51200", "0.012"]
+    assert details[0].rows[1][4] == "–"
 
 
 def test_write_report_is_self_contained(tmp_path):
@@ -106,6 +127,7 @@ def test_write_report_is_self_contained(tmp_path):
     sections = [
         ReportSection("Blend weights", "Look for where α switches from base to expert.", image=image),
         table_from_eval(EVAL),
+        *detail_tables_from_eval(EVAL),
     ]
     index = write_report(tmp_path / "report", "Superposition <analysis>", sections)
     assert index == tmp_path / "report" / "index.html"
@@ -115,7 +137,9 @@ def test_write_report_is_self_contained(tmp_path):
     assert '<img src="data:image/png;base64,' in page
     assert "linear:0.5&lt;x&gt; " + STAR in page and "<x>" not in page
     assert "Superposition &lt;analysis&gt;" in page
-    assert "<strong>40.00</strong>" in page and "210.00" in page
+    assert "<strong>40.00 (1.000×)</strong>" in page and "210.00" in page
+    assert '<tr class="group"><th colspan="4">weight merges</th></tr>' in page
+    assert page.count("<details>") == 3 and "<summary>All metrics on fr</summary>" in page
     assert "http://" not in page and "https://" not in page
 
 

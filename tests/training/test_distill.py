@@ -302,3 +302,36 @@ def test_first_step_of_a_run_from_a_one_hot_teachers_own_stack_has_zero_loss(tmp
                      teacher=teacher)
     assert result.history[0]["train_kl"] == pytest.approx(0.0, abs=1e-5)
     assert result.history[0]["train_loss"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_two_torchrun_processes_and_grad_accum_equal_one_big_batch(tmp_path):
+    """`torchrun -m superpose distill` with 2 x batch 2, and 1 process with batch 2 x --grad-accum 2, end with the
+    weights of one process with batch 4 (LoRA, a top-k cache and λ = 0.5 together)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+
+    def argv(out, *more):  # `--start-stack`: torchrun would take `--start` for its own --start-method
+        return ["distill", str(run), "--train", str(text), "--out", str(tmp_path / out), "--start-stack", "fr",
+                "--max-steps", "5", "--block-size", "16", "--device", "cpu", "--top-k", "5", "--teacher-weight", "0.5",
+                "--lora", "4", *more]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "superpose", *argv("two", "--batch-size", "2")],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert main(argv("one", "--batch-size", "4")) == 0
+    assert main(argv("accum", "--batch-size", "2", "--grad-accum", "2")) == 0
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    for other in ("two", "accum"):
+        weights = load_file(str(tmp_path / other / "model.safetensors"))
+        for key, value in one.items():
+            torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=0, msg=f"{other}: {key}")
+    assert launched.stdout.count("distillation (") == 1  # only the main process reports

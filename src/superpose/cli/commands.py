@@ -223,7 +223,9 @@ def _add_distill_flags(parser: argparse.ArgumentParser) -> None:
     from superpose.training.distill import DistillSettings
 
     for f in fields(DistillSettings):
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+        # torchrun reads any prefix of its own --start-method: `--start-stack` passes through it
+        aliases = ["--start-stack"] if f.name == "start" else []
+        parser.add_argument("--" + f.name.replace("_", "-"), *aliases, dest=f.name, default=None,
                             type=field_type(DistillSettings, f.name) or str, choices=f.metadata.get("choices"),
                             help=(f.metadata.get("help") or "").replace("%", "%%"))
 

@@ -10,6 +10,8 @@ from superpose.compare.common import BaselineContext, Method, Point, References,
 class BayesScorer(Scorer):
     """No training, no labels: uniform prior, reset per sequence, updated after each observed token."""
 
+    returns_log_probs = True
+
     @classmethod
     def build(cls, context: BaselineContext, point: Point) -> "BayesScorer":
         return cls()

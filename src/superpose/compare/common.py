@@ -28,6 +28,13 @@ class BaselineContext:
     tokenizer: object
     train_files: dict[str, str] = field(default_factory=dict)  # model name -> file (the routers learn from these)
     seed: int = 0
+    _shared: dict = field(default_factory=dict, repr=False)
+
+    def shared(self, key: str, make: Callable[[], object]) -> object:
+        """`make()` once per context: what several methods build alike (the routers' classifier)."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     @property
     def base(self) -> PreTrainedModel:
@@ -86,10 +93,13 @@ class Scorer:
     * `stacks(models)`: how many model stacks it runs per token when M = `models` are available.
     * `reads_answer`: a bound that looks at the tokens it scores (an oracle), never a usable model.
     * `last_weights`: (M, B, T) per-token weights over the models after `logits`, for methods that have them.
+    * `returns_log_probs`: `logits` are normalised log-probabilities (a mixture, or a model's log-probs picked per
+      token), so scoring need not normalise them again.
     """
 
     uses_references: bool = True
     reads_answer: bool = False
+    returns_log_probs: bool = False
     last_weights: torch.Tensor | None = None
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, refs: References) -> torch.Tensor:

@@ -10,6 +10,8 @@ from superpose.compare.common import BaselineContext, Method, Point, References,
 
 
 class EnsembleScorer(Scorer):
+    returns_log_probs = True
+
     def __init__(self, weight: float):
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"ensemble weight must be in [0, 1], got {weight}")

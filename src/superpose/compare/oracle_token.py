@@ -9,6 +9,7 @@ from superpose.compare.common import BaselineContext, Method, Point, References,
 
 class OracleTokenScorer(Scorer):
     reads_answer = True
+    returns_log_probs = True
 
     @classmethod
     def build(cls, context: BaselineContext, point: Point) -> "OracleTokenScorer":

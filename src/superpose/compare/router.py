@@ -48,13 +48,15 @@ def train_classifier(context: BaselineContext) -> tuple[LogisticRegression, int]
 class ClassifierRouter(Scorer):
     """A scorer that picks models with a classifier trained on the run's training files."""
 
+    returns_log_probs = True  # the chosen model's log-probs at each position
+
     def __init__(self, classifier: LogisticRegression, vocab_size: int):
         self.classifier, self.vocab_size = classifier, vocab_size
         self._seconds = 0.0
 
     @classmethod
     def build(cls, context: BaselineContext, point: Point):
-        return cls(*train_classifier(context))
+        return cls(*context.shared("router classifier", lambda: train_classifier(context)))  # router and lookahead
 
 
 class RouterScorer(ClassifierRouter):

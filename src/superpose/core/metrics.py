@@ -42,6 +42,29 @@ def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return pred[mask], target[mask], mask  # (N, V), (N,), (B, T-1)
 
 
+@torch.no_grad()
+def token_nll_and_hits(logits: torch.Tensor, labels: torch.Tensor,
+                       normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, V) logits, (B, T) labels -> (B, T-1) NLL of each next token and whether the argmax is that token
+    (0 and False where the label is ignored), without copying the scored rows out of the logits.
+
+    `normalized`: the logits are already log-probabilities (a mixture's), so the NLL is read off without
+    normalising them again, which is most of the cost.
+    """
+    _check_logits_labels(logits, labels)
+    batch, length, vocab = logits.shape
+    target = F.pad(labels[:, 1:].to(logits.device), (0, 1), value=IGNORE_INDEX)  # (B, T): the last predicts nothing
+    work = torch.promote_types(logits.dtype, torch.float32)
+    if normalized:
+        picked = logits[:, :-1].gather(-1, target[:, :-1].clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        nll = (-picked.to(work)).masked_fill(target[:, :-1] == IGNORE_INDEX, 0.0)
+    else:
+        nll = F.cross_entropy(logits.reshape(-1, vocab).to(work), target.reshape(-1), reduction="none",
+                              ignore_index=IGNORE_INDEX).view(batch, length)[:, :-1]  # (B, T-1)
+    hits = logits[:, :-1].argmax(dim=-1) == target[:, :-1]  # (B, T-1)
+    return nll, hits
+
+
 def _safe_exp(x: float) -> float:
     """exp that returns inf instead of raising for a hopeless model."""
     try:
@@ -89,16 +112,17 @@ class LMScore(_TokenAverage):
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch: ``logits`` (B, T, V), ``labels`` (B, T) with -100 = ignore."""
-        pred, target, _ = _shift(logits, labels)  # (N, V), (N,)
-        if target.numel() == 0:
-            return
-        work = torch.promote_types(pred.dtype, torch.float32)
+        self.add(*token_nll_and_hits(logits, labels), labels)
+
+    @torch.no_grad()
+    def add(self, nll: torch.Tensor, hits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add the positions that ``labels`` (B, T) scores from per-token results of `token_nll_and_hits`, so
+        several subsets of one batch's tokens are scored from one pass over its logits."""
+        mask = labels[:, 1:].to(nll.device) != IGNORE_INDEX  # (B, T-1)
         # Per-token NLL, summed in float64 so the total does not depend on batching.
-        nll = F.cross_entropy(pred.to(work), target, reduction="none")  # (N,)
-        correct = (pred.argmax(dim=-1) == target).sum()
-        self.total_nll += float(nll.double().sum().item())
-        self.total_tokens += int(target.numel())
-        self.total_correct += int(correct.item())
+        self.total_nll += float(nll[mask].double().sum().item())
+        self.total_tokens += int(mask.sum().item())
+        self.total_correct += int(hits[mask].sum().item())
 
     @property
     def nll(self) -> float:

@@ -32,10 +32,10 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-START_LENGTH = 4  # adaptive draft length: first guess
+START_LENGTH = 6  # adaptive draft length: first guess
 MAX_LENGTH = 16  # adaptive draft length: ceiling
 MIN_ACCEPTANCE = 0.4  # below this kept share of drafted tokens, dense steps are cheaper: back off
-PROBE_TOKENS = 8  # drafted tokens to judge the acceptance on before backing off
+PROBE_TOKENS = 16  # drafted tokens to judge the acceptance on before backing off (fewer: one early miss backs off)
 BACKOFF_TOKENS = 16  # dense tokens after a poor probe; doubles after each poor probe (up to MAX_BACKOFF)
 MAX_BACKOFF = 256
 
@@ -121,7 +121,8 @@ class DecodingRules:
 
 
 class DraftLength:
-    """Fixed k, or adaptive: +2 after a fully kept draft (up to MAX_LENGTH), accepted + 1 after a rejection.
+    """Fixed k, or adaptive: +2 after a fully kept draft (up to MAX_LENGTH), halfway to the kept run after a
+    rejection (at least 2).
 
     Either way, when fewer than MIN_ACCEPTANCE of the last PROBE_TOKENS drafted tokens were kept, the next
     BACKOFF_TOKENS tokens are decoded densely (0 = a dense step), then drafting is probed again."""
@@ -141,7 +142,8 @@ class DraftLength:
 
     def update(self, drafted: int, accepted: int) -> None:
         if self.fixed is None:
-            self.length = min(self.length + 2, MAX_LENGTH) if accepted == drafted else max(1, accepted + 1)
+            self.length = (min(self.length + 2, MAX_LENGTH) if accepted == drafted
+                           else max(2, (self.length + accepted + 1) // 2))
         self.window[0] += drafted
         self.window[1] += accepted
         if self.window[0] >= PROBE_TOKENS:

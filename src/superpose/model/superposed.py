@@ -488,10 +488,12 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
                 hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
             states.append(hidden)
             gates.append(self._per_stack(weights, batch, length))
+        reusable = self.settings.head == "mixture" and static.shape[0] - 1 not in self.ae_layers
+        if reusable:  # the heads read the stacks' own states: their log-probabilities are already computed
+            return states, gates, None, own_logits
         correction = hidden - blended  # zero unless an autoencoder follows the last layer
         head_inputs = [out.float().to(hidden.device) + correction for out in outputs]
-        reusable = self.settings.head == "mixture" and static.shape[0] - 1 not in self.ae_layers
-        return states, gates, head_inputs, own_logits if reusable else None
+        return states, gates, head_inputs, None
 
     def _cache_for(self, cache, use_cache: bool | None) -> SuperposedCache | None:
         if isinstance(cache, SuperposedCache):

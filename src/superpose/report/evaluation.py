@@ -31,7 +31,7 @@ from superpose.compare import (
 from superpose.data.code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
 from superpose.data.text import DataError, collate, load_texts, tokenize_blocks
 from superpose.training.distributed import peak_memory_mb
-from superpose.core.metrics import DistributionAgreement, LMScore
+from superpose.core.metrics import DistributionAgreement, LMScore, token_nll_and_hits
 from superpose.model.superposed import SuperposedModel
 from superpose.core.text_tables import format_table
 
@@ -43,6 +43,7 @@ class SuperposedScorer(Scorer):
 
     def __init__(self, model: SuperposedModel):
         self.model = model
+        self.returns_log_probs = model.settings.head == "mixture"  # the stacks' distributions, mixed
 
     @torch.no_grad()
     def logits(self, input_ids, attention_mask, refs):
@@ -182,9 +183,11 @@ def score(
                 logits, seconds = _timed(lambda: scorer.logits(ids, mask, refs))
                 tally = tallies[name][set_name]
                 tally.seconds += seconds + scorer.extra_seconds(refs)
-                tally.score.update(logits, labels)
+                # (B, T-1) each, once for the whole batch and every subset of its tokens
+                nll, hits = token_nll_and_hits(logits, labels, scorer.returns_log_probs)
+                tally.score.add(nll, hits, labels)
                 for key, subset in subsets.items():
-                    tally.subsets.setdefault(key, LMScore()).update(logits, subset)
+                    tally.subsets.setdefault(key, LMScore()).add(nll, hits, subset)
                 if sources is not None and scorer.last_weights is not None:
                     _count_own_weight(tally, scorer.last_weights, sources, labels, source_to_model)
                 if name in agreement_for:
@@ -269,9 +272,6 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
     reference_names: list[str] = field(default_factory=list)  # the stacks alone (base, expert:NAME)
 
-    def swept(self, name: str, swept_methods: set[str]) -> bool:
-        return self.method_of.get(name) in swept_methods
-
 
 def plan_scorers(model: SuperposedModel, sweeps: dict[str, list], context: BaselineContext, strict: bool) -> Plan:
     """The superposed model, each stack alone, and every baseline point. A baseline that cannot be built (e.g. a
@@ -327,7 +327,7 @@ def run_plan(plan: Plan, context: BaselineContext, sets: dict[str, EvalSet], sel
     results = score(plan.shared, sets, agreement_for=agreement_for, **score_args)
     compute = {name: scorer.stacks(len(context.models)) for name, scorer in plan.shared.items()}
     chosen: dict[str, dict[str, dict]] = {}
-    select_shared = {name: s for name, s in plan.shared.items() if plan.swept(name, swept)}
+    select_shared = {name: s for name, s in plan.shared.items() if plan.method_of.get(name) in swept}
     if select_sets is not None and select_shared:
         chosen.update(score(select_shared, select_sets, desc="select sweeps", **score_args))
     scratch = None  # weight merges: one model at a time, written into one reusable copy of the base

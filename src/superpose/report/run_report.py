@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from superpose.report.html import ReportSection, table_from_eval, write_report
+from superpose.report.html import ReportSection, detail_tables_from_eval, table_from_eval, write_report
 from superpose.core.settings import ModelSettings
 from superpose.report.analysis.collect import MODELS
 from superpose.report.analysis.run import ANALYSIS_JSON, GATES_FIGURE, GENERATION_METRICS, STACK_WEIGHTS_FIGURE
@@ -228,7 +228,8 @@ def build_report(
     expert = " + ".join(_expert_names(config))
     sections: list[ReportSection] = []
     if eval_json_path is not None:
-        sections.append(table_from_eval(_read_json(Path(eval_json_path), "evaluation JSON")))
+        evaluation = _read_json(Path(eval_json_path), "evaluation JSON")
+        sections += [table_from_eval(evaluation), *detail_tables_from_eval(evaluation)]
     analysis = None
     if analysis_dir is not None:
         figure_sections, analysis = _analysis_sections(Path(analysis_dir), expert)

@@ -405,20 +405,21 @@ def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[
     processes = setup_processes(settings.device)
     device = processes.device
     dtype = torch_dtype(settings.dtype)
+    tokenizer = load_tokenizer(str(run_dir))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # the text first: a bad file stops the run before the stacks are loaded
+    train_blocks = [b for blocks in _load_blocks(train_files, tokenizer, settings.block_size,
+                                                 settings.max_train_blocks).values() for b in blocks]
+    valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
     if teacher is None:
         teacher = SuperposedModel.from_pretrained(run_dir, dtype=dtype, device=device)
     teacher.eval()
-    tokenizer = load_tokenizer(str(run_dir))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     index = start_index(teacher.stack_names, settings.start)
     limit = _positions(teacher.stack_models[index])
     if limit is not None and settings.block_size > limit:
         raise SettingsError(f"--block-size {settings.block_size} exceeds the model's {limit} positions")
     uses_teacher = settings.teacher_weight > 0
     precision = resolve_mixed_precision(settings, device, teacher.stack_dtype)
-    train_blocks = [b for blocks in _load_blocks(train_files, tokenizer, settings.block_size,
-                                                 settings.max_train_blocks).values() for b in blocks]
-    valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
 
     student = make_student(teacher.stack_models[index], settings).to(device)
     params = trainable_parameters(student)
