@@ -4,7 +4,7 @@
     python benchmarks/eval_time.py --corpus ../shared/corpus --agreement    # also time `eval --agreement`
 
 The sets are the real-text benchmark's (`halves.py`): the report halves of en/fr `valid.txt` and a code-switched
-set built from them (3 sets), with the selection halves choosing the sweeps (about 600 KB of text in all), two
+set built from them (3 sets), with the selection halves (and their own code-switched set) choosing the sweeps, two
 stacks (the English base and its French fine-tune, `real_text.py`'s recipe; built here when missing, a few
 minutes). Each superposed run is trained for a few steps only: its quality does not change the time an
 evaluation takes. Every command runs as a user would type it, in its own process. The table shows its wall time
