@@ -135,15 +135,17 @@ def markdown(out: Path, hardware: str) -> str | None:
         lines += [f"### {len(names)} stacks ({', '.join(names)})", "",
                   "| model | " + " | ".join(f"{n} PPL (× oracle)" for n in names) + " | code-switched PPL | stacks |",
                   "|---|" + "---|" * (len(names) + 2)]
-        for model, sets in result["models"].items():
+        first = [TEACHER, "fixed_share:0.02", "bayes", *ROWS, "oracle"]
+        for model in sorted(result["models"], key=lambda m: first.index(m) if m in first else len(first)):
+            sets = result["models"][model]
+            stacks = result["stacks_per_token"].get(model, float("nan"))
             cells = []
             for n in names:
                 ppl, ref = sets[n]["ppl"], oracle.get(n, {}).get("ppl")
                 cells.append(f"{ppl:.1f} ({ppl / ref:.3f})" if ref else f"{ppl:.1f}")
             switch = sets.get("switch", {}).get("ppl")
             model = model + (" †" if model in result.get("reads_answer", []) else "")
-            lines.append(f"| {model} | " + " | ".join(cells) + f" | {switch:.1f} | "
-                         f"{result['stacks_per_token'].get(model, float('nan')):g} |")
+            lines.append(f"| {model} | " + " | ".join(cells) + f" | {switch:.1f} | {stacks:g} |")
         lines += ["", "Training: " + "; ".join(f"{label}: {r['minutes']:.1f} min, {r['tokens_per_second']:.0f} tok/s"
                                                 for label, r in record["rows"].items()), ""]
     return "\n".join(lines) + "\n"

@@ -341,3 +341,12 @@ def test_agreement_is_measured_only_on_request_and_then_a_merge_reruns_the_stack
     assert {"js_base", "cos_fr", "js_mixture"} <= set(agreed_merge) and "js_mixture" in agreed_superposed
     assert agreed_calls == 2 * plain_calls  # the shared pass runs the base once per batch; the merge only if asked
     assert plain_merge["ppl"] == agreed_merge["ppl"]
+
+
+def test_each_model_is_recorded_in_its_report_group(setup):
+    model, tokenizer, data = setup
+    result = evaluate(model, tokenizer, data, baselines=["bayes", "oracle", "linear:0.5"], extra_models={
+        "hard": copy.deepcopy(model.base)}, block_size=32, progress=False)
+    assert result["groups"] == {"superposed": "superposed", "base": "single stacks", "expert:fr": "single stacks",
+                                "bayes": "mixtures and routers", "oracle": "bounds (read the answer)",
+                                "linear:0.5": "weight merges", "hard": "models passed in"}

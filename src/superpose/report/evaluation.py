@@ -9,7 +9,7 @@ merges are built, scored and replaced one at a time in one reusable model (peak:
 
 `evaluate` is a short sequence of steps, each its own function: `selection_data` (which files choose the
 sweeps), `plan_scorers` and `add_models` (what is scored, under which names), `run_plan` (the passes over
-the data), `choose_best` (each sweep's point) and `throughput`.
+the data), `choose_best` (each sweep's point) and `assemble_result` (with `throughput`).
 """
 from __future__ import annotations
 
@@ -412,9 +412,21 @@ def evaluate(
     swept = {method for method, points in sweeps.items() if len(points) > 1}
     results, chosen, compute = run_plan(plan, context, sets, select_sets, swept, agreement, strict, stacks=stacks,
                                         pad_id=pad_id, batch_size=batch_size, progress=progress)
-    results = {name: results[name] for name in plan.order if name in results}
     sweeps = {m: kept for m, points in sweeps.items() if (kept := [p for p in points if label(m, p) in results])}
     best, selection = choose_best(sweeps, chosen) if select_sets is not None else ({}, {})
+    settings = {"data": data, "select_data": select_data or {},
+                "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
+                              for m, points in sweeps.items()},
+                "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
+                "agreement": agreement, "base": model.config.base_model, "experts": model.config.experts,
+                "superposed": model.config.settings}
+    return assemble_result(model, sets, plan, results, compute, best, selection, set(extra_models or {}), settings)
+
+
+def assemble_result(model: SuperposedModel, sets: dict[str, EvalSet], plan: Plan, results: dict, compute: dict,
+                    best: dict, selection: dict, plain_models: set[str], settings: dict) -> dict:
+    """The result mapping: every model's metrics in the plan's order, its throughput, compute and group."""
+    results = {name: results[name] for name in plan.order if name in results}
     bounds = [name for name, scorer in plan.shared.items() if scorer.reads_answer]
     return {
         "domains": list(sets),
@@ -426,16 +438,10 @@ def evaluate(
         "throughput_tokens_per_s": throughput(results),
         "stacks_per_token": {name: compute[name] for name in results},
         "reads_answer": bounds,
-        "groups": {name: GROUPS[4] if name in (extra_models or {}) else model_group(name, name in bounds)
-                   for name in results},
+        "groups": {name: GROUPS[4] if name in plain_models else model_group(name, name in bounds) for name in results},
         "skipped_baselines": plan.skipped,
         **peak_memory_mb(model.base.device),
-        "settings": {"data": data, "select_data": select_data or {},
-                     "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
-                                   for m, points in sweeps.items()},
-                     "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
-                     "agreement": agreement, "base": model.config.base_model, "experts": model.config.experts,
-                     "superposed": model.config.settings},
+        "settings": settings,
     }
 
 
