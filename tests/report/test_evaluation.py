@@ -126,7 +126,8 @@ def test_sweep_best_point_is_chosen_on_selection_data_not_on_the_reported_data(t
         return {name: math.exp(sum(math.log(m["ppl"]) for m in per_domain.values()) / len(per_domain))
                 for name, per_domain in models.items() if name.startswith(f"{method}:")}
 
-    result = evaluate(model, tokenizer, report, baselines=sweep, select_data=select, block_size=32, progress=False)
+    result = evaluate(model, tokenizer, report, baselines=sweep, select_data=select, block_size=32, every_point=True,
+                      progress=False)
     as_reported = evaluate(model, tokenizer, select, baselines=sweep, block_size=32, progress=False)  # no selection
     for method, low, high in (("linear", "linear:0.1", "linear:0.9"), ("ensemble", "ensemble:0.1", "ensemble:0.9")):
         on_report, on_select = geomean_ppl(result["models"], method), geomean_ppl(as_reported["models"], method)
@@ -135,6 +136,15 @@ def test_sweep_best_point_is_chosen_on_selection_data_not_on_the_reported_data(t
         assert min(on_select, key=on_select.get) == high
         assert result["best"][method] == high
         assert result["selection_geomean_ppl"][method] == pytest.approx(on_select, rel=1e-6)
+    # by default a weight merge's sweep reports its chosen point alone (the same numbers), a shared one every point
+    chosen_only = evaluate(model, tokenizer, report, baselines=sweep, select_data=select, block_size=32,
+                           progress=False)
+    assert [n for n in chosen_only["models"] if n.startswith("linear:")] == ["linear:0.9"]
+    assert chosen_only["models"]["linear:0.9"] == result["models"]["linear:0.9"]
+    assert chosen_only["best"] == result["best"]
+    for method, values in result["selection_geomean_ppl"].items():
+        assert chosen_only["selection_geomean_ppl"][method] == pytest.approx(values)
+    assert {n for n in chosen_only["models"] if n.startswith("ensemble:")} == {"ensemble:0.1", "ensemble:0.9"}
 
 
 def test_weight_merges_are_built_scored_and_freed_one_at_a_time(setup, monkeypatch):

@@ -191,7 +191,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     block_size = args.block_size or record.get("train_settings", {}).get("block_size", 128)
     result = evaluate(model, tokenizer, data, baselines=args.baselines, select_data=select, extra_models=extra,
                       train_files=record.get("train_files", {}), block_size=block_size, batch_size=args.batch_size,
-                      max_blocks=args.max_blocks, seed=args.seed, agreement=args.agreement)
+                      max_blocks=args.max_blocks, seed=args.seed, agreement=args.agreement,
+                      every_point=args.every_point)
     print(eval_table(result))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement", action="store_true",
                    help="also measure each model's Jensen-Shannon divergence and cosine to every stack and to their "
                         "average (in --json; slower: each weight merge re-runs the stacks)")
+    p.add_argument("--every-point", action="store_true",
+                   help="score every point of a weight-merge sweep on --data (default: only the point chosen on the "
+                        "--select data; every point is scored on the --select data either way)")
     add_dtype_flag(p)
     add_device_flags(p, device_map=False)
     p.set_defaults(func=cmd_eval)

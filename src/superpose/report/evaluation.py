@@ -318,10 +318,15 @@ def add_models(plan: Plan, other_runs: dict[str, SuperposedModel] | None,
 
 
 def run_plan(plan: Plan, context: BaselineContext, sets: dict[str, EvalSet], select_sets: dict[str, EvalSet] | None,
-             swept: set[str], agreement: bool, strict: bool, **score_args) -> tuple[dict, dict, dict]:
+             swept: set[str], agreement: bool, strict: bool, every_point: bool = False,
+             **score_args) -> tuple[dict, dict, dict]:
     """Score every model on `sets` (and each swept point on `select_sets`): (results, selection results, stacks
     run per token). Agreement with the references is measured only when asked for: each merge then runs the
-    base and every expert again on every batch."""
+    base and every expert again on every batch.
+
+    A swept weight merge costs one pass of a whole model per point and set, so with selection sets only its
+    chosen point is scored on `sets`, unless `every_point` (the shared scorers are cheap and report every point).
+    """
     no_agreement = set(plan.reference_names) | {name for name, s in plan.shared.items() if s.reads_answer}
     agreement_for = set(plan.shared) - no_agreement if agreement else set()
     results = score(plan.shared, sets, agreement_for=agreement_for, **score_args)
@@ -331,21 +336,47 @@ def run_plan(plan: Plan, context: BaselineContext, sets: dict[str, EvalSet], sel
     if select_sets is not None and select_shared:
         chosen.update(score(select_shared, select_sets, desc="select sweeps", **score_args))
     scratch = None  # weight merges: one model at a time, written into one reusable copy of the base
-    for method, point in plan.merges:
-        name = label(method, point)
+
+    def merged(method: str, point) -> Scorer | None:
+        nonlocal scratch
         scorer = build_or_skip(plan, method, point, context, strict, into=scratch)
-        if scorer is None:
-            continue
-        scratch = scorer.model
-        compute[name] = scorer.stacks(len(context.models))
+        if scorer is not None:
+            scratch = scorer.model
+            compute[label(method, point)] = scorer.stacks(len(context.models))
+        return scorer
+
+    def report(name: str, scorer: Scorer) -> None:
         results.update(score({name: scorer}, sets, agreement_for={name} if agreement else set(), desc=name,
                              **score_args))
-        if select_sets is not None and method in swept:
+
+    selecting = select_sets is not None
+    later: dict[str, list] = {}  # swept merges whose chosen point alone is reported, after the selection
+    for method, point in plan.merges:
+        name = label(method, point)
+        chosen_only = selecting and method in swept and not every_point
+        scorer = merged(method, point)
+        if scorer is None:
+            continue
+        if not chosen_only:
+            report(name, scorer)
+        if selecting and method in swept:
             chosen.update(score({name: scorer}, select_sets, desc=f"select {name}", **score_args))
+        if chosen_only:
+            later.setdefault(method, []).append(point)
+        del scorer
+    for method, points in later.items():
+        point = best_point(method, points, chosen)
+        scorer = merged(method, point)
+        report(label(method, point), scorer)
         del scorer
     del scratch
     gc.collect()  # hand the last merge's memory back before the caller goes on
     return results, chosen, compute
+
+
+def best_point(method: str, points: list, chosen: dict[str, dict[str, dict]]):
+    """The sweep's point with the lowest geometric-mean perplexity over the selection sets."""
+    return min(points, key=lambda p: _mean_log_ppl(chosen[label(method, p)]))
 
 
 def choose_best(sweeps: dict[str, list], chosen: dict[str, dict[str, dict]]) -> tuple[dict, dict]:
@@ -354,9 +385,8 @@ def choose_best(sweeps: dict[str, list], chosen: dict[str, dict[str, dict]]) -> 
     for method, points in sweeps.items():
         if len(points) < 2:
             continue
-        candidates = {label(method, p): _mean_log_ppl(chosen[label(method, p)]) for p in points}
-        best[method] = min(candidates, key=candidates.get)
-        selection[method] = {k: math.exp(v) for k, v in candidates.items()}
+        best[method] = label(method, best_point(method, points, chosen))
+        selection[method] = {label(method, p): math.exp(_mean_log_ppl(chosen[label(method, p)])) for p in points}
     return best, selection
 
 
@@ -384,6 +414,7 @@ def evaluate(
     max_blocks: int | None = None,
     seed: int = 0,
     agreement: bool = False,
+    every_point: bool = False,
     progress: bool = True,
 ) -> dict:
     """Per set and model: perplexity, accuracy, tokens and throughput; with `agreement`, also the mean per-token
@@ -394,7 +425,7 @@ def evaluate(
     first tokens after each switch, and, for methods with per-token weights, the share of tokens whose heaviest
     weight is on the source's own model. `other_runs` are further superposed models over the same stacks,
     `extra_models` plain causal LMs (e.g. an exported hard merge). Weight merges are built and scored one at a
-    time; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
+    time; of a swept merge only the chosen point is scored on `data` unless `every_point`; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
     """
     if not data:
         raise DataError("no evaluation data: pass --data NAME=FILE")
@@ -410,15 +441,16 @@ def evaluate(
     add_models(plan, other_runs, extra_models)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     swept = {method for method, points in sweeps.items() if len(points) > 1}
-    results, chosen, compute = run_plan(plan, context, sets, select_sets, swept, agreement, strict, stacks=stacks,
-                                        pad_id=pad_id, batch_size=batch_size, progress=progress)
-    sweeps = {m: kept for m, points in sweeps.items() if (kept := [p for p in points if label(m, p) in results])}
+    results, chosen, compute = run_plan(plan, context, sets, select_sets, swept, agreement, strict, every_point,
+                                        stacks=stacks, pad_id=pad_id, batch_size=batch_size, progress=progress)
+    sweeps = {m: kept for m, points in sweeps.items()
+              if (kept := [p for p in points if label(m, p) in results or label(m, p) in chosen])}
     best, selection = choose_best(sweeps, chosen) if select_sets is not None else ({}, {})
     settings = {"data": data, "select_data": select_data or {},
                 "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
                               for m, points in sweeps.items()},
                 "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
-                "agreement": agreement, "base": model.config.base_model, "experts": model.config.experts,
+                "agreement": agreement, "every_point": every_point, "base": model.config.base_model, "experts": model.config.experts,
                 "superposed": model.config.settings}
     return assemble_result(model, sets, plan, results, compute, best, selection, set(extra_models or {}), settings)
 
