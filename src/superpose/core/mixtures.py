@@ -105,12 +105,14 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
     return log_w, last
 
 
-def mix(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-    """(M, B, T, V) log-probs and (M, B, T) log weights (or broadcastable, e.g. (M, 1, 1)) -> (B, T, V)
-    log-probs of the mixture, log Σ_m w_m p_m: the one home of this sum."""
-    terms = log_probs + log_weights.unsqueeze(-1)  # (M, B, T, V)
+def mix(log_probs, log_weights: torch.Tensor) -> torch.Tensor:
+    """M log-probs (B, T, V): a sequence, or stacked (M, B, T, V); (M, B, T) log weights (or broadcastable, e.g.
+    (M, 1, 1)) -> (B, T, V) float32 log-probs of the mixture, log Σ_m w_m p_m: the one home of this sum.
+
+    One model at a time, on the first one's device: no (M, B, T, V) float32 copy is made."""
+    home = log_probs[0].device
+    mixed = log_probs[0].float() + log_weights[0].to(home).unsqueeze(-1)
     # a fold of logaddexp: torch.logsumexp over the models' dimension is several passes, about 3x slower on CPU
-    mixed = terms[0]
-    for term in terms[1:]:
-        mixed = torch.logaddexp(mixed, term)
+    for m in range(1, len(log_probs)):
+        mixed = torch.logaddexp(mixed, log_probs[m].float().to(home) + log_weights[m].to(home).unsqueeze(-1))
     return mixed

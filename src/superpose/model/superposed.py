@@ -35,6 +35,7 @@ from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
 from superpose.model.evidence import evidence_rates, fixed_share_evidence
+from superpose.core.mixtures import mix
 from superpose.core.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
@@ -354,13 +355,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             head_inputs = head_inputs or [hidden] * len(self.stacks)
             head_logits = [torch.log_softmax(stack.logits(h.to(self.stack_dtype)).float(), dim=-1)
                            for stack, h in zip(self.stacks, head_inputs)]
-        home = head_logits[0].device
-        log_w = torch.log(last_weights.to(home).clamp(min=1e-30))  # (B|1, T|1, M)
-        # Σ_m one stack at a time: no (M, B, T, V) copy, one logaddexp pass per extra stack
-        mixed = head_logits[0].float() + log_w[..., :1]
-        for m in range(1, len(head_logits)):
-            mixed = torch.logaddexp(mixed, head_logits[m].float().to(home) + log_w[..., m : m + 1])
-        return mixed
+        log_w = torch.log(last_weights.clamp(min=1e-30))  # (B|1, T|1, M)
+        return mix(head_logits, log_w.movedim(-1, 0))
 
     def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
         state = cache.conv_states.get(layer) if cache is not None else None
