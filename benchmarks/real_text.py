@@ -146,10 +146,12 @@ def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
     if section is not None and not args.no_write and not args.quick:
         path = ROOT / "BENCHMARKS.md"
         text = path.read_text(encoding="utf-8")
-        if ONE_STACK_START in text:
+        if ONE_STACK_START in text:  # in place: the hand-written reading below the end marker stays below it
             before, rest = text.split(ONE_STACK_START, 1)
-            text = before + rest.split(ONE_STACK_END, 1)[1]
-        path.write_text(text.rstrip("\n") + "\n\n" + ONE_STACK_START + section + ONE_STACK_END, encoding="utf-8")
+            text = before + ONE_STACK_START + section + ONE_STACK_END + rest.split(ONE_STACK_END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + ONE_STACK_START + section + ONE_STACK_END
+        path.write_text(text, encoding="utf-8")
         print(f"wrote the one-stack part to {path}")
     elif section is not None:
         print(section)
