@@ -17,18 +17,32 @@ and a resumed run all give the weights of one uninterrupted single-batch run.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from superpose.core.settings import (DTYPES, MIXED_PRECISION, SettingsError, _choice, _coerce_numbers, _positive,
-                                     setting)
-from superpose.data.text import collate
+from superpose.core.loading import load_tokenizer
+from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, _choice,
+                                     _coerce_numbers, _positive, setting, torch_dtype)
+from superpose.data.text import DataError, collate
+from superpose.model.superposed import SuperposedModel
+from superpose.training.checkpoint import load_checkpoint, save_checkpoint
+from superpose.training.distributed import setup_processes
+from superpose.training.loop import LoopState, checkpoint_to_resume, run_epochs, throughput_record
+from superpose.training.model_card import write_card
+from superpose.training.resume import check_resumable, data_order
+from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
+from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
 
 DISTILL_FILE = "distill.json"
+# settings a resumed distillation may change (the others fix what each step computes)
+RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every", "keep_checkpoints", "device", "max_valid_blocks")
 
 
 @dataclass
@@ -372,6 +386,176 @@ def _needed_blocks(examples: int, global_batch: int, settings: DistillSettings, 
     return needed
 
 
+@dataclass
+class _Student:
+    """The model being trained, its trainable tensors (the LoRA adapter's, or every weight) and its optimiser."""
+
+    model: torch.nn.Module
+    params: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+
+
+def load_text(run_dir: Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
+              settings: DistillSettings):
+    """(tokenizer, training blocks, validation blocks per file): the text first, so a bad file stops the run
+    before any stack is loaded."""
+    if not train_files:
+        raise DataError("no training text: pass --train FILE (one or more)")
+    tokenizer = load_tokenizer(str(run_dir))
+    blocks = _load_blocks(train_files, tokenizer, settings.block_size, settings.max_train_blocks)
+    train_blocks = [block for rows in blocks.values() for block in rows]
+    valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
+    return tokenizer, train_blocks, valid_blocks
+
+
+def load_teacher(run_dir: Path, settings: DistillSettings, device: torch.device, teacher=None):
+    """The superposed run in inference mode (or the one passed in) and the index of the stack the student copies."""
+    if teacher is None:
+        teacher = SuperposedModel.from_pretrained(run_dir, dtype=torch_dtype(settings.dtype), device=device)
+    teacher.eval()
+    index = start_index(teacher.stack_names, settings.start)
+    limit = _positions(teacher.stack_models[index])
+    if limit is not None and settings.block_size > limit:
+        raise SettingsError(f"--block-size {settings.block_size} exceeds the model's {limit} positions")
+    return teacher, index
+
+
+def new_student(teacher, index: int, settings: DistillSettings, device: torch.device) -> _Student:
+    model = make_student(teacher.stack_models[index], settings).to(device)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),
+                                  weight_decay=settings.weight_decay)
+    return _Student(model, params, optimizer)
+
+
+def run_identity(run_dir: Path, teacher, settings: DistillSettings, train_files: dict[str, str], processes,
+                 tokenizer) -> dict:
+    """What a resumed distillation must share with the interrupted one: data order, teacher, settings."""
+    order_keys = types.SimpleNamespace(**{key: getattr(settings, key, None) for key in DATA_ORDER_KEYS})
+    identity = data_order(order_keys, train_files, processes.count, tokenizer)
+    identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": teacher.stack_names}
+    identity["distill"] = {k: v for k, v in settings.__dict__.items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps(identity))
+
+
+def restore_student(out_dir: Path, resume: bool, identity: dict, student: _Student) -> LoopState:
+    checkpoint = checkpoint_to_resume(out_dir, resume)
+    if checkpoint is None:
+        return LoopState()
+    trainable, opt_state, saved = load_checkpoint(checkpoint)
+    check_resumable(saved.get("identity", {}), identity, out_dir)
+    with torch.no_grad():
+        for name, param in student.params.items():
+            param.copy_(trainable[name].to(param.device, param.dtype))
+    student.optimizer.load_state_dict(opt_state)
+    return LoopState.from_record(saved)
+
+
+def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, out_dir: Path, settings: DistillSettings,
+                   global_batch: int, total_steps: int, pad_id: int, processes, progress: bool):
+    """With --top-k: the teacher's top-k log-probs of the blocks the run reads (built once, by the main process
+    first), and what keeping k tokens holds of its mass. Else (None, {})."""
+    if settings.teacher_weight == 0 or not settings.top_k:
+        return None, {}
+    needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
+    fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
+                   "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks}
+    build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
+                 batch_size=settings.batch_size, pad_id=pad_id, device=processes.device)
+    if processes.is_main:
+        cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=progress, **build)
+    processes.barrier()
+    if not processes.is_main:  # the shards are there now: this only reads them
+        cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=False, **build)
+    mass = kept_mass(cache)
+    return cache, {"k": settings.top_k, "kept_mass_mean": mass["mean"], "kept_mass_min": mass["min"],
+                   "cached_blocks": len(cache),
+                   "cache_mb": sum(p.stat().st_size for p in cache.folder.glob("shard-*")) / 2**20,
+                   "full_mb": mass["positions"] * teacher.config.vocab_size * 4 / 2**20}
+
+
+@dataclass
+class DistillStep:
+    """One optimiser step on a global batch: each chunk's loss weighted by its share of the scored positions,
+    gradients summed over processes, so any split of the batch gives the step of one whole batch."""
+
+    student: _Student
+    teacher: object
+    cache: object
+    train_blocks: list[torch.Tensor]
+    settings: DistillSettings
+    processes: object
+    state: LoopState
+    total_steps: int
+    pad_id: int
+    precision: str
+
+    def __call__(self, rows: list[int], first: int, epoch: int) -> tuple[dict[str, float], int]:
+        settings, optimizer, size = self.settings, self.student.optimizer, self.settings.batch_size
+        for group in optimizer.param_groups:
+            group["lr"] = settings.resolved_lr * lr_factor(self.state.step, self.total_steps)
+        lengths = [self.train_blocks[i].numel() for i in rows]
+        scored_total = sum(lengths) - len(rows)
+        optimizer.zero_grad(set_to_none=True)
+        totals = torch.zeros(3, dtype=torch.float64)
+        for chunk in range(self.processes.index, math.ceil(len(rows) / size), self.processes.count):
+            picked = rows[chunk * size : (chunk + 1) * size]
+            share = (sum(lengths[chunk * size : (chunk + 1) * size]) - len(picked)) / scored_total
+            losses = self._losses(picked)
+            (losses["loss"] * share).backward()
+            totals += torch.tensor([float(losses[k].detach()) * share for k in ("loss", "kl", "lm")],
+                                   dtype=torch.float64)
+        totals = sum_gradients(optimizer, totals, self.processes)
+        torch.nn.utils.clip_grad_norm_(list(self.student.params.values()), settings.grad_clip)
+        optimizer.step()
+        record = dict(zip(("loss", "kl", "lm"), totals.tolist()))
+        if settings.teacher_weight == 0:
+            del record["kl"]
+        return record, sum(lengths)
+
+    def _losses(self, picked: list[int]) -> dict[str, torch.Tensor]:
+        device, settings = self.processes.device, self.settings
+        batch = collate([self.train_blocks[i] for i in picked], [0] * len(picked), self.pad_id)
+        ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
+        with autocast(self.precision, device):
+            live = cached = None
+            if self.cache is not None:
+                cached = tuple(t.to(device) for t in self.cache.lookup(picked, ids.shape[1]))
+            elif settings.teacher_weight > 0:
+                live = teacher_log_probs(self.teacher, ids, mask, settings.temperature)
+            logits = self.student.model(input_ids=ids, attention_mask=mask).logits
+            return distill_loss(logits, labels, settings.teacher_weight, settings.temperature, live, cached)
+
+
+def measure(result: "DistillResult", student: _Student, teacher, valid_blocks: dict, train_blocks: list,
+            settings: DistillSettings, pad_id: int, precision: str, device: torch.device) -> None:
+    """The student on held-out text (against the teacher), and with --top-k what the truncation hides."""
+    uses_teacher = settings.teacher_weight > 0
+    with autocast(precision, device):
+        result.evaluation = evaluate_student(student.model, teacher if uses_teacher else None, valid_blocks, pad_id,
+                                             settings.batch_size, device)
+        if result.truncation:
+            probe = [b for rows in valid_blocks.values() for b in rows][:16] or train_blocks[:16]
+            measured = teacher_kl(teacher, student.model, probe, pad_id, settings.temperature, settings.batch_size,
+                                  settings.top_k)
+            result.truncation.update(kl_full=measured["kl_full"], kl_topk=measured["kl_topk"],
+                                     tokens=measured["tokens"])
+
+
+def write_outputs(result: "DistillResult", student: _Student, tokenizer, teacher, index: int, run_dir: Path,
+                  settings: DistillSettings, train_files: dict[str, str], valid_files: dict[str, str]) -> None:
+    """The plain checkpoint with its tokenizer, `distill.json` and the model card."""
+    save_student(student.model, result.out_dir, tokenizer, torch_dtype(settings.dtype))
+    record = {"run": str(run_dir.resolve()), "start": teacher.stack_names[index], "settings": settings.__dict__,
+              "train_files": {k: str(Path(v).resolve()) for k, v in train_files.items()},
+              "valid_files": {k: str(Path(v).resolve()) for k, v in valid_files.items()},
+              "history": result.history, "steps": result.steps, "evaluation": result.evaluation,
+              "truncation": result.truncation, "throughput_this_session": result.throughput,
+              "seconds_this_session": result.seconds}
+    (result.out_dir / DISTILL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    write_card(result.out_dir, _distill_card(run_dir, teacher, index, settings, train_files, valid_files, result))
+
+
 def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
             out_dir: str | Path, settings: DistillSettings, resume: bool = False, progress: bool = True,
             teacher=None) -> DistillResult:
@@ -382,155 +566,42 @@ def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[
     blocks and only the main process writes. A checkpoint is written after every epoch, every `save_every`
     steps and when the step budget ends; `resume=True` continues exactly from the last one.
     """
-    import json
-    import time
-    import types
-
-    from superpose.core.loading import load_tokenizer
-    from superpose.core.settings import DATA_ORDER_KEYS, torch_dtype
-    from superpose.data.text import DataError
-    from superpose.model.superposed import SuperposedModel
-    from superpose.training.checkpoint import load_checkpoint, save_checkpoint
-    from superpose.training.distributed import setup_processes
-    from superpose.training.loop import LoopState, checkpoint_to_resume, run_epochs, throughput_record
-    from superpose.training.model_card import write_card
-    from superpose.training.resume import check_resumable, data_order
-    from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
-    from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
-
     started = time.perf_counter()
     out_dir, run_dir = Path(out_dir), Path(run_dir)
-    if not train_files:
-        raise DataError("no training text: pass --train FILE (one or more)")
     processes = setup_processes(settings.device)
     device = processes.device
-    dtype = torch_dtype(settings.dtype)
-    tokenizer = load_tokenizer(str(run_dir))
+    tokenizer, train_blocks, valid_blocks = load_text(run_dir, train_files, valid_files, settings)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # the text first: a bad file stops the run before the stacks are loaded
-    train_blocks = [b for blocks in _load_blocks(train_files, tokenizer, settings.block_size,
-                                                 settings.max_train_blocks).values() for b in blocks]
-    valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
-    if teacher is None:
-        teacher = SuperposedModel.from_pretrained(run_dir, dtype=dtype, device=device)
-    teacher.eval()
-    index = start_index(teacher.stack_names, settings.start)
-    limit = _positions(teacher.stack_models[index])
-    if limit is not None and settings.block_size > limit:
-        raise SettingsError(f"--block-size {settings.block_size} exceeds the model's {limit} positions")
-    uses_teacher = settings.teacher_weight > 0
+    teacher, index = load_teacher(run_dir, settings, device, teacher)
     precision = resolve_mixed_precision(settings, device, teacher.stack_dtype)
-
-    student = make_student(teacher.stack_models[index], settings).to(device)
-    params = trainable_parameters(student)
-    optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),
-                                  weight_decay=settings.weight_decay)
-    order_keys = types.SimpleNamespace(**{key: getattr(settings, key, None) for key in DATA_ORDER_KEYS})
-    identity = data_order(order_keys, train_files, processes.count, tokenizer)
-    identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": teacher.stack_names}
-    identity["distill"] = {k: v for k, v in settings.__dict__.items()
-                           if k not in ("max_steps", "epochs", "save_every", "keep_checkpoints", "device",
-                                        "max_valid_blocks")}
-    identity = json.loads(json.dumps(identity))
-    state = LoopState()
-    checkpoint = checkpoint_to_resume(out_dir, resume)
-    if checkpoint is not None:
-        trainable, opt_state, saved = load_checkpoint(checkpoint)
-        check_resumable(saved.get("identity", {}), identity, out_dir)
-        with torch.no_grad():
-            for name, param in params.items():
-                param.copy_(trainable[name].to(param.device, param.dtype))
-        optimizer.load_state_dict(opt_state)
-        state = LoopState.from_record(saved)
-    for param in params.values():
+    student = new_student(teacher, index, settings, device)
+    identity = run_identity(run_dir, teacher, settings, train_files, processes, tokenizer)
+    state = restore_student(out_dir, resume, identity, student)
+    for param in student.params.values():
         processes.broadcast_(param.data)
-    processes.barrier()
+    processes.barrier()  # every process has read the output folder before the main process writes to it
     if processes.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-
     global_batch = settings.batch_size * processes.count * settings.grad_accum
     total_steps = settings.max_steps or settings.epochs * math.ceil(len(train_blocks) / global_batch)
-    cache, truncation = None, {}
-    if uses_teacher and settings.top_k:
-        needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
-        fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
-                       "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks}
-        build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
-                     batch_size=settings.batch_size, pad_id=pad_id, device=device)
-        if processes.is_main:
-            cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=progress, **build)
-        processes.barrier()
-        if not processes.is_main:
-            cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=False, **build)
-        mass = kept_mass(cache)
-        truncation = {"k": settings.top_k, "kept_mass_mean": mass["mean"], "kept_mass_min": mass["min"],
-                      "cached_blocks": len(cache),
-                      "cache_mb": sum(p.stat().st_size for p in cache.folder.glob("shard-*")) / 2**20,
-                      "full_mb": mass["positions"] * teacher.config.vocab_size * 4 / 2**20}
-
-    size = settings.batch_size
-
-    def step(rows: list[int], first: int, epoch: int) -> tuple[dict[str, float], int]:
-        for group in optimizer.param_groups:
-            group["lr"] = settings.resolved_lr * lr_factor(state.step, total_steps)
-        lengths = [train_blocks[i].numel() for i in rows]
-        scored_total = sum(lengths) - len(rows)
-        optimizer.zero_grad(set_to_none=True)
-        totals = torch.zeros(3, dtype=torch.float64)
-        for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
-            picked = rows[chunk * size : (chunk + 1) * size]
-            batch = collate([train_blocks[i] for i in picked], [0] * len(picked), pad_id)
-            ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
-            share = (sum(lengths[chunk * size : (chunk + 1) * size]) - len(picked)) / scored_total
-            with autocast(precision, device):
-                live = cached = None
-                if cache is not None:
-                    cached = tuple(t.to(device) for t in cache.lookup(picked, ids.shape[1]))
-                elif uses_teacher:
-                    live = teacher_log_probs(teacher, ids, mask, settings.temperature)
-                logits = student(input_ids=ids, attention_mask=mask).logits
-                losses = distill_loss(logits, labels, settings.teacher_weight, settings.temperature, live, cached)
-            (losses["loss"] * share).backward()
-            totals += torch.tensor([float(losses[k].detach()) * share for k in ("loss", "kl", "lm")],
-                                   dtype=torch.float64)
-        totals = sum_gradients(optimizer, totals, processes)
-        torch.nn.utils.clip_grad_norm_(list(params.values()), settings.grad_clip)
-        optimizer.step()
-        record = dict(zip(("loss", "kl", "lm"), totals.tolist()))
-        if not uses_teacher:
-            del record["kl"]
-        return record, sum(lengths)
+    cache, truncation = cached_teacher(teacher, train_blocks, identity, out_dir, settings, global_batch, total_steps,
+                                       pad_id, processes, progress)
+    step = DistillStep(student, teacher, cache, train_blocks, settings, processes, state, total_steps, pad_id,
+                       precision)
 
     def save() -> None:
         if processes.is_main:
-            save_checkpoint(out_dir, {name: p.detach() for name, p in params.items()}, optimizer,
+            save_checkpoint(out_dir, {name: p.detach() for name, p in student.params.items()}, student.optimizer,
                             {**state.record(), "identity": identity}, keep=settings.keep_checkpoints)
 
     run_epochs(state, len(train_blocks), global_batch, settings, step, save, show=progress and processes.is_main)
-    result = DistillResult(out_dir, state.history, state.step, is_main=processes.is_main)
-    result.throughput = throughput_record(state, processes, global_batch, settings.grad_accum, precision)
-    student.eval()
+    result = DistillResult(out_dir, state.history, state.step, truncation=truncation, is_main=processes.is_main,
+                           throughput=throughput_record(state, processes, global_batch, settings.grad_accum, precision))
+    student.model.eval()
     if processes.is_main:
-        with autocast(precision, device):
-            result.evaluation = evaluate_student(student, teacher if uses_teacher else None, valid_blocks, pad_id,
-                                                 settings.batch_size, device)
-            if truncation:
-                probe = [b for rows in valid_blocks.values() for b in rows][:16] or train_blocks[:16]
-                measured = teacher_kl(teacher, student, probe, pad_id, settings.temperature, settings.batch_size,
-                                      settings.top_k)
-                truncation.update(kl_full=measured["kl_full"], kl_topk=measured["kl_topk"],
-                                  tokens=measured["tokens"])
-        result.truncation = truncation
-        save_student(student, out_dir, tokenizer, dtype)
+        measure(result, student, teacher, valid_blocks, train_blocks, settings, pad_id, precision, device)
         result.seconds = time.perf_counter() - started
-        record = {"run": str(run_dir.resolve()), "start": teacher.stack_names[index],
-                  "settings": settings.__dict__, "train_files": {k: str(Path(v).resolve()) for k, v in train_files.items()},
-                  "valid_files": {k: str(Path(v).resolve()) for k, v in (valid_files or {}).items()},
-                  "history": state.history, "steps": state.step, "evaluation": result.evaluation,
-                  "truncation": truncation, "throughput_this_session": result.throughput,
-                  "seconds_this_session": result.seconds}
-        (out_dir / DISTILL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-        write_card(out_dir, _distill_card(run_dir, teacher, index, settings, train_files, valid_files or {}, result))
+        write_outputs(result, student, tokenizer, teacher, index, run_dir, settings, train_files, valid_files or {})
     processes.barrier()
     result.seconds = time.perf_counter() - started
     return result
