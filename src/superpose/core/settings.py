@@ -25,12 +25,12 @@ def setting(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
-def _choice(name: str, value: object, allowed: tuple) -> None:
+def check_choice(name: str, value: object, allowed: tuple) -> None:
     if value not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok or not math.isfinite(value):
         raise SettingsError(f"{name} must be {'non-negative' if allow_zero else 'positive'}; got {value!r}")
@@ -49,7 +49,7 @@ def field_type(cls, name: str) -> type | None:
     return _scalar_type(typing.get_type_hints(cls)[name])
 
 
-def _coerce_numbers(settings) -> None:
+def coerce_numbers(settings) -> None:
     """YAML reads `2e-4` as a string (YAML 1.1 needs a dot): accept numeric strings for numeric settings."""
     hints = typing.get_type_hints(type(settings))
     for f in fields(settings):
@@ -77,12 +77,12 @@ GATE_EVIDENCE = ("none", "fixed_share")
 GRAPHS = ("sequential", "parallel")
 
 
-def _check_choices(settings) -> None:
+def check_choices(settings) -> None:
     """Every field that declares choices (in its metadata) holds one of them (None: the field's default rule)."""
     for f in fields(settings):
         choices, value = f.metadata.get("choices"), getattr(settings, f.name)
         if choices and value is not None:
-            _choice(f.name, value, choices)
+            check_choice(f.name, value, choices)
 
 
 # Names from the two-model days: they still load (settings files, flags, saved runs), with a notice.
@@ -158,14 +158,14 @@ class ModelSettings:
     spline_degree: int = setting(3, "B-spline degree (default 3)")
 
     def __post_init__(self) -> None:
-        _coerce_numbers(self)
+        coerce_numbers(self)
         _upgrade_values(self)
-        _check_choices(self)
+        check_choices(self)
         if self.gate_evidence != "none" and self.gate != "token":
             raise SettingsError("gate_evidence needs gate: token (a static blend reads nothing of the input)")
         if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
             raise SettingsError(f"gate_hidden must be a non-negative integer; got {self.gate_hidden!r}")
-        _positive("evidence_rate", self.evidence_rate)
+        check_positive("evidence_rate", self.evidence_rate)
         if self.evidence_rate > 0.09:
             raise SettingsError(f"evidence_rate must be at most 0.09 (the gate also reads 10x this rate, which must "
                                 f"stay below 1); got {self.evidence_rate!r}")
@@ -262,8 +262,8 @@ class TrainSettings:
                          DTYPES)
 
     def __post_init__(self) -> None:
-        _coerce_numbers(self)
-        _check_choices(self)
+        coerce_numbers(self)
+        check_choices(self)
         for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -279,12 +279,12 @@ class TrainSettings:
         for name in ("lr_blend", "lr_ae", "lr_gate", "grad_clip"):
             value = getattr(self, name)
             if value is not None:
-                _positive(name, value)
+                check_positive(name, value)
         for name in ("weight_decay", "recon_weight", "lm_weight", "blend_reg_weight", "gate_label_weight",
                      "load_balance_weight", "switch_rate"):
             value = getattr(self, name)
             if value is not None:
-                _positive(name, value, allow_zero=True)
+                check_positive(name, value, allow_zero=True)
         if self.switch_rate > 1:
             raise SettingsError(f"switch_rate is a share of the blocks, in [0, 1]; got {self.switch_rate!r}")
         for name in ("device", "device_map"):
@@ -317,7 +317,7 @@ def torch_dtype(name: str):
     """'bfloat16' -> torch.bfloat16, with a message naming the choices."""
     import torch
 
-    _choice("dtype", name, DTYPES)
+    check_choice("dtype", name, DTYPES)
     return getattr(torch, name)
 
 
@@ -359,7 +359,7 @@ DEFAULT_PRESET = "dynamic"  # what `superpose train` uses without --preset: the 
 
 
 def preset_values(name: str) -> dict:
-    _choice("preset", name, tuple(PRESETS))
+    check_choice("preset", name, tuple(PRESETS))
     return dict(PRESETS[name])
 
 

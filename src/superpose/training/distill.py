@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from superpose.core.loading import load_tokenizer
-from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, _choice,
-                                     _coerce_numbers, _positive, setting, torch_dtype)
+from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, check_choices,
+                                     check_positive, coerce_numbers, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import load_checkpoint, save_checkpoint
@@ -80,7 +80,7 @@ class DistillSettings:
                                     "trains in float32", DTYPES)
 
     def __post_init__(self) -> None:
-        _coerce_numbers(self)
+        coerce_numbers(self)
         for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -93,18 +93,16 @@ class DistillSettings:
                 raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
         for name in ("lr", "lora_alpha", "grad_clip", "temperature"):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
-        _positive("weight_decay", self.weight_decay, allow_zero=True)
-        _positive("teacher_weight", self.teacher_weight, allow_zero=True)
+                check_positive(name, getattr(self, name))
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("teacher_weight", self.teacher_weight, allow_zero=True)
         if self.teacher_weight > 1:
             raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; got {self.teacher_weight}")
         if self.lora_alpha is not None and self.lora is None:
             raise SettingsError("lora_alpha is the scale of a LoRA adapter: give --lora R too")
         if self.top_k is not None and self.teacher_weight == 0:
             raise SettingsError("--top-k caches the teacher, and --teacher-weight 0 (replay) runs no teacher")
-        _choice("dtype", self.dtype, DTYPES)
-        if self.mixed_precision is not None:
-            _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_choices(self)
         if self.start is not None and (not isinstance(self.start, str) or not self.start):
             raise SettingsError(f"start must name a stack; got {self.start!r}")
 
