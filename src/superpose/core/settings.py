@@ -77,6 +77,19 @@ GATE_EVIDENCE = ("none", "fixed_share")
 GRAPHS = ("sequential", "parallel")
 
 
+def check_counts(settings, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """Positive integers (`optional` ones may be None); a training block holds at least 2 tokens."""
+    for name in (*required, *optional):
+        value = getattr(settings, name)
+        if value is None and name in optional:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            null = " or null" if name in optional else ""
+            raise SettingsError(f"{name} must be a positive integer{null}; got {value!r}")
+    if getattr(settings, "block_size", 2) < 2:
+        raise SettingsError("block_size must be at least 2")
+
+
 def check_choices(settings) -> None:
     """Every field that declares choices (in its metadata) holds one of them (None: the field's default rule)."""
     for f in fields(settings):
@@ -264,16 +277,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         coerce_numbers(self)
         check_choices(self)
-        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SettingsError(f"{name} must be a positive integer; got {value!r}")
-        if self.block_size < 2:
-            raise SettingsError("block_size must be at least 2")
-        for name in ("max_steps", "max_train_blocks", "max_valid_blocks", "save_every"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
+        check_counts(self, ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"),
+                     ("max_steps", "max_train_blocks", "max_valid_blocks", "save_every"))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise SettingsError(f"seed must be an integer; got {self.seed!r}")
         for name in ("lr_blend", "lr_ae", "lr_gate", "grad_clip"):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from superpose.core.loading import load_tokenizer
 from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, check_choices,
-                                     check_positive, coerce_numbers, setting, torch_dtype)
+                                     check_counts, check_positive, coerce_numbers, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import load_checkpoint, save_checkpoint
@@ -81,16 +81,8 @@ class DistillSettings:
 
     def __post_init__(self) -> None:
         coerce_numbers(self)
-        for name in ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SettingsError(f"{name} must be a positive integer; got {value!r}")
-        if self.block_size < 2:
-            raise SettingsError("block_size must be at least 2")
-        for name in ("max_steps", "lora", "top_k", "max_train_blocks", "max_valid_blocks", "save_every"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise SettingsError(f"{name} must be a positive integer or null; got {value!r}")
+        check_counts(self, ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"),
+                     ("max_steps", "lora", "top_k", "max_train_blocks", "max_valid_blocks", "save_every"))
         for name in ("lr", "lora_alpha", "grad_clip", "temperature"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
