@@ -87,3 +87,26 @@ def assert_left_padded_batch_generates_as_each_prompt_alone(model, prompts: list
             assert together.sequences[row, width:].tolist() == alone.sequences[0, len(prompt):].tolist(), row
             for a, b in zip(together.logits, alone.logits, strict=True):
                 torch.testing.assert_close(a[row], b[0], atol=1e-4, rtol=0)
+
+
+def kill_at_first_checkpoint(argv: list[str], folder: Path) -> int:
+    """Run `python -m superpose ARGV` in its own process, SIGKILL it once `folder` holds a step checkpoint, and
+    return that checkpoint's step (the run must not have finished by then)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from superpose.training.checkpoint import list_checkpoints
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    process = subprocess.Popen([sys.executable, "-m", "superpose", *argv], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(folder) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return int(list_checkpoints(folder)[-1].name.split("-")[1])

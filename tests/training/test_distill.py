@@ -15,7 +15,7 @@ from superpose.training.distill import (DistillSettings, distill_kl, distill_los
                                         save_student, topk_kl)
 from superpose.training.teacher_cache import build_topk_cache, kept_mass, tempered_log_probs, top_k_entries
 
-from helpers import tiny_model
+from helpers import kill_at_first_checkpoint, tiny_model
 
 PAD = 0
 
@@ -229,16 +229,9 @@ def test_short_distillation_lowers_the_kl_to_the_teacher_on_held_out_blocks(tmp_
 
 def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
     """A distill process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from safetensors.torch import load_file
 
     from superpose.cli.commands import main
-    from superpose.training.checkpoint import list_checkpoints
 
     run, text, _ = _teacher_run(tmp_path)
     steps = 60
@@ -248,17 +241,8 @@ def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
                 str(steps), "--batch-size", "3", "--grad-accum", "2", "--block-size", "16", "--save-every", "3",
                 "--top-k", "6", "--teacher-weight", "0.7", "--temperature", "2", *more]
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "superpose", *argv(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list_checkpoints(killed) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    assert process.poll() is None, "distillation ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    saved_step = int(list_checkpoints(killed)[-1].name.split("-")[1])
+    saved_step = kill_at_first_checkpoint(argv(killed), killed)
     assert 0 < saved_step < steps and not (killed / "model.safetensors").exists()
     assert main(argv(killed)) == 2  # a checkpoint without --resume is refused
     assert main(argv(killed, "--resume")) == 0

@@ -8,7 +8,7 @@ from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.training.loop import train
 
-from helpers import char_tokenizer, save_pair, tiny_pair, write_domains
+from helpers import char_tokenizer, kill_at_first_checkpoint, save_pair, tiny_pair, write_domains
 
 
 def _settings(**overrides):
@@ -310,15 +310,8 @@ def test_step_checkpoints_keep_the_latest(tmp_path):
 
 def test_sigkilled_training_resumes_to_the_same_weights(tmp_path):
     """A training process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from safetensors.torch import load_file
 
-    from superpose.training.checkpoint import list_checkpoints
     base, other = save_pair(tmp_path)
     en, fr = write_domains(tmp_path, repeat=12)
     steps = 120
@@ -328,17 +321,8 @@ def test_sigkilled_training_resumes_to_the_same_weights(tmp_path):
                 f"fr={fr}", "--out", str(out), "--batch-size", "4", "--block-size", "16", "--max-steps", str(steps),
                 "--variant", "2d", "--ae-layers", "1", "--save-every", "3"]
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "superpose", *argv(killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list_checkpoints(killed) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    saved_step = int(list_checkpoints(killed)[-1].name.split("-")[1])
+    saved_step = kill_at_first_checkpoint(argv(killed), killed)
     assert 0 < saved_step < steps and not (killed / "superposed.safetensors").exists()
     assert main(argv(killed) + ["--resume"]) == 0
     assert main(argv(tmp_path / "whole")) == 0

@@ -34,7 +34,8 @@ from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import load_checkpoint, save_checkpoint
 from superpose.training.distributed import setup_processes
-from superpose.training.loop import LoopState, checkpoint_to_resume, run_epochs, throughput_record
+from superpose.training.loop import (LoopState, checkpoint_to_resume, describe_throughput, history_table,
+                                     run_epochs, throughput_record)
 from superpose.training.model_card import write_card
 from superpose.training.resume import check_resumable, data_order
 from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
@@ -285,14 +286,9 @@ class DistillResult:
     is_main: bool = True
 
     def summary(self) -> str:
-        from superpose.core.text_tables import format_table
-        from superpose.training.loop import describe_throughput
-
         parts = []
         if self.history:
-            keys = [k for k in self.history[-1] if k not in ("epoch", "step")]
-            rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in self.history]
-            parts.append(format_table(["epoch", "step", *keys], rows, title=f"distillation ({self.out_dir})"))
+            parts.append(history_table(self.history, f"distillation ({self.out_dir})"))
         if self.evaluation:
             parts.append(evaluation_table(self.evaluation))
         if self.truncation:

@@ -111,10 +111,15 @@ class TrainResult:
     def summary(self) -> str:
         if not self.history:
             return "no epochs run"
-        keys = [k for k in self.history[-1] if k not in ("epoch", "step")]
-        rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in self.history]
-        table = format_table(["epoch", "step", *keys], rows, title=f"training summary ({self.run_dir})")
+        table = history_table(self.history, f"training summary ({self.run_dir})")
         return table + ("\n" + describe_throughput(self.throughput) if self.throughput else "")
+
+
+def history_table(history: list[dict], title: str) -> str:
+    """One row per recorded epoch (or budget end): epoch, step and every logged number."""
+    keys = [k for k in history[-1] if k not in ("epoch", "step")]
+    rows = [[h["epoch"], h["step"], *[h.get(k, float("nan")) for k in keys]] for h in history]
+    return format_table(["epoch", "step", *keys], rows, title=title)
 
 
 def describe_throughput(record: dict) -> str:
