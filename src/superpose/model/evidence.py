@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from superpose.core.mixtures import fixed_share_scan, log_prob_of
+from superpose.core.mixtures import fixed_share_scan, log_prob_of, pick
 
 RATE_FACTORS = (0.1, 1.0, 10.0)  # × evidence_rate; the middle one is the setting itself
 MAIN_RATE = 1
@@ -41,15 +41,12 @@ def fixed_share_evidence(
     input_ids = input_ids.to(device)
     batch, length = input_ids.shape
     mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask.to(device).bool()
-    if normalised:  # (B, T-1) gathered log-probs, one read of one entry per position
-        scores = torch.stack([lg[:, :-1].to(device).gather(-1, input_ids[:, 1:, None]).squeeze(-1).float()
-                              for lg in stack_logits])
-    else:
-        scores = torch.stack([log_prob_of(lg[:, :-1].to(device), input_ids[:, 1:]) for lg in stack_logits])
+    score = pick if normalised else log_prob_of  # normalised: one read of one entry per position
+    scores = torch.stack([score(lg[:, :-1].to(device), input_ids[:, 1:]).float() for lg in stack_logits])
     observed = mask[:, 1:] & mask[:, :-1]  # (B, T-1)
     if carried is not None:  # the previous chunk's last position predicted this chunk's first token
         last = carried["last_logits"].to(device)  # (B, M, V) log-probs
-        first = last.gather(-1, input_ids[:, :1, None].expand(-1, last.shape[1], 1)).squeeze(-1).T[:, :, None]
+        first = pick(last, input_ids[:, :1].expand(-1, last.shape[1])).T[:, :, None]  # (M, B, 1)
         first_seen = carried["last_mask"].to(device) & mask[:, 0]
     else:
         first = scores.new_zeros(len(stack_logits), batch, 1)
@@ -63,11 +60,12 @@ def fixed_share_evidence(
     state = None
     if carried is not None:  # (B, R, M) -> (M, R * B)
         state = carried["log_w"].to(device).permute(2, 1, 0).reshape(models, count * batch)
+    final = torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1)  # (B, M, V): predicts the next chunk
     log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), state)
     new_state = {
         # (B, R, M): batch first, so beam search can reorder it like any cache
         "log_w": last_w.reshape(models, count, batch).permute(2, 1, 0).contiguous(),
-        "last_logits": torch.log_softmax(torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1), -1),  # (B, M, V)
+        "last_logits": final if normalised else torch.log_softmax(final, -1),  # (B, M, V) log-probs
         "last_mask": mask[:, -1],
     }
     return log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0), new_state
