@@ -18,6 +18,7 @@ GATED = [
     dict(gate="token"),
     dict(gate="token", gate_evidence="fixed_share"),
     dict(gate="token", gate_evidence="fixed_share", gate_hidden=8, head="mixture"),
+    dict(gate="token", gate_evidence="fixed_share_mix", gate_hidden=8, head="mixture"),
 ]
 
 
@@ -166,6 +167,41 @@ def test_an_untrained_evidence_gate_in_the_parallel_graph_is_the_fixed_share_mix
         own = torch.stack([_log_probs(stack(ids).logits) for stack in model.stack_models])  # (M, B, T, V)
         weights = fixed_share_log_weights(token_log_probs(own, ids), model.settings.evidence_rate)
         torch.testing.assert_close(_log_probs(model(ids).logits), mix(own, weights), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_an_untrained_rate_mixture_gate_is_the_fixed_share_mix_yardstick(n):
+    """As built, with no change to its prior: the model *is* the training-free `fixed_share_mix` baseline."""
+    from superpose.compare import BaselineContext, References, build_scorer
+
+    model = _model("gpt2", n, randomise=False, graph="parallel", ae_layers=[], **GATED[3])
+    ids = torch.randint(1, 90, (2, 30), generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        logits = {name: stack(ids).logits for name, stack in zip(model.stack_names, model.stack_models)}
+        refs = References(logits, {name: 0.0 for name in logits}, ids.clone(), None)
+        yardstick = build_scorer("fixed_share_mix", None, BaselineContext({}, None)).logits(ids, None, refs)
+        torch.testing.assert_close(_log_probs(model(ids).logits), yardstick, atol=2e-5, rtol=0)
+
+
+def test_rate_mixture_evidence_carries_across_chunks():
+    """The rate mixture's row at t is the yardstick's weights after x_≤t; split in chunks, the same numbers."""
+    from superpose.model.evidence import evidence_rates, fixed_share_evidence
+    from superpose.core.mixtures import rate_mixture_log_weights, token_log_probs
+
+    generator = torch.Generator().manual_seed(13)
+    logits = [torch.randn(2, 12, 11, generator=generator) * 3 for _ in range(3)]
+    ids = torch.randint(0, 11, (2, 12), generator=generator)
+    rates = evidence_rates(0.02, "fixed_share_mix")
+    whole, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
+    assert whole.shape == (2, 12, len(rates) + 1, 3)
+    expected = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates)
+    torch.testing.assert_close(whole[:, :, -1].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
+    parts, state = [], None
+    for start, stop in ((0, 5), (5, 6), (6, 12)):
+        part, state = fixed_share_evidence([lg[:, start:stop] for lg in logits], ids[:, start:stop], None, rates,
+                                           carried=state, rate_mixture=True)
+        parts.append(part)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=0)
 
 
 def test_one_expert_static_blend_is_the_papers_formula():

@@ -11,7 +11,7 @@ declares its `METHOD` (name, builder, default sweep, point parsing) plus one ent
 * `weight_merge`: what every weight merge shares (checks, the per-tensor driver, the merged model's scorer).
 * weight merges, one model each: `linear` (whose weighted sum is also the hard-merge export),
   `task_arithmetic`, `ties`, `dare`, `slerp`.
-* output mixtures of the M models: `ensemble`, `bayes`, `fixed_share`.
+* output mixtures of the M models: `ensemble`, `bayes`, `fixed_share`, `fixed_share_mix` (a mixture over rates).
 * routers that pick one model: `router` (causal), `router_lookahead` (reads the whole sequence: a bound).
 * bounds that read the answer: `oracle` (one model per sequence), `oracle_token` (one per token).
 """

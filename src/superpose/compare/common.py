@@ -11,7 +11,8 @@ from transformers import PreTrainedModel
 
 from superpose.core.mixtures import mix, token_log_probs
 
-Point = float | tuple[float, float] | None  # one point of a sweep; None for a method without parameter
+# one point of a sweep: a number, (density, λ), a grid of rates (a method whose one setting is a list), or None
+Point = float | tuple[float, ...] | None
 
 
 def number(text: str) -> float:
@@ -131,6 +132,8 @@ class Method:
     * `parse`: one point's text -> the point; raises ValueError whose message names the accepted form.
     * `merge`: a weight merge's state-dict function `(base_sd, expert_sds, point, seed=0) -> state dict`. Its
       scorer holds a model as large as the base, so evaluation builds and scores those one at a time.
+    * `one_setting`: the text after `:` is the method's one setting, commas included (`parse` reads all of it);
+      without it the method uses its default (point None). Nothing is swept, so nothing needs selection data.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Method:
     sweep: tuple[Point, ...] | None = None
     parse: Callable[[str], Point] = number
     merge: Callable | None = None
+    one_setting: bool = False
 
     @property
     def takes_parameter(self) -> bool:

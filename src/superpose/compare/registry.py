@@ -5,14 +5,14 @@ Adding a method is one file that declares `METHOD = Method(...)` (or `weight_mer
 from __future__ import annotations
 
 from superpose.compare import (
-    bayes, dare, ensemble, fixed_share, linear, oracle, oracle_token, router, router_lookahead, slerp,
-    task_arithmetic, ties,
+    bayes, dare, ensemble, fixed_share, fixed_share_mix, linear, oracle, oracle_token, router, router_lookahead,
+    slerp, task_arithmetic, ties,
 )
 from superpose.compare.common import BaselineContext, Method, Point, Scorer
 
 METHODS: list[Method] = [
     linear.METHOD, task_arithmetic.METHOD, ties.METHOD, dare.METHOD, slerp.METHOD,  # weight merges
-    ensemble.METHOD, bayes.METHOD, fixed_share.METHOD,  # output mixtures
+    ensemble.METHOD, bayes.METHOD, fixed_share.METHOD, fixed_share_mix.METHOD,  # output mixtures
     router.METHOD, router_lookahead.METHOD,  # routers
     oracle.METHOD, oracle_token.METHOD,  # bounds that read the answer
 ]
@@ -22,9 +22,12 @@ MERGE_METHODS = {m.name: m.merge for m in METHODS if m.holds_model}  # merge -> 
 
 
 def label(method: str, point: Point) -> str:
-    """`method`, `method:p` or `method:density@λ`: how a point is written on the command line and in results."""
+    """`method`, `method:p`, `method:density@λ` or `method:r1,r2,...` (one setting that is a list): how a point is
+    written on the command line and in results."""
     if point is None:
         return method
+    if REGISTRY[method].one_setting:
+        return f"{method}:{','.join(f'{p:g}' for p in point)}"
     if isinstance(point, tuple):
         return f"{method}:{point[0]:g}@{point[1]:g}"
     return f"{method}:{point:g}"
@@ -49,6 +52,15 @@ def parse_baselines(values: list[str] | None) -> dict[str, list[Point]]:
         if name not in REGISTRY:
             raise ValueError(f"unknown baseline {name!r}; known: {', '.join(REGISTRY)}")
         method = REGISTRY[name]
+        if method.one_setting:
+            try:
+                point = method.parse(params) if params else None
+            except ValueError as err:
+                raise ValueError(f"the setting of {name} must be {err}, got {value!r}") from None
+            sweeps.setdefault(name, [])
+            if point not in sweeps[name]:
+                sweeps[name].append(point)
+            continue
         if not method.takes_parameter:
             if params:
                 raise ValueError(f"baseline {name!r} takes no parameter, got {value!r}")

@@ -6,6 +6,9 @@ tokens x_1..x_t already seen, through the log-likelihood each model gave them:
 * Bayes: log w_m(t) = log π_m + Σ_{i<t} log p_m(x_{i+1} | x_≤i), normalised (uniform π, reset per sequence).
 * Fixed share (Herbster & Warmuth): after each Bayesian update, w ← (1 − ρ) w + ρ / M, so the weights can
   follow a switch inside a sequence; ρ = 0 is Bayes.
+* Rate mixture: a Bayesian mixture, uniform prior, over fixed-share filters at a grid of rates. Each filter is
+  weighted by how well it predicted the tokens seen so far, so the mixture learns the switching rate as it
+  reads; it is still a mixture of the M models, with weights Σ_k β_k(t) w_k(t).
 
 Padding (label -100) adds no evidence.
 """
@@ -103,6 +106,36 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
     log_w = torch.log_softmax(log_w, dim=-1).permute(2, 0, 1).to(evidence.dtype)  # (M, B, T)
     last = log_w[:, :, -1] if length else start
     return log_w, last
+
+
+RATE_GRID = (0.0, 0.001, 0.005, 0.02, 0.05, 0.1, 0.2)  # the rate mixture's default switching rates
+
+
+def filter_log_likelihoods(log_w: torch.Tensor, evidence: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """(K, M, B, T) each filter's weights *before* position t's evidence, (M, B, T) evidence, (B, T) observed
+    -> (K, B, T) log-likelihood each filter gave that evidence (0 where it does not count)."""
+    likelihood = torch.logsumexp(log_w.float() + evidence.float()[None], dim=1)
+    return likelihood.masked_fill(~observed.bool()[None], 0.0)
+
+
+def mix_rates(log_w: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """(K, M, B, T) the filters' log-weights and (K, B, T) each filter's log-likelihood of what it has seen ->
+    (M, B, T) log-weights of the rate mixture: log Σ_k β_k w_k with β = softmax over filters (uniform prior)."""
+    log_beta = torch.log_softmax(seen.float(), dim=0)
+    return torch.logsumexp(log_beta[:, None] + log_w.float(), dim=0)
+
+
+def rate_mixture_log_weights(evidence: torch.Tensor, rates=RATE_GRID,
+                             observed: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, B, T) -> (M, B, T) log-weights of the rate mixture used at each position (before its own target)."""
+    if not rates:
+        raise ValueError("the rate mixture needs at least one rate")
+    if observed is None:
+        observed = (evidence != 0).any(dim=0)
+    filters = torch.stack([fixed_share_log_weights(evidence, rate, observed) for rate in rates])  # (K, M, B, T)
+    likelihood = filter_log_likelihoods(filters, evidence, observed)
+    seen = torch.cumsum(likelihood, dim=-1) - likelihood  # Σ_{i<t}: position t has not seen its own target yet
+    return mix_rates(filters, seen)
 
 
 def mix(log_probs, log_weights: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,7 @@ def coerce_numbers(settings) -> None:
 
 HEADS = ("base", "first_expert", "blend", "mixture")
 GATES = ("static", "token")
-GATE_EVIDENCE = ("none", "fixed_share")
+GATE_EVIDENCE = ("none", "fixed_share", "fixed_share_mix")
 GRAPHS = ("sequential", "parallel")
 
 
@@ -159,7 +159,9 @@ class ModelSettings:
                                   "on top of the spline", GATES)
     gate_hidden: int = setting(0, "token gate: width of a hidden layer (0 = LayerNorm + linear)")
     gate_evidence: str = setting("none", "token gate: also read each stack's fixed-share log-posterior over the "
-                                         "tokens seen so far", GATE_EVIDENCE)
+                                         "tokens seen so far: at three rates around evidence_rate (fixed_share), or "
+                                         "at a grid of rates plus their Bayesian mixture, with which an untrained "
+                                         "gate starts (fixed_share_mix)", GATE_EVIDENCE)
     evidence_rate: float = setting(0.02, "fixed-share rate of the gate evidence; the gate also reads 0.1x and 10x "
                                          "this rate (default 0.02)")
     graph: str = setting("sequential", "sequential: the stacks share one running state (paper); parallel: each "

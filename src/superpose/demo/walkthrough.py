@@ -146,7 +146,7 @@ def summary_table(result: dict) -> str:
     bounds = set(result.get("reads_answer", []))
     compute = result.get("stacks_per_token", {})
     keep = ["base", "expert:fr", "superposed", best.get("linear", "linear:0.5"), "ensemble:0.5", "bayes",
-            best.get("fixed_share", "fixed_share:0.02"), "router", "oracle", "oracle_token"]
+            best.get("fixed_share", "fixed_share:0.02"), "fixed_share_mix", "router", "oracle", "oracle_token"]
     rows = []
     for name in dict.fromkeys(k for k in keep if k in models):
         per = models[name]

@@ -7,8 +7,10 @@ Every way of computing them lives here, behind `Blend`:
 * token: w[l, t] = softmax(prior_l + g_l(features_t)), where prior_l is the static spline's log-weights (so an
   untrained gate, whose last layer starts at zero, is the static model) and g_l reads only position t: the
   running state before layer l and, optionally, each stack's fixed-share log-posteriors over the tokens seen
-  so far (`evidence.py`); the middle rate's also enters directly, scaled by a learned per-layer factor that
-  starts at 1, so an untrained gate with evidence is the prior times the fixed-share posterior.
+  so far (`evidence.py`); one row of them (the middle rate's, or the rate mixture's) also enters directly,
+  scaled by a learned per-layer factor that starts at 1, so an untrained gate with evidence is the prior times
+  that posterior. With the rate mixture the prior starts uniform, so the untrained model *is* the training-free
+  rate mixture and training can only add to it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 from scipy.interpolate import BSpline
 from torch import nn
 
-from superpose.model.evidence import MAIN_RATE, RATE_FACTORS
+from superpose.model.evidence import evidence_rows
 
 
 def clamped_knots(n_control: int, degree: int) -> np.ndarray:
@@ -141,16 +143,19 @@ class TokenGate(nn.Module):
     """g_l(features_t) per layer: LayerNorm of the state (+ evidence) -> linear or a small MLP -> M logits.
 
     The output layer starts at zero, so an untrained gate without evidence adds nothing to the prior; with
-    evidence, the direct evidence scale starts at 1, so it weights the stacks by prior x fixed-share posterior.
+    evidence, the direct evidence scale starts at 1, so it weights the stacks by prior x the evidence's posterior.
     """
 
-    def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: bool = False):
+    FEATURE_FLOOR = -20.0  # log-weights below this read as this: a sure Bayes filter's -1000 would swamp the net
+
+    def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: str = "none"):
         super().__init__()
-        extra = n_stacks * len(RATE_FACTORS) if evidence else 0
+        rows, self.direct_row = evidence_rows(evidence) if evidence != "none" else (0, None)
+        extra = n_stacks * rows
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
         self.nets = nn.ModuleList(self._net(hidden_size + extra, n_stacks, hidden) for _ in range(n_layers))
         # 1: an untrained gate weights the stacks by prior x fixed-share posterior, the causal mixture it must beat
-        self.evidence_scale = nn.Parameter(torch.ones(n_layers)) if evidence else None
+        self.evidence_scale = nn.Parameter(torch.ones(n_layers)) if rows else None
 
     @staticmethod
     def _net(width: int, n_stacks: int, hidden: int) -> nn.Module:
@@ -160,14 +165,15 @@ class TokenGate(nn.Module):
         return out if not hidden else nn.Sequential(nn.Linear(width, hidden), nn.GELU(), out)
 
     def forward(self, layer: int, state: torch.Tensor, evidence: torch.Tensor | None) -> torch.Tensor:
-        """state (B, T, d), evidence (B, T, R, M) log-posteriors at R rates or None -> (B, T, M) logits added to
-        the prior; the middle rate's log-posterior also enters directly, scaled."""
+        """state (B, T, d), evidence (B, T, R, M) log-posteriors or None -> (B, T, M) logits added to the prior;
+        one row of the evidence also enters directly, scaled."""
         features = self.norms[layer](state.float())
         if self.evidence_scale is None:
             return self.nets[layer](features)
         evidence = evidence.to(features.device, features.dtype)
-        logits = self.nets[layer](torch.cat([features, evidence.flatten(-2)], dim=-1))
-        return logits + self.evidence_scale[layer] * evidence[..., MAIN_RATE, :]
+        read = evidence.clamp(min=self.FEATURE_FLOOR).flatten(-2)
+        logits = self.nets[layer](torch.cat([features, read], dim=-1))
+        return logits + self.evidence_scale[layer] * evidence[..., self.direct_row, :]
 
 
 class Blend(nn.Module):
@@ -183,8 +189,9 @@ class Blend(nn.Module):
                                        settings.spline_degree)
         self.gate = None
         if settings.gate == "token":
-            self.gate = TokenGate(n_layers, hidden_size, n_stacks, settings.gate_hidden,
-                                  evidence=settings.gate_evidence != "none")
+            self.gate = TokenGate(n_layers, hidden_size, n_stacks, settings.gate_hidden, settings.gate_evidence)
+            if settings.gate_evidence == "fixed_share_mix":
+                self.set_uniform()  # so the untrained model is exactly the training-free rate mixture
         self.n_stacks = n_stacks
 
     @property
@@ -215,6 +222,15 @@ class Blend(nn.Module):
 
     def regularisation(self) -> torch.Tensor:
         return self.spline.regularisation()
+
+    @torch.no_grad()
+    def set_uniform(self) -> None:
+        """Every layer's prior weights every stack alike."""
+        if isinstance(self.spline, SplineSoftmax):
+            self.spline.control.zero_()
+            self.spline.layer_bias.zero_()
+        else:
+            self.spline.set_constant(0.5)
 
     def set_stack(self, index: int) -> None:
         """Force every layer's prior one-hot on stack `index` (a one-expert alpha: 0 or 1)."""

@@ -2,23 +2,38 @@
 
 Position t's evidence uses tokens x_1..x_t only: stack m scores x_t with the prediction it made at
 position t-1, and the scores are folded into fixed-share weights (SPEC §10) that may follow a switch of
-language inside a sequence. A slow, a middle and a fast rate (`RATE_FACTORS` × the setting) let a gate tell
-a long run of one language (the slow posterior is sure) from a recent switch (only the fast one has moved).
-During generation the cache carries, per evidence source, the weights so far and the last position's logits
-(to score the next token when it arrives), so cached = uncached.
+language inside a sequence. Two kinds (the `gate_evidence` setting):
+
+* `fixed_share`: a slow, a middle and a fast rate (`RATE_FACTORS` × the setting) let a gate tell a long run of one
+  language (the slow posterior is sure) from a recent switch (only the fast one has moved).
+* `fixed_share_mix`: the filters at every rate of `RATE_GRID`, plus one more row: the rate mixture, a Bayesian
+  mixture over those filters (each weighted by how well it predicted the tokens so far), which needs no rate.
+
+During generation the cache carries, per evidence source, the weights so far, each filter's log-likelihood so
+far (rate mixture) and the last position's logits (to score the next token when it arrives), so cached = uncached.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from superpose.core.mixtures import fixed_share_scan, log_prob_of, pick
+from superpose.core.mixtures import RATE_GRID, filter_log_likelihoods, fixed_share_scan, log_prob_of, mix_rates, pick
 
 RATE_FACTORS = (0.1, 1.0, 10.0)  # × evidence_rate; the middle one is the setting itself
 MAIN_RATE = 1
 
 
-def evidence_rates(rate: float) -> list[float]:
-    return [rate * factor for factor in RATE_FACTORS]
+def evidence_rates(rate: float, kind: str = "fixed_share") -> list[float]:
+    """The rates a gate's evidence runs at."""
+    return list(RATE_GRID) if kind == "fixed_share_mix" else [rate * factor for factor in RATE_FACTORS]
+
+
+def evidence_rows(kind: str) -> tuple[int, int]:
+    """(rows of log-weights the gate reads per stack, the row that enters its logits directly)."""
+    if kind == "fixed_share_mix":
+        return len(RATE_GRID) + 1, len(RATE_GRID)  # every filter, then the rate mixture
+    return len(RATE_FACTORS), MAIN_RATE
 
 
 @torch.no_grad()
@@ -29,10 +44,12 @@ def fixed_share_evidence(
     rates: list[float],
     carried: dict | None = None,
     normalised: bool = False,
+    rate_mixture: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """M stacks' (B, T, V) logits over this chunk -> (B, T, R, M) log-weights after x_≤t at each of the R
-    rates, and the state to carry. `normalised`: the logits are already log-probabilities (the parallel
-    graph's heads, shared with the mixture head), so no pass over the vocabulary is needed to score a token.
+    rates (with `rate_mixture`, (B, T, R + 1, M): the last row is the Bayesian mixture over the R filters), and
+    the state to carry. `normalised`: the logits are already log-probabilities (the parallel graph's heads,
+    shared with the mixture head), so no pass over the vocabulary is needed to score a token.
 
     A token counts as evidence only when it and the position that predicted it are real tokens, so a
     left-padded prompt gathers the same evidence as the prompt alone.
@@ -61,11 +78,23 @@ def fixed_share_evidence(
     if carried is not None:  # (B, R, M) -> (M, R * B)
         state = carried["log_w"].to(device).permute(2, 1, 0).reshape(models, count * batch)
     final = torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1)  # (B, M, V): predicts the next chunk
-    log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), state)
+    start = state if state is not None else evidence.new_full((models, count * batch), -math.log(models))
+    log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), start)
     new_state = {
         # (B, R, M): batch first, so beam search can reorder it like any cache
         "log_w": last_w.reshape(models, count, batch).permute(2, 1, 0).contiguous(),
         "last_logits": final if normalised else torch.log_softmax(final, -1),  # (B, M, V) log-probs
         "last_mask": mask[:, -1],
     }
-    return log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0), new_state
+    rows = log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0)  # (B, T, R, M)
+    if not rate_mixture:
+        return rows, new_state
+    # each filter's log-likelihood of x_t, from its weights before x_t (the previous position's, or the carried)
+    before = torch.cat([start[:, :, None], log_w[:, :, :-1]], dim=-1).reshape(models, count, batch, length)
+    likelihood = filter_log_likelihoods(before.permute(1, 0, 2, 3), evidence, observed)  # (R, B, T)
+    seen = torch.cumsum(likelihood, dim=-1)
+    if carried is not None:
+        seen = seen + carried["seen"].to(device).T[:, :, None]  # (B, R) -> (R, B, 1)
+    new_state["seen"] = (seen[:, :, -1].T if length else carried["seen"]).contiguous()  # (B, R)
+    mixture = mix_rates(log_w.reshape(models, count, batch, length).transpose(0, 1), seen)  # (M, B, T)
+    return torch.cat([rows, mixture.permute(1, 2, 0)[:, :, None].to(rows.dtype)], dim=2), new_state

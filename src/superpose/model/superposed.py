@@ -377,8 +377,10 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             with torch.no_grad():
                 logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
         carried = cache.evidence.get(source) if cache is not None else None
-        rates = evidence_rates(self.settings.evidence_rate)
-        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried, normalised)
+        kind = self.settings.gate_evidence
+        rates = evidence_rates(self.settings.evidence_rate, kind)
+        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried, normalised,
+                                               rate_mixture=kind == "fixed_share_mix")
         if cache is not None:
             cache.evidence[source] = state
         return evidence
