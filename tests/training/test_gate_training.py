@@ -178,3 +178,33 @@ def test_default_preset_trains_on_a_single_file_and_resume_refuses_other_experts
     with pytest.warns(UserWarning):
         assert main([*common, *swapped]) == 2
     assert "stacks" in capsys.readouterr().err
+
+
+def _switched_lines(count: int, seed: int) -> list[str]:
+    """Lines whose sentences alternate between the two languages, 2-5 sentences each."""
+    generator = torch.Generator().manual_seed(seed)
+    lines = []
+    for _ in range(count):
+        parts, french = [], bool(torch.randint(0, 2, (1,), generator=generator))
+        for _ in range(int(torch.randint(2, 6, (1,), generator=generator))):
+            pool = FRENCH if french else ENGLISH
+            parts.append(pool[int(torch.randint(0, len(pool), (1,), generator=generator))])
+            french = not french
+        lines.append(" ".join(parts))
+    return lines
+
+
+def test_a_trained_rate_mixture_gate_beats_its_untrained_start_on_switching_text(experts, tmp_path):
+    """Untrained, the gate is the training-free rate mixture; trained on switched blocks it must do better on
+    held-out switching lines (with the gate frozen, nothing changes and this fails)."""
+    model, settings = _dynamic(experts, gate_evidence="fixed_share_mix")
+    tokenizer = char_tokenizer()
+    held_out = tmp_path / "switched.txt"
+    held_out.write_text("\n".join(_switched_lines(24, seed=1)), encoding="utf-8")
+    before = _valid_lm(model, tokenizer, {"switched": held_out})
+    en, fr = write_domains(tmp_path, repeat=12)
+    train(model, tokenizer, {"base": str(en), "fr": str(fr)}, None, tmp_path / "run",
+          _train_settings(settings, switch_rate=0.5), progress=False)
+    model.eval()
+    after = _valid_lm(model, tokenizer, {"switched": held_out})
+    assert after < before - 0.05, (before, after)
