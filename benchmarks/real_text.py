@@ -73,6 +73,15 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+def _group(text: str) -> int | str:
+    """A `--stacks` value: 0, 2, 3, code2 or code3."""
+    if text in ("code2", "code3"):
+        return text
+    if text in ("0", "2", "3"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"choose from 0, 2, 3, code2, code3; got {text!r}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"), help="folder with en/ and fr/ train/valid.txt")
@@ -82,9 +91,9 @@ def main() -> int:
     parser.add_argument("--part", choices=["all", "paper", "dynamic", "one-stack"], default="all",
                         help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts; "
                              "one-stack: replay and distillation rows (issue 16), not part of `all`")
-    parser.add_argument("--stacks", type=int, nargs="+", choices=[0, 2, 3], default=[2, 3],
-                        help="dynamic part: which groups to train (2: base + fr, 3: + de); 0: only rewrite "
-                             "BENCHMARKS.md from the groups' saved records")
+    parser.add_argument("--stacks", type=_group, nargs="+", default=[2, 3, "code2", "code3"],
+                        help="dynamic part: which groups to train (2: base + fr, 3: + de, code2: base + code, code3: "
+                             "base + fr + code); 0: only rewrite BENCHMARKS.md from the groups' saved records")
     parser.add_argument("--one-stack-rows", default="all",
                         help="one-stack part: comma-separated rows to train (replay-all, replay-lora, distill-all, "
                              "distill-lora) or all; rows of an earlier invocation at the same budget are kept")
@@ -140,7 +149,7 @@ def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
             print(f"unknown --one-stack-rows {unknown}; known: {', '.join(keys)}", file=sys.stderr)
             return 2
         run_one_stack(corpus, out, experts_dir, config["recipe"], config["train_steps"], config["batch_size"],
-                      config["block_size"], config["max_eval_blocks"], [s for s in args.stacks if s],
+                      config["block_size"], config["max_eval_blocks"], [s for s in args.stacks if s in (2, 3)],
                       {keys[r]: ROWS[keys[r]] for r in wanted})
     section = one_stack_markdown(out, _hardware())
     if section is not None and not args.no_write and not args.quick:

@@ -228,6 +228,23 @@ def test_cli_report_with_data_analyses_first(run):
     assert (out / "index.html").is_file()
 
 
+def test_cli_report_draws_a_heat_map_of_each_gate_text(run):
+    docs = run["tmp"] / "docs.jsonl"
+    docs.write_text(json.dumps({"text": "the cat LE CHAT EST la"}) + "\n", encoding="utf-8")
+    out = run["tmp"] / "cli-report-docs"
+    args = _parser().parse_args(["report", str(run["dir"]), "--out", str(out), "--method", "pca", "--samples", "2",
+                                 "--block-size", "16", "--generations", "0", "--layers", "1",
+                                 "--data", f"base={run['data']['base']}", "--data", f"fr={run['data']['fr']}",
+                                 "--gate-text", f"docs={docs}"])
+    args.func(args)
+    saved = json.loads((out / "analysis" / ANALYSIS_JSON).read_text(encoding="utf-8"))
+    gates = saved["text_gates"]["docs"]
+    assert gates["text"] == "the cat LE CHAT EST la" and len(gates["tokens"]) == len(gates["text"])
+    assert np.asarray(gates["weights"]).shape == (2, len(gates["text"]), 2)
+    _assert_png(out / "analysis" / "gates_docs.png")
+    assert "Gate weights on docs" in (out / "index.html").read_text(encoding="utf-8")
+
+
 def test_cli_unknown_domain_is_a_clear_error(run):
     args = _parser().parse_args(["analyze", str(run["dir"]), "--out", str(run["tmp"] / "bad"),
                                  "--data", f"base={run['data']['base']}", "--data", f"de={run['data']['fr']}"])

@@ -95,3 +95,13 @@ def test_table_checks_shapes_and_shows_tokens_visibly():
     assert visible_token(" a\n") == "␣a\\n" and visible_token("it's") == "it's"
     with pytest.raises(ValueError, match="do not match"):
         gates_table(["a", "b"], torch.full((2, 3, 2), 0.5), ["base", "fr"])
+
+
+def test_gates_reads_the_first_record_of_a_file(runs, tmp_path, capsys):
+    record = tmp_path / "docs.jsonl"
+    record.write_text('{"text": "the cat LE CHAT"}\n{"text": "not this one"}\n', encoding="utf-8")
+    assert main(["gates", runs["token"], "--text-file", str(record), "--device", "cpu"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert [row[1] for row in rows] == [visible_token(c) for c in "the cat LE CHAT"]
+    assert main(["gates", runs["token"], "--device", "cpu"]) == 2
+    assert "--text TEXT or --text-file FILE" in capsys.readouterr().err

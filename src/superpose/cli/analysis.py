@@ -46,6 +46,9 @@ def _add_analysis_flags(parser: argparse.ArgumentParser, title: str) -> None:
     g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="dtype the frozen stacks are loaded in (default float32)")
     g.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    g.add_argument("--gate-text", action="append", metavar="NAME=FILE",
+                   help="also draw the gate heat map of this file's first document (e.g. a README paragraph "
+                        "that mixes prose and code); repeat")
     g.add_argument("--device-map", help="spread the frozen stacks over the available devices: auto, balanced, "
                                         "balanced_low_0 or sequential (Hugging Face / accelerate)")
 
@@ -61,6 +64,7 @@ def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
         trajectory_layers=_parse_layers(args.trajectory_layers, "--trajectory-layers"),
         generations=args.generations, max_new_tokens=args.max_new_tokens, seed=args.seed, dtype=args.dtype,
         device=args.device, device_map=args.device_map,
+        gate_texts=parse_named_paths(args.gate_text, flag="--gate-text"),
     )
 
 
@@ -87,7 +91,14 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_gates(args: argparse.Namespace) -> None:
     from superpose.report.gate_view import show_gates
 
-    print(show_gates(args.run_dir, args.text, device=args.device, dtype=args.dtype))
+    if (args.text is None) == (args.text_file is None):
+        raise SettingsError("give the text as --text TEXT or --text-file FILE (one of them)")
+    text = args.text
+    if args.text_file is not None:
+        from superpose.data.text import load_texts
+
+        text = load_texts(args.text_file)[0]  # a .txt file's first line, a .jsonl file's first record
+    print(show_gates(args.run_dir, text, device=args.device, dtype=args.dtype))
 
 
 def add_parsers(sub) -> None:
@@ -119,7 +130,9 @@ def add_parsers(sub) -> None:
                        description="Print one row per token of --text with, per stack, its blend weight averaged "
                                    "over layers and at the last layer.")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
-    p.add_argument("--text", required=True, help="the text whose tokens' gate weights to show")
+    p.add_argument("--text", help="the text whose tokens' gate weights to show")
+    p.add_argument("--text-file", help="or read it from this file: the first line of a .txt file, the first record "
+                                       "of a .jsonl file (a README paragraph with code keeps its line breaks)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="dtype the frozen stacks are loaded in (default float32)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from superpose.data.code_switch import SEGMENTS
 from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, RENAMED_SETTINGS, RENAMED_VALUES,
                                      TRAIN_KEYS, SettingsError, load_yaml, split_settings, torch_dtype)
 
@@ -348,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one source per language, named like the model that knows it (base, fr, ...); repeat")
     p.add_argument("--out", required=True, help="JSONL file to write: {text, spans: [{start, end, source}]} per line")
     p.add_argument("--seed", type=int, default=0, help="random seed of the shuffling and the alternation (default 0)")
-    p.add_argument("--segment", choices=["sentence", "line"], default="sentence",
-                   help="unit that alternates: a sentence (default) or a whole input line")
+    p.add_argument("--segment", choices=list(SEGMENTS), default="sentence",
+                   help="unit that alternates: a sentence (default), a whole input line, or auto: sentences of "
+                        "one-line paragraphs and blank-line-separated chunks of multi-line documents (code)")
     p.add_argument("--max-lines", type=int, help="stop after this many lines (default: until a source runs out)")
     p.set_defaults(func=cmd_mix_data)
 

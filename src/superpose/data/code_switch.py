@@ -16,7 +16,8 @@ import torch
 
 from superpose.data.text import DataError, load_texts, read_jsonl
 
-SEGMENTS = ("sentence", "line")
+SEGMENTS = ("sentence", "line", "auto")
+CHUNK_LINES = 12  # a multi-line document (code, markdown) is cut at blank lines into chunks of at most this many
 # A sentence ends at . ! ? or … (then any closing quotes or brackets, a French » after a space) and whitespace.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])(?:[ \u00a0\u202f]?»)?[\"'”’)\]]*\s+")
 NO_SOURCE = -1  # tokens outside every span (the end-of-text separator)
@@ -32,13 +33,34 @@ def split_sentences(text: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
+def split_units(text: str) -> list[str]:
+    """`auto` segments: a one-line paragraph (prose) into sentences; a document with line breaks (code,
+    markdown) into its blank-line-separated chunks of at most `CHUNK_LINES` lines, its own line breaks kept."""
+    if "\n" not in text.strip():
+        return split_sentences(text)
+    chunks = []
+    for block in re.split(r"\n[ \t]*\n", text):
+        lines = [line.rstrip() for line in block.strip("\n").split("\n")]
+        lines = [line for line in lines if line.strip()]
+        chunks.extend("\n".join(lines[i : i + CHUNK_LINES]) for i in range(0, len(lines), CHUNK_LINES))
+    return chunks
+
+
+def _units(lines: list[str], segment: str) -> list[str]:
+    if segment == "line":
+        return list(lines)
+    split = split_sentences if segment == "sentence" else split_units
+    return [unit for line in lines for unit in split(line)]
+
+
 def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sentence",
               max_lines: int | None = None, segments_per_line: tuple[int, int] = (2, 6)) -> list[dict]:
     """Lines of `segments_per_line` segments, each from another source than the one before.
 
-    Each source's units (sentences, or whole lines) are shuffled with `seed` and used once; mixing
-    stops when a source runs out or at `max_lines`. Each record is {"text", "spans": [{start, end,
-    source}]}, and the spans tile the text exactly (the space before a segment belongs to it).
+    Each source's units (sentences, whole lines, or with `auto` sentences of prose and chunks of code) are
+    shuffled with `seed` and used once; mixing stops when a source runs out or at `max_lines`. Each record is
+    {"text", "spans": [{start, end, source}]}, and the spans tile the text exactly (the space, or the line
+    break next to a multi-line segment, before a segment belongs to it).
     """
     if segment not in SEGMENTS:
         raise DataError(f"--segment must be one of {', '.join(SEGMENTS)}; got {segment!r}")
@@ -47,7 +69,7 @@ def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sent
     rng = random.Random(seed)
     pools = {}
     for name, lines in sources.items():
-        units = [s for line in lines for s in split_sentences(line)] if segment == "sentence" else list(lines)
+        units = _units(lines, segment)
         rng.shuffle(units)
         pools[name] = units
     names = list(sources)
@@ -59,11 +81,13 @@ def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sent
             order.append(rng.choice([n for n in names if n != order[-1]]))
         if any(sum(1 for o in order if o == n) > len(pools[n]) for n in names):
             break
-        text, spans = "", []
+        text, spans, previous = "", [], ""
         for name in order:
             piece = pools[name].pop()
             start = len(text)
-            text += (" " if text else "") + piece
+            joint = "\n" if "\n" in piece or "\n" in previous else " "  # code chunks stay on their own lines
+            text += (joint if text else "") + piece
+            previous = piece
             spans.append({"start": start, "end": len(text), "source": name})
         records.append({"text": text, "spans": spans})
     if not records:
@@ -162,8 +186,8 @@ def tokenize_spans(records: list[dict], tokenizer, block_size: int, max_blocks: 
 
 def switched_blocks(texts: dict[str, list[str]], tokenizer, block_size: int, count: int,
                     seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
-    """`count` training blocks whose sentences alternate between the sources: (token ids, each token's source
+    """`count` training blocks whose sentences (or code chunks) alternate between the sources: (token ids, each token's source
     index into the returned names, NO_SOURCE on the end-of-text tokens between lines)."""
-    records = mix_lines(texts, seed=seed, segment="sentence", max_lines=max(8, 4 * count))
+    records = mix_lines(texts, seed=seed, segment="auto", max_lines=max(8, 4 * count))
     sourced = tokenize_spans(records, tokenizer, block_size, max_blocks=count)
     return sourced.blocks, sourced.sources, sourced.names

@@ -14,6 +14,7 @@ from superpose.report.analysis.run import ANALYSIS_JSON, GATES_FIGURE, GENERATIO
 __all__ = ["build_report", "figure_caption"]
 
 _EMBEDDING = re.compile(r"embedding_layer(\d+)\.png")
+_TEXT_GATES = re.compile(r"gates_(.+)\.png")  # `analyze --gate-text NAME=FILE`
 SAMPLES_PER_MODEL = 2  # generated samples shown per domain and model (all are in analysis.json)
 
 # Fixed figures: file -> (heading, caption). `{expert}` is replaced by the expert's domain name.
@@ -79,6 +80,11 @@ def figure_caption(name: str, expert: str) -> tuple[str, str]:
         return (f"Hidden states after layer {match.group(1)} (2-D embedding)",
                 f"Superposed points should sit on the base's cluster for base-domain inputs and on the "
                 f"expert's for {expert} inputs.")
+    match = _TEXT_GATES.fullmatch(name)
+    if match:
+        return (f"Gate weights on {match.group(1)}",
+                "Each stack's weight at every layer (rows) and token (columns) of the start of a given text "
+                "(`--gate-text`): where prose and code mix, a token gate should hand code tokens to the code stack.")
     heading, caption = _FIGURES.get(name, (Path(name).stem.replace("_", " ").capitalize(), _DEFAULT_CAPTION))
     return heading, caption.format(expert=expert)
 

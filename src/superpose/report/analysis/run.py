@@ -242,6 +242,25 @@ def _gates(model, tokenizer, texts: dict[str, list[str]], domains: list[str], bu
             "gate": model.settings.gate, "weights": weights.numpy()}
 
 
+def _text_gates(model, tokenizer, text: str, budget: int) -> dict[str, Any]:
+    """Each stack's weight per layer and token of the first `budget` tokens of a given text (a docs paragraph)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:budget]
+    excerpt = tokenizer.decode(ids, skip_special_tokens=True)
+    tokens, weights = token_gates(model, tokenizer, excerpt)
+    return {"text": excerpt, "tokens": tokens, "boundaries": [], "stacks": model.stack_names,
+            "gate": model.settings.gate, "weights": weights.numpy()}
+
+
+def gate_text_figure(name: str) -> str:
+    return f"gates_{name}.png"
+
+
+def _plot_text_gates(gates: dict[str, Any], name: str, path: Path) -> Path:
+    static = " (static gate: the same at every token)" if gates["gate"] == "static" else ""
+    return plots.plot_gate_heatmap(np.asarray(gates["weights"]), [visible_token(t) for t in gates["tokens"]],
+                                   gates["stacks"], path, [], title=f"Gate weight per layer and token, {name}{static}")
+
+
 def _plot_gates(gates: dict[str, Any], domains: list[str], path: Path) -> Path:
     static = " (static gate: the same at every token)" if gates["gate"] == "static" else ""
     return plots.plot_gate_heatmap(np.asarray(gates["weights"]), [visible_token(t) for t in gates["tokens"]],
@@ -320,6 +339,8 @@ def _write_figures(out_dir: Path, result: dict[str, Any], embeddings: dict[int, 
                                                out_dir / "generation_diversity.png",
                                                "Generation diversity (Self-BLEU: lower = more diverse)", "value"))
     written.append(_plot_gates(result["gates"], result["settings"]["domains"], out_dir / GATES_FIGURE))
+    for name, gates in result.get("text_gates", {}).items():
+        written.append(_plot_text_gates(gates, name, out_dir / gate_text_figure(name)))
     return written
 
 
@@ -373,9 +394,12 @@ def analyze(
     dtype: str = "float32",
     device: str | torch.device | None = "cpu",
     device_map: str | None = None,
+    gate_texts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every analysis of SPEC §7 on a trained run and write its figures and `analysis.json` to `out_dir`.
 
+    `gate_texts` maps a name to a text file whose first document (its first tokens) gets a gate heat map of its
+    own, `gates_<name>.png`: e.g. a README paragraph that mixes prose and code.
     `data` maps each domain ('base' and every expert's name) to a text file. `layers` (default: first AE
     layer and the middle layer) get the per-token analyses; all layers get mean activation and L2
     distances; `trajectory_layers` (default all) the PCA trajectory. `generations = 0` skips sampling.
@@ -391,6 +415,7 @@ def analyze(
     domains = _check_domains(data, config.expert_names)
     models = model_labels(config.expert_names)
     texts = {d: load_texts(data[d]) for d in domains}
+    extra = {name: load_texts(path) for name, path in (gate_texts or {}).items()}  # bad files fail before loading
     n_layers = config.num_hidden_layers
     ae_layers = config.model_settings.resolved_ae_layers(n_layers)
     layers = _resolve_layers(layers, n_layers, "layers", _default_layers(n_layers, ae_layers))
@@ -426,6 +451,9 @@ def analyze(
         key, weights = ("alpha", model.alphas()) if len(domains) == 2 else ("static_weights", model.static_weights())
         result[key] = weights.detach().float().cpu().numpy()
     result["gates"] = _gates(model, tokenizer, texts, domains, min(GATE_LINE_TOKENS, block_size))
+    if gate_texts:
+        result["text_gates"] = {name: _text_gates(model, tokenizer, extra[name][0], GATE_LINE_TOKENS)
+                                for name in gate_texts}
     embeddings = {layer: _embeddings(collected, layer, method, seed) for layer in layers}
     del collected  # the per-token states are the bulk of the memory; generation does not need them
 
