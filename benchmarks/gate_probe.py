@@ -45,6 +45,7 @@ def _capture(model: SuperposedModel) -> dict:
 
     def hook(module, args, output):
         layer, state, evidence = args
+        evidence = evidence.rows
         if layer == last:
             seen.update(features=module.norms[layer](state.float()).detach(), evidence=evidence.detach(),
                         net=(output - module.evidence_scale[layer] * evidence[..., module.direct_row, :]).detach(),

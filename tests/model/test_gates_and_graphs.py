@@ -192,7 +192,7 @@ def test_rate_mixture_evidence_carries_across_chunks():
     logits = [torch.randn(2, 12, 11, generator=generator) * 3 for _ in range(3)]
     ids = torch.randint(0, 11, (2, 12), generator=generator)
     rates = evidence_rates(0.02, "fixed_share_mix")
-    whole, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
+    whole = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)[0].rows
     assert whole.shape == (2, 12, len(rates) + 1, 3)
     expected = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates)
     torch.testing.assert_close(whole[:, :, -1].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
@@ -200,7 +200,7 @@ def test_rate_mixture_evidence_carries_across_chunks():
     for start, stop in ((0, 5), (5, 6), (6, 12)):
         part, state = fixed_share_evidence([lg[:, start:stop] for lg in logits], ids[:, start:stop], None, rates,
                                            carried=state, rate_mixture=True)
-        parts.append(part)
+        parts.append(part.rows)
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, atol=1e-5, rtol=0)
 
 
@@ -266,8 +266,62 @@ def test_gate_evidence_is_the_fixed_share_posterior_and_carries_across_chunks(ra
     logits = [torch.randn(2, 9, 11, generator=generator) * 3 for _ in range(3)]  # M = 3 stacks, V = 11
     ids = torch.randint(0, 11, (2, 9), generator=generator)
     expected = fixed_share_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rate)  # (M, B, T)
-    whole, _ = fixed_share_evidence(logits, ids, None, [rate])
+    whole = fixed_share_evidence(logits, ids, None, [rate])[0].rows
     torch.testing.assert_close(whole[:, :, 0].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
     first, state = fixed_share_evidence([lg[:, :4] for lg in logits], ids[:, :4], None, [rate, 0.5])
     rest, _ = fixed_share_evidence([lg[:, 4:] for lg in logits], ids[:, 4:], None, [rate, 0.5], carried=state)
-    torch.testing.assert_close(torch.cat([first, rest], dim=1)[:, :, 0], whole[:, :, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([first.rows, rest.rows], dim=1)[:, :, 0], whole[:, :, 0], atol=1e-5, rtol=0)
+
+
+def test_the_gate_competes_with_the_rate_filters_as_one_more_bayesian_filter():
+    """gated_rate_mixture against a float64 loop: predictors = the R filters and the gate, prior (1 - π)/R each
+    and π, posterior by each one's likelihood of x_≤t; chunked with a carried store, the same numbers."""
+    from superpose.model.evidence import evidence_rates, fixed_share_evidence, gated_rate_mixture
+
+    generator = torch.Generator().manual_seed(14)
+    logits = [torch.randn(2, 10, 7, generator=generator) * 2 for _ in range(3)]
+    ids = torch.randint(0, 7, (2, 10), generator=generator)
+    gate = torch.log_softmax(torch.randn(2, 10, 3, generator=generator) * 2, -1)
+    prior = torch.tensor(0.7)
+    rates = evidence_rates(0.02, "fixed_share_mix")
+    evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
+    got = gated_rate_mixture(evidence, gate, prior, layer=0)
+    pi = torch.sigmoid(prior).double()
+    log_p = torch.stack(logits).double().log_softmax(-1)  # (M, B, T, V)
+    filters = evidence.rows[:, :, : len(rates)].double().exp()  # (B, T, R, M): weights after x_≤t
+    for b in range(2):
+        gate_w = gate[b].double().exp()
+        lik = torch.zeros(len(rates) + 1, dtype=torch.float64)
+        previous = [torch.full((3,), 1 / 3, dtype=torch.float64)] * (len(rates) + 1)
+        for t in range(10):
+            if t > 0:  # x_t is scored with the weights each predictor had after x_<t
+                p = log_p[:, b, t - 1, ids[b, t]].exp()
+                lik += torch.stack([(w * p).sum() for w in previous]).log()
+            post = torch.cat([(1 - pi).log() - math.log(len(rates)) + lik[:-1], pi.log() + lik[-1:]]).softmax(0)
+            current = [filters[b, t, k] for k in range(len(rates))] + [gate_w[t]]
+            expected = sum(post[j] * current[j] for j in range(len(current)))
+            torch.testing.assert_close(got[b, t].double().exp(), expected, atol=1e-5, rtol=0)
+            previous = current
+    store, parts, state = {}, [], None
+    for start, stop in ((0, 4), (4, 10)):
+        part, state = fixed_share_evidence([lg[:, start:stop] for lg in logits], ids[:, start:stop], None, rates,
+                                           carried=state, rate_mixture=True)
+        part.store = store
+        parts.append(gated_rate_mixture(part, gate[:, start:stop], prior, layer=0))
+    torch.testing.assert_close(torch.cat(parts, dim=1), got, atol=1e-5, rtol=0)
+
+
+def test_a_gate_that_predicts_badly_fades_to_the_rate_mixture():
+    from superpose.core.mixtures import rate_mixture_log_weights, token_log_probs
+    from superpose.model.evidence import evidence_rates, fixed_share_evidence, gated_rate_mixture
+
+    generator = torch.Generator().manual_seed(15)
+    logits = [torch.randn(1, 60, 9, generator=generator) * 3 for _ in range(2)]
+    ids = torch.stack([lg[0].argmax(-1) for lg in logits])[:1]  # stack 0's own greedy tokens: stack 0 is right
+    wrong = torch.log(torch.tensor([1e-4, 1 - 1e-4])).expand(1, 60, 2)  # a gate sure of stack 1
+    rates = evidence_rates(0.02, "fixed_share_mix")
+    evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
+    got = gated_rate_mixture(evidence, wrong, torch.tensor(0.0), layer=0).exp()
+    yardstick = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates).exp()
+    assert got[0, 0, 1] > 0.4  # at first the gate has half the say
+    torch.testing.assert_close(got[0, 20:], yardstick[:, 0, 20:].T, atol=1e-3, rtol=0)  # then none

@@ -26,6 +26,9 @@ SETTINGS = {
     # the dynamic preset's shape: parallel graph, evidence-reading token gate, mixture head
     "dynamic": dict(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", gate_hidden=8,
                     ae_layers=[]),
+    # the same gate starting from the rate mixture (more evidence state to roll back: each filter's likelihood)
+    "dynamic-mix": dict(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share_mix",
+                        gate_hidden=8, ae_layers=[]),
     # the same with residual autoencoders after both layers (convolution state to roll back)
     "dynamic+ae": dict(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", gate_hidden=8,
                        ae_layers=[0, 1], ae_residual=True),
@@ -71,7 +74,8 @@ def _generate(model, speculative, prompt=PROMPT, **options):
 # are kept often but not always (the test checks both)
 CASES = [("gpt2", 2, "dynamic", 0.15), ("llama", 2, "dynamic", 0.15), ("gpt2", 3, "dynamic", 0.3),
          ("llama", 3, "dynamic", 0.3), ("gpt2", 2, "dynamic+ae", 0.3), ("llama", 3, "dynamic+ae", 0.3),
-         ("gpt2", 2, "sequential", 0.3), ("llama", 3, "sequential", 0.15), ("gpt2", 2, "paper", 0.3)]
+         ("gpt2", 2, "sequential", 0.3), ("llama", 3, "sequential", 0.15), ("gpt2", 2, "paper", 0.3),
+         ("gpt2", 3, "dynamic-mix", 0.3), ("llama", 2, "dynamic-mix", 0.6)]
 
 
 @pytest.mark.parametrize(("arch", "stacks", "preset", "noise"), CASES)

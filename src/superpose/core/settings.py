@@ -178,6 +178,8 @@ class ModelSettings:
         check_choices(self)
         if self.gate_evidence != "none" and self.gate != "token":
             raise SettingsError("gate_evidence needs gate: token (a static blend reads nothing of the input)")
+        if self.gate_evidence == "fixed_share_mix" and self.variant != "1d":
+            raise SettingsError("gate_evidence: fixed_share_mix weights whole stacks: it needs variant: 1d")
         if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
             raise SettingsError(f"gate_hidden must be a non-negative integer; got {self.gate_hidden!r}")
         check_positive("evidence_rate", self.evidence_rate)

@@ -9,8 +9,11 @@ Every way of computing them lives here, behind `Blend`:
   running state before layer l and, optionally, each stack's fixed-share log-posteriors over the tokens seen
   so far (`evidence.py`); one row of them (the middle rate's, or the rate mixture's) also enters directly,
   scaled by a learned per-layer factor that starts at 1, so an untrained gate with evidence is the prior times
-  that posterior. With the rate mixture the prior starts uniform, so the untrained model *is* the training-free
-  rate mixture and training can only add to it.
+  that posterior.
+* token gate over the rate mixture (`gate_evidence: fixed_share_mix`): the gate's weights then enter the rate
+  mixture as one more filter (`evidence.gated_rate_mixture`), weighted by how well they predicted the sequence so
+  far. The prior starts uniform, so the untrained model *is* the training-free rate mixture; a trained gate takes
+  over where it predicts better and fades where it predicts worse.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 from scipy.interpolate import BSpline
 from torch import nn
 
-from superpose.model.evidence import evidence_rows
+from superpose.model.evidence import GateEvidence, evidence_rows, gated_rate_mixture
 
 
 def clamped_knots(n_control: int, degree: int) -> np.ndarray:
@@ -156,6 +159,8 @@ class TokenGate(nn.Module):
         self.nets = nn.ModuleList(self._net(hidden_size + extra, n_stacks, hidden) for _ in range(n_layers))
         # 1: an untrained gate weights the stacks by prior x fixed-share posterior, the causal mixture it must beat
         self.evidence_scale = nn.Parameter(torch.ones(n_layers)) if rows else None
+        # the rate mixture: each layer's gate competes with the filters, its prior weight sigmoid(0) = 1/2 at first
+        self.prior_logit = nn.Parameter(torch.zeros(n_layers)) if evidence == "fixed_share_mix" else None
 
     @staticmethod
     def _net(width: int, n_stacks: int, hidden: int) -> nn.Module:
@@ -164,13 +169,13 @@ class TokenGate(nn.Module):
         nn.init.zeros_(out.bias)
         return out if not hidden else nn.Sequential(nn.Linear(width, hidden), nn.GELU(), out)
 
-    def forward(self, layer: int, state: torch.Tensor, evidence: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, layer: int, state: torch.Tensor, evidence: GateEvidence | None) -> torch.Tensor:
         """state (B, T, d), evidence (B, T, R, M) log-posteriors or None -> (B, T, M) logits added to the prior;
         one row of the evidence also enters directly, scaled."""
         features = self.norms[layer](state.float())
         if self.evidence_scale is None:
             return self.nets[layer](features)
-        evidence = evidence.to(features.device, features.dtype)
+        evidence = evidence.rows.to(features.device, features.dtype)
         read = evidence.clamp(min=self.FEATURE_FLOOR).flatten(-2)
         logits = self.nets[layer](torch.cat([features, read], dim=-1))
         return logits + self.evidence_scale[layer] * evidence[..., self.direct_row, :]
@@ -208,7 +213,7 @@ class Blend(nn.Module):
         return torch.log(static.clamp(min=1e-30))
 
     def weights(self, layer: int, static: torch.Tensor, state: torch.Tensor | None = None,
-                evidence: torch.Tensor | None = None) -> torch.Tensor:
+                evidence: GateEvidence | None = None) -> torch.Tensor:
         """Layer `layer`'s weights: (1, 1, M, k) for a static blend, (B, T, M, k) for a gate (k = 1 or d)."""
         prior = static[layer]  # (M,) or (M, d)
         prior = prior.unsqueeze(-1) if prior.dim() == 1 else prior  # (M, k)
@@ -218,7 +223,10 @@ class Blend(nn.Module):
         with torch.autocast(state.device.type, enabled=False):
             logits = self.gate(layer, state.to(home), evidence)  # (B, T, M)
             prior_log = self.prior_log_weights(prior.to(logits.device))  # (M, k)
-            return torch.softmax(prior_log[None, None] + logits.unsqueeze(-1), dim=2)
+            if self.gate.prior_logit is None:
+                return torch.softmax(prior_log[None, None] + logits.unsqueeze(-1), dim=2)
+            gate_log_w = torch.log_softmax(prior_log[:, 0] + logits, dim=-1)  # (B, T, M); k = 1 (1d only)
+            return gated_rate_mixture(evidence, gate_log_w, self.gate.prior_logit[layer], layer).exp().unsqueeze(-1)
 
     def regularisation(self) -> torch.Tensor:
         return self.spline.regularisation()

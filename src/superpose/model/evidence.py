@@ -15,6 +15,7 @@ far (rate mixture) and the last position's logits (to score the next token when 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -36,6 +37,57 @@ def evidence_rows(kind: str) -> tuple[int, int]:
     return len(RATE_FACTORS), MAIN_RATE
 
 
+@dataclass
+class GateEvidence:
+    """What a gate reads of the tokens seen so far, for one forward chunk.
+
+    `rows`: (B, T, R, M) log-weights after x_≤t, one row per filter (plus, for the rate mixture, the mixture's
+    own row). The rate mixture also keeps what lets a trained gate compete with the filters as one more of them
+    (`gated_rate_mixture`): `scores` (B, T, M) each stack's log p(x_t) (0 where unobserved), `observed` (B, T),
+    `seen` (B, T, R) each filter's log-likelihood of x_≤t, and `store`, the cache's side states, where each layer's
+    gate predictor carries its own likelihood and last weights to the next chunk (None without a cache).
+    """
+
+    rows: torch.Tensor
+    scores: torch.Tensor | None = None
+    observed: torch.Tensor | None = None
+    seen: torch.Tensor | None = None
+    store: dict | None = None
+
+
+def gated_rate_mixture(evidence: GateEvidence, gate_log_w: torch.Tensor, prior_logit: torch.Tensor,
+                       layer: int) -> torch.Tensor:
+    """The rate mixture with the trained gate as one more filter: (B, T, M) gate log-weights -> (B, T, M)
+    log-weights of a Bayesian mixture over the R fixed-share filters and the gate, each weighted by how well it
+    predicted the tokens of this sequence so far (the gate's prior sigmoid(`prior_logit`), the filters sharing
+    the rest).
+
+    Wherever the gate predicts worse than the filters, its posterior weight falls, so it can cost at most
+    -log(prior) nats per sequence against the training-free rate mixture; and a gate whose weights equal the
+    rate mixture's (an untrained one) leaves the result exactly the rate mixture, whatever its prior.
+    """
+    key = ("gate", layer)
+    carried = evidence.store.get(key) if evidence.store is not None else None
+    batch, _, models = gate_log_w.shape
+    if carried is not None:
+        last, seen_before = carried["last"].to(gate_log_w), carried["seen"].to(gate_log_w)
+    else:
+        last = gate_log_w.new_full((batch, models), -math.log(models))
+        seen_before = gate_log_w.new_zeros(batch)
+    before = torch.cat([last[:, None], gate_log_w[:, :-1]], dim=1)  # the weights that predicted x_t
+    likelihood = torch.logsumexp(before + evidence.scores, dim=-1).masked_fill(~evidence.observed, 0.0)
+    gate_seen = seen_before[:, None] + torch.cumsum(likelihood, dim=1)  # (B, T): log-likelihood of x_≤t
+    filters = evidence.seen.shape[-1]
+    log_prior_gate = torch.nn.functional.logsigmoid(prior_logit)
+    log_prior_filter = torch.nn.functional.logsigmoid(-prior_logit) - math.log(filters)
+    posterior = torch.log_softmax(torch.cat([evidence.seen + log_prior_filter, (gate_seen + log_prior_gate)[..., None]],
+                                            dim=-1), dim=-1)  # (B, T, R + 1)
+    candidates = torch.cat([evidence.rows[:, :, :filters].to(gate_log_w), gate_log_w[:, :, None]], dim=2)
+    if evidence.store is not None:
+        evidence.store[key] = {"last": gate_log_w[:, -1].detach(), "seen": gate_seen[:, -1].detach()}
+    return torch.logsumexp(posterior[..., None] + candidates, dim=2)
+
+
 @torch.no_grad()
 def fixed_share_evidence(
     stack_logits: list[torch.Tensor],
@@ -45,10 +97,10 @@ def fixed_share_evidence(
     carried: dict | None = None,
     normalised: bool = False,
     rate_mixture: bool = False,
-) -> tuple[torch.Tensor, dict]:
-    """M stacks' (B, T, V) logits over this chunk -> (B, T, R, M) log-weights after x_≤t at each of the R
-    rates (with `rate_mixture`, (B, T, R + 1, M): the last row is the Bayesian mixture over the R filters), and
-    the state to carry. `normalised`: the logits are already log-probabilities (the parallel graph's heads,
+) -> tuple[GateEvidence, dict]:
+    """M stacks' (B, T, V) logits over this chunk -> the evidence, whose rows are (B, T, R, M) log-weights after
+    x_≤t at each of the R rates (with `rate_mixture`, (B, T, R + 1, M): the last row is the Bayesian mixture over
+    the R filters), and the state to carry. `normalised`: the logits are already log-probabilities (the parallel graph's heads,
     shared with the mixture head), so no pass over the vocabulary is needed to score a token.
 
     A token counts as evidence only when it and the position that predicted it are real tokens, so a
@@ -88,7 +140,7 @@ def fixed_share_evidence(
     }
     rows = log_w.reshape(models, count, batch, length).permute(2, 3, 1, 0)  # (B, T, R, M)
     if not rate_mixture:
-        return rows, new_state
+        return GateEvidence(rows), new_state
     # each filter's log-likelihood of x_t, from its weights before x_t (the previous position's, or the carried)
     before = torch.cat([start[:, :, None], log_w[:, :, :-1]], dim=-1).reshape(models, count, batch, length)
     likelihood = filter_log_likelihoods(before.permute(1, 0, 2, 3), evidence, observed)  # (R, B, T)
@@ -97,4 +149,5 @@ def fixed_share_evidence(
         seen = seen + carried["seen"].to(device).T[:, :, None]  # (B, R) -> (R, B, 1)
     new_state["seen"] = (seen[:, :, -1].T if length else carried["seen"]).contiguous()  # (B, R)
     mixture = mix_rates(log_w.reshape(models, count, batch, length).transpose(0, 1), seen)  # (M, B, T)
-    return torch.cat([rows, mixture.permute(1, 2, 0)[:, :, None].to(rows.dtype)], dim=2), new_state
+    rows = torch.cat([rows, mixture.permute(1, 2, 0)[:, :, None].to(rows.dtype)], dim=2)
+    return GateEvidence(rows, evidence.permute(1, 2, 0), observed, seen.permute(1, 2, 0)), new_state

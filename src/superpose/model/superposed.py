@@ -383,6 +383,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
                                                rate_mixture=kind == "fixed_share_mix")
         if cache is not None:
             cache.evidence[source] = state
+            evidence.store = cache.evidence  # where each layer's gate predictor carries its own state
         return evidence
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
