@@ -47,6 +47,7 @@ VARIANTS = {
     "mix-switch0.2-nolabel-ce": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.2, gate_label_weight=0.0)),
     "mix-switch0.2-wide": (dict(gate_evidence="fixed_share_mix", gate_hidden=128), dict(switch_rate=0.2)),
     "mix-switch0.2-sequential": (dict(gate_evidence="fixed_share_mix", graph="sequential"), dict(switch_rate=0.2)),
+    "mix-switch0.2-balanced": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.2, max_train_blocks=6000)),
 }
 
 

@@ -206,7 +206,8 @@ def measure_saved_runs(out: Path, experts_dir: Path) -> None:
     """Cached generation speed of the saved dynamic runs against the base, in one process (alone on the machine)."""
     for count in GROUPS:
         tag = f"{count - 1}-experts"
-        runs = {path.name: SuperposedModel.from_pretrained(path) for path in sorted((out / "runs").glob(f"dynamic_{tag}_*"))}
+        runs = {path.name: SuperposedModel.from_pretrained(path) for path in sorted((out / "runs").glob(f"dynamic_{tag}_*"))
+                if "_code_" not in path.name}  # the language groups' runs
         if not runs:
             continue
         speed = _generation_speed({"base": load_causal_lm(str(experts_dir / "base")).eval(), **runs}, 4096)
@@ -314,7 +315,7 @@ def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens
     tokenizer = load_tokenizer(str(experts_dir / "base"))
     base = load_causal_lm(str(experts_dir / "base")).eval()
     for count, names in GROUPS.items():
-        runs = sorted((out / "runs").glob(f"dynamic_{count - 1}-expert*"))
+        runs = sorted(p for p in (out / "runs").glob(f"dynamic_{count - 1}-expert*") if "_code_" not in p.name)
         if not runs:
             continue
         model = SuperposedModel.from_pretrained(runs[0])

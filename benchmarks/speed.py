@@ -57,6 +57,10 @@ def main() -> None:
         "dynamic preset, 3 stacks": SuperposedModel.from_models(base, {"x": expert, "y": third}, dynamic).eval(),
         "dynamic, sequential graph, 2 stacks": SuperposedModel.from_models(
             base, expert, replace(dynamic, graph="sequential")).eval(),
+        # the other gate evidence than the preset's: three fixed-share rates, or the rate mixture over seven
+        **{f"dynamic, {other} evidence, {m} stacks": SuperposedModel.from_models(
+            base, {"x": expert, "y": third} if m == 3 else expert, replace(dynamic, gate_evidence=other)).eval()
+           for other in ["fixed_share", "fixed_share_mix"] if other != dynamic.gate_evidence for m in (2, 3)},
     }
     ids = torch.randint(0, args.vocab, (args.batch, args.length))
     prompt = ids[:1, :16]

@@ -127,11 +127,15 @@ def test_code_switched_set_reports_languages_switches_and_weights(tmp_path, caps
     assert main(["mix-data", "--data", f"base={en}", "--data", f"fr={fr}", "--out", str(mixed), "--seed", "0"]) == 0
     out = tmp_path / "eval.json"
     assert main(["eval", str(tmp_path / "run"), "--data", f"switch={mixed}", "--baselines", "fixed_share:0.05",
-                 "--baselines", "oracle_token", "--block-size", "64", "--json", str(out)]) == 0
+                 "--baselines", "oracle_token", "--baselines", "fixed_share_mix:0.05", "--baselines", "fixed_share_mix",
+                 "--block-size", "64", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "code-switched set 'switch'" in printed and "oracle_token †" in printed
     metrics = json.loads(out.read_text())["models"]
     share = metrics["fixed_share:0.05"]["switch"]
+    # a grid of one rate is that rate's fixed-share mixture; the default grid is another row
+    assert metrics["fixed_share_mix:0.05"]["switch"]["ppl"] == pytest.approx(share["ppl"], rel=1e-5)
+    assert metrics["fixed_share_mix"]["switch"]["ppl"] != pytest.approx(share["ppl"], rel=1e-5)
     assert share["tokens_source:base"] + share["tokens_source:fr"] <= share["tokens"]
     assert share["tokens_source:base"] > 0 and share["tokens_source:fr"] > 0 and share["tokens_after_switch"] > 0
     assert 0.0 <= share["own_weight_share"] <= 1.0 and "own_weight_share" in metrics["oracle_token"]["switch"]

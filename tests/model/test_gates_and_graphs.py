@@ -282,11 +282,11 @@ def test_the_gate_competes_with_the_rate_filters_as_one_more_bayesian_filter():
     logits = [torch.randn(2, 10, 7, generator=generator) * 2 for _ in range(3)]
     ids = torch.randint(0, 7, (2, 10), generator=generator)
     gate = torch.log_softmax(torch.randn(2, 10, 3, generator=generator) * 2, -1)
-    prior = torch.tensor(0.7)
+    prior = 0.3
     rates = evidence_rates(0.02, "fixed_share_mix")
     evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
-    got = gated_rate_mixture(evidence, gate, prior, layer=0)
-    pi = torch.sigmoid(prior).double()
+    got = gated_rate_mixture(evidence, gate, layer=0, gate_prior=prior)
+    pi = torch.tensor(prior, dtype=torch.float64)
     log_p = torch.stack(logits).double().log_softmax(-1)  # (M, B, T, V)
     filters = evidence.rows[:, :, : len(rates)].double().exp()  # (B, T, R, M): weights after x_≤t
     for b in range(2):
@@ -307,7 +307,7 @@ def test_the_gate_competes_with_the_rate_filters_as_one_more_bayesian_filter():
         part, state = fixed_share_evidence([lg[:, start:stop] for lg in logits], ids[:, start:stop], None, rates,
                                            carried=state, rate_mixture=True)
         part.store = store
-        parts.append(gated_rate_mixture(part, gate[:, start:stop], prior, layer=0))
+        parts.append(gated_rate_mixture(part, gate[:, start:stop], layer=0, gate_prior=prior))
     torch.testing.assert_close(torch.cat(parts, dim=1), got, atol=1e-5, rtol=0)
 
 
@@ -321,7 +321,7 @@ def test_a_gate_that_predicts_badly_fades_to_the_rate_mixture():
     wrong = torch.log(torch.tensor([1e-4, 1 - 1e-4])).expand(1, 60, 2)  # a gate sure of stack 1
     rates = evidence_rates(0.02, "fixed_share_mix")
     evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
-    got = gated_rate_mixture(evidence, wrong, torch.tensor(0.0), layer=0).exp()
+    got = gated_rate_mixture(evidence, wrong, layer=0).exp()
     yardstick = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates).exp()
     assert got[0, 0, 1] > 0.4  # at first the gate has half the say
     torch.testing.assert_close(got[0, 20:], yardstick[:, 0, 20:].T, atol=1e-3, rtol=0)  # then none

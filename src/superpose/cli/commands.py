@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="perplexity/accuracy per domain vs baselines on held-out text")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--data", action="append", required=True, help="NAME=FILE held-out text per domain (base or the expert's name); repeat")
-    p.add_argument("--baselines", action="append", help="method or method:p1,p2 (a sweep); repeat; default: a full set")
+    p.add_argument("--baselines", action="append", help="method or method:p1,p2 (a sweep; fixed_share_mix:r1,r2,... is one grid of "
+                        "rates, not a sweep); repeat; default: a full set")
     p.add_argument("--select", action="append", help="NAME=FILE data that picks each sweep's best point (default: the run's --valid files)")
     p.add_argument("--model", action="append", help="LABEL=PATH extra plain checkpoint to score (e.g. an export); repeat")
     p.add_argument("--json", help="write the results as JSON to this file")

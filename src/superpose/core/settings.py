@@ -178,8 +178,6 @@ class ModelSettings:
         check_choices(self)
         if self.gate_evidence != "none" and self.gate != "token":
             raise SettingsError("gate_evidence needs gate: token (a static blend reads nothing of the input)")
-        if self.gate_evidence == "fixed_share_mix" and self.variant != "1d":
-            raise SettingsError("gate_evidence: fixed_share_mix weights whole stacks: it needs variant: 1d")
         if not isinstance(self.gate_hidden, int) or isinstance(self.gate_hidden, bool) or self.gate_hidden < 0:
             raise SettingsError(f"gate_hidden must be a non-negative integer; got {self.gate_hidden!r}")
         check_positive("evidence_rate", self.evidence_rate)
@@ -358,9 +356,10 @@ def load_yaml(path: str | Path) -> dict:
 PRESETS: dict[str, dict] = {
     "paper": {},
     # Chosen on the real-text benchmark's selection halves (BENCHMARKS.md): the experts run side by side and a
-    # per-token gate, reading each expert's running likelihood, mixes their next-token distributions.
+    # per-token gate, reading each expert's running likelihood and the side path's state, mixes their next-token
+    # distributions; it competes with the training-free rate mixture, which it equals untrained.
     "dynamic": {
-        "graph": "parallel", "head": "mixture", "gate": "token", "gate_evidence": "fixed_share", "gate_hidden": 32,
+        "graph": "parallel", "head": "mixture", "gate": "token", "gate_evidence": "fixed_share_mix", "gate_hidden": 32,
         "ae_layers": [], "recon_weight": 0.0, "gate_label_weight": 0.1, "lr_gate": 1e-2, "switch_rate": 0.2,
     },
 }

@@ -154,13 +154,13 @@ class TokenGate(nn.Module):
     def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: str = "none"):
         super().__init__()
         rows, self.direct_row = evidence_rows(evidence) if evidence != "none" else (0, None)
-        extra = n_stacks * rows
+        # the rate mixture also shows the posterior over its rates: how often this text has switched so far
+        extra = n_stacks * rows + (rows - 1 if evidence == "fixed_share_mix" else 0)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in range(n_layers))
         self.nets = nn.ModuleList(self._net(hidden_size + extra, n_stacks, hidden) for _ in range(n_layers))
         # 1: an untrained gate weights the stacks by prior x fixed-share posterior, the causal mixture it must beat
         self.evidence_scale = nn.Parameter(torch.ones(n_layers)) if rows else None
-        # the rate mixture: each layer's gate competes with the filters, its prior weight sigmoid(0) = 1/2 at first
-        self.prior_logit = nn.Parameter(torch.zeros(n_layers)) if evidence == "fixed_share_mix" else None
+        self.rate_mixture = evidence == "fixed_share_mix"  # the gate then competes with the rate filters
 
     @staticmethod
     def _net(width: int, n_stacks: int, hidden: int) -> nn.Module:
@@ -175,10 +175,12 @@ class TokenGate(nn.Module):
         features = self.norms[layer](state.float())
         if self.evidence_scale is None:
             return self.nets[layer](features)
-        evidence = evidence.rows.to(features.device, features.dtype)
-        read = evidence.clamp(min=self.FEATURE_FLOOR).flatten(-2)
-        logits = self.nets[layer](torch.cat([features, read], dim=-1))
-        return logits + self.evidence_scale[layer] * evidence[..., self.direct_row, :]
+        rows = evidence.rows.to(features.device, features.dtype)
+        read = [features, rows.clamp(min=self.FEATURE_FLOOR).flatten(-2)]
+        if self.rate_mixture:
+            rates = torch.log_softmax(evidence.seen.to(features.device, features.dtype), dim=-1)
+            read.append(rates.clamp(min=self.FEATURE_FLOOR))
+        return self.nets[layer](torch.cat(read, dim=-1)) + self.evidence_scale[layer] * rows[..., self.direct_row, :]
 
 
 class Blend(nn.Module):
@@ -198,6 +200,8 @@ class Blend(nn.Module):
             if settings.gate_evidence == "fixed_share_mix":
                 self.set_uniform()  # so the untrained model is exactly the training-free rate mixture
         self.n_stacks = n_stacks
+        # per layer, the last forward's gate-alone NLL when gates compete with the rate filters (a training term)
+        self.own_nll: dict[int, torch.Tensor] = {}
 
     @property
     def uses_evidence(self) -> bool:
@@ -223,10 +227,12 @@ class Blend(nn.Module):
         with torch.autocast(state.device.type, enabled=False):
             logits = self.gate(layer, state.to(home), evidence)  # (B, T, M)
             prior_log = self.prior_log_weights(prior.to(logits.device))  # (M, k)
-            if self.gate.prior_logit is None:
+            if not self.gate.rate_mixture:
                 return torch.softmax(prior_log[None, None] + logits.unsqueeze(-1), dim=2)
-            gate_log_w = torch.log_softmax(prior_log[:, 0] + logits, dim=-1)  # (B, T, M); k = 1 (1d only)
-            return gated_rate_mixture(evidence, gate_log_w, self.gate.prior_logit[layer], layer).exp().unsqueeze(-1)
+            # whole stacks compete with the filters: a 2d prior enters as its mean over the hidden size
+            gate_log_w = torch.log_softmax(prior_log.mean(-1) + logits, dim=-1)  # (B, T, M)
+            log_w, self.own_nll[layer] = gated_rate_mixture(evidence, gate_log_w, layer)
+            return log_w.exp().unsqueeze(-1)
 
     def regularisation(self) -> torch.Tensor:
         return self.spline.regularisation()

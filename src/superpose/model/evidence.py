@@ -55,16 +55,23 @@ class GateEvidence:
     store: dict | None = None
 
 
-def gated_rate_mixture(evidence: GateEvidence, gate_log_w: torch.Tensor, prior_logit: torch.Tensor,
-                       layer: int) -> torch.Tensor:
+GATE_PRIOR = 0.5  # the trained gate's prior weight against the R filters together
+
+
+def gated_rate_mixture(evidence: GateEvidence, gate_log_w: torch.Tensor, layer: int,
+                       gate_prior: float = GATE_PRIOR) -> tuple[torch.Tensor, torch.Tensor]:
     """The rate mixture with the trained gate as one more filter: (B, T, M) gate log-weights -> (B, T, M)
     log-weights of a Bayesian mixture over the R fixed-share filters and the gate, each weighted by how well it
-    predicted the tokens of this sequence so far (the gate's prior sigmoid(`prior_logit`), the filters sharing
-    the rest).
+    predicted the tokens of this sequence so far (prior: `gate_prior` on the gate, the filters sharing the rest).
 
-    Wherever the gate predicts worse than the filters, its posterior weight falls, so it can cost at most
-    -log(prior) nats per sequence against the training-free rate mixture; and a gate whose weights equal the
-    rate mixture's (an untrained one) leaves the result exactly the rate mixture, whatever its prior.
+    Wherever the gate predicts worse than the filters its posterior weight falls, so against the training-free
+    rate mixture it costs at most -log(1 - gate_prior) nats per sequence (log 2 by default), however it was
+    trained; a gate whose weights equal the rate mixture's (an untrained one) leaves the result exactly the rate
+    mixture, whatever its prior. The prior is fixed, not learned: a learned one grows on the training mix and
+    loosens that bound on other text (measured in BENCHMARKS.md).
+
+    Also returns the gate's own mean negative log-likelihood of the observed tokens, for training: through the
+    mixture alone a gate that fell behind would get almost no gradient (its posterior weight is small).
     """
     key = ("gate", layer)
     carried = evidence.store.get(key) if evidence.store is not None else None
@@ -78,14 +85,14 @@ def gated_rate_mixture(evidence: GateEvidence, gate_log_w: torch.Tensor, prior_l
     likelihood = torch.logsumexp(before + evidence.scores, dim=-1).masked_fill(~evidence.observed, 0.0)
     gate_seen = seen_before[:, None] + torch.cumsum(likelihood, dim=1)  # (B, T): log-likelihood of x_≤t
     filters = evidence.seen.shape[-1]
-    log_prior_gate = torch.nn.functional.logsigmoid(prior_logit)
-    log_prior_filter = torch.nn.functional.logsigmoid(-prior_logit) - math.log(filters)
+    log_prior_gate, log_prior_filter = math.log(gate_prior), math.log((1 - gate_prior) / filters)
     posterior = torch.log_softmax(torch.cat([evidence.seen + log_prior_filter, (gate_seen + log_prior_gate)[..., None]],
                                             dim=-1), dim=-1)  # (B, T, R + 1)
     candidates = torch.cat([evidence.rows[:, :, :filters].to(gate_log_w), gate_log_w[:, :, None]], dim=2)
     if evidence.store is not None:
         evidence.store[key] = {"last": gate_log_w[:, -1].detach(), "seen": gate_seen[:, -1].detach()}
-    return torch.logsumexp(posterior[..., None] + candidates, dim=2)
+    own_nll = -likelihood.sum() / evidence.observed.sum().clamp(min=1)
+    return torch.logsumexp(posterior[..., None] + candidates, dim=2), own_nll
 
 
 @torch.no_grad()

@@ -1,5 +1,7 @@
 """The training objective (SPEC §5): reconstruction of each labelled token's stack, the LM loss, the spline
-regulariser, and for the gates a label cross-entropy and a load-balance term."""
+regulariser, and for the gates a label cross-entropy and a load-balance term. Gates that compete with the rate
+filters (`gate_evidence: fixed_share_mix`) add their own next-token NLL to the LM term: through the mixture
+alone, a gate that fell behind the filters would get almost no gradient."""
 from __future__ import annotations
 
 import torch
@@ -60,6 +62,7 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
     token_domains = batch.token_domains.to(ids.device).masked_fill(mask == 0, MIXED)  # (B, T)
     labelled = (token_domains >= 0).long()
     stack_states = model.independent_states(ids, mask)
+    model.blend.own_nll.clear()
     if settings.training_graph == "sequential" and model.settings.graph == "sequential":
         out = model(ids, attention_mask=mask, output_hidden_states=True, output_gates=True)
         predicted = {layer: out.hidden_states[layer + 1] for layer in recon_layers(model)}
@@ -73,6 +76,8 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
         for layer in recon_layers(model)
     )
     lm = causal_lm_loss(logits, batch.labels).to(home)
+    if model.blend.own_nll:  # gates that compete with the rate filters also learn to predict on their own
+        lm = lm + sum(nll.to(home) for nll in model.blend.own_nll.values()) / len(model.blend.own_nll)
     reg = model.blend.regularisation()
     gate_ce = gate_label_loss(gates, token_domains).to(home)
     balance = load_balance_loss(gates, (token_domains == MIXED) & (mask == 1)).to(home)
