@@ -64,7 +64,8 @@ def _rate_mixture(models: list[torch.nn.Module]):
     def score_batch(batch):
         log_probs = torch.stack([m(batch.input_ids, attention_mask=batch.attention_mask).logits.log_softmax(-1)
                                  for m in models])
-        weights = rate_mixture_log_weights(token_log_probs(log_probs, batch.labels), observed=scored_positions(batch.labels))
+        evidence = token_log_probs(log_probs, batch.labels)
+        weights = rate_mixture_log_weights(evidence, observed=scored_positions(batch.labels))
         return mix(log_probs, weights)
     return score_batch
 

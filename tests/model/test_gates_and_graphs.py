@@ -325,3 +325,23 @@ def test_a_gate_that_predicts_badly_fades_to_the_rate_mixture():
     yardstick = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates).exp()
     assert got[0, 0, 1] > 0.4  # at first the gate has half the say
     torch.testing.assert_close(got[0, 20:], yardstick[:, 0, 20:].T, atol=1e-3, rtol=0)  # then none
+
+
+def test_a_gate_of_the_earlier_preset_scores_as_the_earlier_code_did():
+    """The numbers below were computed by the code before the rate mixture existed (three fixed-share rates, here
+    tiny ones whose log-weights reach -23): a run trained with that preset keeps its outputs."""
+    settings = ModelSettings(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share",
+                             gate_hidden=8, ae_layers=[], evidence_rate=1e-6)
+    torch.manual_seed(0)
+    model = SuperposedModel.from_models(tiny_model("gpt2", 0, init=0.5), {"fr": tiny_model("gpt2", 1, init=0.5)},
+                                        settings)
+    with torch.no_grad():
+        for name, param in model.blend.gate.named_parameters():
+            if name != "evidence_scale":
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))) * 0.5)
+        ids = torch.randint(1, 90, (2, 12), generator=torch.Generator().manual_seed(3))
+        logits = model.eval()(ids).logits
+    expected = torch.tensor([[-5.093038558959961, -5.156766414642334, -5.482657432556152, -7.7810235023498535],
+                             [-2.343015432357788, -7.150021553039551, -1.9481748342514038, -6.5250420570373535]])
+    torch.testing.assert_close(logits[:, -1, :4], expected, atol=1e-5, rtol=0)
+    assert float(logits.double().sum()) == pytest.approx(-17693.79034923017, rel=1e-6)

@@ -149,7 +149,7 @@ class TokenGate(nn.Module):
     evidence, the direct evidence scale starts at 1, so it weights the stacks by prior x the evidence's posterior.
     """
 
-    FEATURE_FLOOR = -20.0  # log-weights below this read as this: a sure Bayes filter's -1000 would swamp the net
+    FEATURE_FLOOR = -20.0  # rate mixture: log-weights below this read as this (a sure Bayes filter's -1000)
 
     def __init__(self, n_layers: int, hidden_size: int, n_stacks: int, hidden: int = 0, evidence: str = "none"):
         super().__init__()
@@ -176,10 +176,10 @@ class TokenGate(nn.Module):
         if self.evidence_scale is None:
             return self.nets[layer](features)
         rows = evidence.rows.to(features.device, features.dtype)
-        read = [features, rows.clamp(min=self.FEATURE_FLOOR).flatten(-2)]
-        if self.rate_mixture:
+        read = [features, rows.flatten(-2)]
+        if self.rate_mixture:  # its Bayes filter (rate 0) reaches -1000: floor what the net reads
             rates = torch.log_softmax(evidence.seen.to(features.device, features.dtype), dim=-1)
-            read.append(rates.clamp(min=self.FEATURE_FLOOR))
+            read = [features, rows.clamp(min=self.FEATURE_FLOOR).flatten(-2), rates.clamp(min=self.FEATURE_FLOOR)]
         return self.nets[layer](torch.cat(read, dim=-1)) + self.evidence_scale[layer] * rows[..., self.direct_row, :]
 
 

@@ -107,8 +107,8 @@ def fixed_share_evidence(
 ) -> tuple[GateEvidence, dict]:
     """M stacks' (B, T, V) logits over this chunk -> the evidence, whose rows are (B, T, R, M) log-weights after
     x_≤t at each of the R rates (with `rate_mixture`, (B, T, R + 1, M): the last row is the Bayesian mixture over
-    the R filters), and the state to carry. `normalised`: the logits are already log-probabilities (the parallel graph's heads,
-    shared with the mixture head), so no pass over the vocabulary is needed to score a token.
+    the R filters), and the state to carry. `normalised`: the logits are already log-probabilities (the parallel
+    graph's heads, shared with the mixture head), so no pass over the vocabulary is needed to score a token.
 
     A token counts as evidence only when it and the position that predicted it are real tokens, so a
     left-padded prompt gathers the same evidence as the prompt alone.

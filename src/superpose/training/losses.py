@@ -1,7 +1,7 @@
 """The training objective (SPEC §5): reconstruction of each labelled token's stack, the LM loss, the spline
 regulariser, and for the gates a label cross-entropy and a load-balance term. Gates that compete with the rate
-filters (`gate_evidence: fixed_share_mix`) add their own next-token NLL to the LM term: through the mixture
-alone, a gate that fell behind the filters would get almost no gradient."""
+filters (`gate_evidence: fixed_share_mix`) also learn from their own next-token NLL (`gate_own`, weighted like
+the LM loss): through the mixture alone, a gate that fell behind the filters would get almost no gradient."""
 from __future__ import annotations
 
 import torch
@@ -76,17 +76,17 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
         for layer in recon_layers(model)
     )
     lm = causal_lm_loss(logits, batch.labels).to(home)
-    if model.blend.own_nll:  # gates that compete with the rate filters also learn to predict on their own
-        lm = lm + sum(nll.to(home) for nll in model.blend.own_nll.values()) / len(model.blend.own_nll)
+    own = model.blend.own_nll  # gates that compete with the rate filters also learn to predict on their own
+    gate_own = sum(nll.to(home) for nll in own.values()) / len(own) if own else lm.new_zeros(())
     reg = model.blend.regularisation()
     gate_ce = gate_label_loss(gates, token_domains).to(home)
     balance = load_balance_loss(gates, (token_domains == MIXED) & (mask == 1)).to(home)
-    total = (settings.recon_weight * recon + settings.lm_weight * lm + settings.blend_reg_weight * reg
+    total = (settings.recon_weight * recon + settings.lm_weight * (lm + gate_own) + settings.blend_reg_weight * reg
              + settings.gate_label_weight * gate_ce + settings.load_balance_weight * balance)
-    return {"loss": total, "recon": recon, "lm": lm, "blend_reg": reg, "gate_ce": gate_ce, "balance": balance,
-            "logits": logits}
+    return {"loss": total, "recon": recon, "lm": lm, "gate_own": gate_own, "blend_reg": reg, "gate_ce": gate_ce,
+            "balance": balance, "logits": logits}
 
 
-LOGGED = ("loss", "recon", "lm", "blend_reg", "gate_ce", "balance")
-WEIGHTS = {"recon": "recon_weight", "lm": "lm_weight", "blend_reg": "blend_reg_weight", "gate_ce": "gate_label_weight",
-           "balance": "load_balance_weight"}
+LOGGED = ("loss", "recon", "lm", "gate_own", "blend_reg", "gate_ce", "balance")
+WEIGHTS = {"recon": "recon_weight", "lm": "lm_weight", "gate_own": "lm_weight", "blend_reg": "blend_reg_weight",
+           "gate_ce": "gate_label_weight", "balance": "load_balance_weight"}

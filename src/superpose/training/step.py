@@ -136,7 +136,8 @@ def train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: L
         chunk_tokens = sum(lengths[chunk * size : (chunk + 1) * size])
         chunk_labelled = sum(labelled[chunk * size : (chunk + 1) * size])
         labelled_share = chunk_labelled / labelled_total if labelled_total else 0.0
-        share = {"recon": labelled_share, "gate_ce": labelled_share, "lm": (chunk_tokens - len(picked)) / scored,
+        scored_share = (chunk_tokens - len(picked)) / scored
+        share = {"recon": labelled_share, "gate_ce": labelled_share, "lm": scored_share, "gate_own": scored_share,
                  "balance": (chunk_tokens - chunk_labelled) / unlabelled_total if unlabelled_total else 0.0,
                  "blend_reg": 1.0 if chunk == 0 else 0.0}
         with autocast(precision, device):
