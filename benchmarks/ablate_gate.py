@@ -22,16 +22,15 @@ from pathlib import Path
 import torch
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.metrics import LMScore
-from superpose.core.mixtures import mix, rate_mixture_log_weights, scored_positions, token_log_probs
 from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
-from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.data.text import load_texts, tokenize_blocks
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
 
 from halves import docs_halves, split_halves
+from select_preset import output_mixture, ppl
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80
@@ -49,25 +48,6 @@ VARIANTS = {
     "mix-switch0.2-sequential": (dict(gate_evidence="fixed_share_mix", graph="sequential"), dict(switch_rate=0.2)),
     "mix-switch0.2-balanced": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.2, max_train_blocks=6000)),
 }
-
-
-@torch.no_grad()
-def _ppl(score_batch, blocks: list[torch.Tensor]) -> float:
-    score = LMScore()
-    for start in range(0, len(blocks), 16):
-        batch = collate(blocks[start : start + 16], [0] * len(blocks[start : start + 16]), 0)
-        score.update(score_batch(batch), batch.labels)
-    return score.ppl
-
-
-def _rate_mixture(models: list[torch.nn.Module]):
-    def score_batch(batch):
-        log_probs = torch.stack([m(batch.input_ids, attention_mask=batch.attention_mask).logits.log_softmax(-1)
-                                 for m in models])
-        evidence = token_log_probs(log_probs, batch.labels)
-        weights = rate_mixture_log_weights(evidence, observed=scored_positions(batch.labels))
-        return mix(log_probs, weights)
-    return score_batch
 
 
 def main() -> int:
@@ -96,8 +76,8 @@ def main() -> int:
         sets["docs"] = tokenize_blocks(load_texts(files["select"]["docs"]), tokenizer, 128, BLOCKS)
     models = {n: load_causal_lm(str(experts / n)) for n in domains}
     alone = {n: (lambda b, m=m: m(b.input_ids, attention_mask=b.attention_mask).logits) for n, m in models.items()}
-    yardstick = {s: _ppl(_rate_mixture(list(models.values())), blocks) for s, blocks in sets.items()}
-    rows = [["oracle (per domain)", *[_ppl(alone[s], sets[s]) if s in alone else float("nan") for s in sets], 0, 0],
+    yardstick = {s: ppl(output_mixture(list(models.values()), None), blocks) for s, blocks in sets.items()}
+    rows = [["oracle (per domain)", *[ppl(alone[s], sets[s]) if s in alone else float("nan") for s in sets], 0, 0],
             ["fixed_share_mix", *yardstick.values(), 0, 0]]
     train_files = dict(files["train"]) if not args.label_free else {
         (UNLABELLED if i == 0 else f"{UNLABELLED}:{i + 1}"): p for i, p in enumerate(files["train"].values())}
@@ -118,7 +98,7 @@ def main() -> int:
             speed = train(model, tokenizer, train_files, None, run_dir, train_settings,
                           progress=False).throughput["tokens_per_second"]
         model.eval()
-        scored = {s: _ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, blocks)
+        scored = {s: ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, blocks)
                   for s, blocks in sets.items()}
         results[name] = scored
         rows.append([name, *[f"{v:.2f} ({v / yardstick[s]:.3f})" for s, v in scored.items()],

@@ -41,7 +41,7 @@ ROWS = {  # label -> (teacher weight λ, LoRA rank)
     "distill, all weights": (1.0, None),
     "distill, LoRA r=16": (1.0, 16),
 }
-BASELINES = ["bayes", "fixed_share:0.02", "oracle"]
+BASELINES = ["bayes", "fixed_share:0.02", "fixed_share_mix", "oracle"]
 START = "fr"
 TEACHER = "superposed teacher (dynamic, labelled)"
 
@@ -135,7 +135,7 @@ def markdown(out: Path, hardware: str) -> str | None:
         lines += [f"### {len(names)} stacks ({', '.join(names)})", "",
                   "| model | " + " | ".join(f"{n} PPL (× oracle)" for n in names) + " | code-switched PPL | stacks |",
                   "|---|" + "---|" * (len(names) + 2)]
-        first = [TEACHER, "fixed_share:0.02", "bayes", *ROWS, "oracle"]
+        first = [TEACHER, "fixed_share_mix", "fixed_share:0.02", "bayes", *ROWS, "oracle"]
         for model in sorted(result["models"], key=lambda m: first.index(m) if m in first else len(first)):
             sets = result["models"][model]
             stacks = result["stacks_per_token"].get(model, float("nan"))

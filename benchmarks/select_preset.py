@@ -6,7 +6,8 @@
 Needs the paper part's experts (`python benchmarks/real_text.py --part paper`). Each run trains the dynamic preset
 with the given gate width and switch rate, label-free on en/train.txt + fr/train.txt, then scores the first 80
 blocks of each selection half and of the selection code-switched set; the oracle and `fixed_share:0.02` rows are
-the scale.
+the scale, with the training-free `fixed_share_mix`. `benchmarks/ablate_gate.py` is the newer selection (the gate
+over the rate mixture, with code as well as languages).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import collate, load_texts, tokenize_blocks
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.metrics import LMScore
-from superpose.core.mixtures import fixed_share_log_weights, mix, scored_positions, token_log_probs
+from superpose.core.mixtures import (fixed_share_log_weights, mix, rate_mixture_log_weights, scored_positions,
+                                     token_log_probs)
 from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
@@ -36,7 +38,7 @@ BLOCKS = 80
 
 
 @torch.no_grad()
-def _ppl(score_batch, blocks: list[torch.Tensor]) -> float:
+def ppl(score_batch, blocks: list[torch.Tensor]) -> float:
     score = LMScore()
     for start in range(0, len(blocks), 16):
         batch = collate(blocks[start : start + 16], [0] * len(blocks[start : start + 16]), 0)
@@ -44,11 +46,14 @@ def _ppl(score_batch, blocks: list[torch.Tensor]) -> float:
     return score.ppl
 
 
-def _fixed_share(models: list[torch.nn.Module], rate: float):
+def output_mixture(models: list[torch.nn.Module], rate: float | None):
+    """`fixed_share:rate`, or with None the rate mixture `fixed_share_mix`."""
     def score_batch(batch):
         log_probs = torch.stack([m(batch.input_ids, attention_mask=batch.attention_mask).logits.log_softmax(-1)
                                  for m in models])
-        weights = fixed_share_log_weights(token_log_probs(log_probs, batch.labels), rate, scored_positions(batch.labels))
+        evidence, observed = token_log_probs(log_probs, batch.labels), scored_positions(batch.labels)
+        weights = (rate_mixture_log_weights(evidence, observed=observed) if rate is None else
+                   fixed_share_log_weights(evidence, rate, observed))
         return mix(log_probs, weights)
     return score_batch
 
@@ -73,8 +78,9 @@ def main() -> int:
     sets["switch"] = tokenize_spans(load_spans(files["select"]["switch"]), tokenizer, 128, BLOCKS).blocks
     models = [load_causal_lm(str(experts / "base")), load_causal_lm(str(experts / "fr"))]
     alone = [lambda b, m=m: m(b.input_ids, attention_mask=b.attention_mask).logits for m in models]
-    rows = [["oracle (per language)", _ppl(alone[0], sets["base"]), _ppl(alone[1], sets["fr"]), float("nan"), 0],
-            ["fixed_share:0.02", *[_ppl(_fixed_share(models, 0.02), sets[n]) for n in ("base", "fr", "switch")], 0]]
+    rows = [["oracle (per language)", ppl(alone[0], sets["base"]), ppl(alone[1], sets["fr"]), float("nan"), 0],
+            ["fixed_share:0.02", *[ppl(output_mixture(models, 0.02), sets[n]) for n in ("base", "fr", "switch")], 0],
+            ["fixed_share_mix", *[ppl(output_mixture(models, None), sets[n]) for n in ("base", "fr", "switch")], 0]]
     unlabelled = {UNLABELLED: files["train"]["base"], f"{UNLABELLED}:2": files["train"]["fr"]}
     for hidden in args.gate_hidden:
         for rate in args.switch_rates:
@@ -89,7 +95,7 @@ def main() -> int:
             tick = time.perf_counter()
             train(model, tokenizer, unlabelled, None, run_dir, train_settings, progress=False)
             model.eval()
-            scored = [_ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, sets[n])
+            scored = [ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, sets[n])
                       for n in ("base", "fr", "switch")]
             rows.append([f"gate_hidden {hidden}, switch_rate {rate}", *scored, time.perf_counter() - tick])
             print(rows[-1], flush=True)
