@@ -4,7 +4,8 @@ import json
 import pytest
 
 from superpose.cli.commands import main
-from superpose.data.code_switch import NO_SOURCE, load_spans, mix_lines, split_sentences, tokenize_spans
+from superpose.data.code_switch import (CHUNK_LINES, NO_SOURCE, load_spans, mix_lines, split_sentences, split_units,
+                                        tokenize_spans)
 from superpose.data.text import DataError
 
 from helpers import char_tokenizer
@@ -16,6 +17,27 @@ FR = ["LE CHAT DORT. IL FAIT BEAU!", "UNE FILLE MANGE. ELLE RIT? OUI.", "NOUS AI
 def test_sentences_split_at_ends_with_closing_quotes():
     assert split_sentences('He said "Stop." She left! Why? « Non. » Fin') == ['He said "Stop."', "She left!", "Why?",
                                                                              "« Non. »", "Fin"]
+
+
+CODE = "import os\n\n\ndef f(x):\n    return x + 1\n\n" + "\n".join(f"A{i} = {i}" for i in range(CHUNK_LINES + 3))
+
+
+def test_auto_units_are_sentences_of_prose_and_blank_line_chunks_of_code():
+    assert split_units(EN[0]) == split_sentences(EN[0])
+    assert split_units(CODE) == ["import os", "def f(x):\n    return x + 1",
+                                 "\n".join(f"A{i} = {i}" for i in range(CHUNK_LINES)),
+                                 "\n".join(f"A{i} = {i}" for i in range(CHUNK_LINES, CHUNK_LINES + 3))]
+    records = mix_lines({"base": EN, "code": [CODE]}, seed=0, segment="auto")
+    for record in records:
+        text, spans = record["text"], record["spans"]
+        assert spans[-1]["end"] == len(text)
+        for before, span in zip(spans, spans[1:]):
+            piece = text[span["start"] : span["end"]]
+            code_next_to_it = "code" in (before["source"], span["source"])
+            assert piece[0] == ("\n" if code_next_to_it else " ")  # code chunks stay on lines of their own
+    units = {u for line in EN for u in split_sentences(line)} | set(split_units(CODE))
+    assert all(text.strip() in units for r in records for text in
+               [r["text"][s["start"] : s["end"]] for s in r["spans"]])
 
 
 def test_mixed_lines_are_seeded_alternate_and_spans_tile_each_line():
