@@ -285,8 +285,9 @@ def test_the_gate_competes_with_the_rate_filters_as_one_more_bayesian_filter():
     prior = 0.3
     rates = evidence_rates(0.02, "fixed_share_mix")
     evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
-    got = gated_rate_mixture(evidence, gate, layer=0, gate_prior=prior)
+    got, own_nll = gated_rate_mixture(evidence, gate, layer=0, gate_prior=prior)
     pi = torch.tensor(prior, dtype=torch.float64)
+    gate_alone = []  # the gate's own log-likelihood of each observed token
     log_p = torch.stack(logits).double().log_softmax(-1)  # (M, B, T, V)
     filters = evidence.rows[:, :, : len(rates)].double().exp()  # (B, T, R, M): weights after x_≤t
     for b in range(2):
@@ -297,17 +298,19 @@ def test_the_gate_competes_with_the_rate_filters_as_one_more_bayesian_filter():
             if t > 0:  # x_t is scored with the weights each predictor had after x_<t
                 p = log_p[:, b, t - 1, ids[b, t]].exp()
                 lik += torch.stack([(w * p).sum() for w in previous]).log()
+                gate_alone.append((previous[-1] * p).sum().log())
             post = torch.cat([(1 - pi).log() - math.log(len(rates)) + lik[:-1], pi.log() + lik[-1:]]).softmax(0)
             current = [filters[b, t, k] for k in range(len(rates))] + [gate_w[t]]
             expected = sum(post[j] * current[j] for j in range(len(current)))
             torch.testing.assert_close(got[b, t].double().exp(), expected, atol=1e-5, rtol=0)
             previous = current
+    assert float(own_nll) == pytest.approx(-float(torch.stack(gate_alone).mean()), rel=1e-5)
     store, parts, state = {}, [], None
     for start, stop in ((0, 4), (4, 10)):
         part, state = fixed_share_evidence([lg[:, start:stop] for lg in logits], ids[:, start:stop], None, rates,
                                            carried=state, rate_mixture=True)
         part.store = store
-        parts.append(gated_rate_mixture(part, gate[:, start:stop], layer=0, gate_prior=prior))
+        parts.append(gated_rate_mixture(part, gate[:, start:stop], layer=0, gate_prior=prior)[0])
     torch.testing.assert_close(torch.cat(parts, dim=1), got, atol=1e-5, rtol=0)
 
 
@@ -321,7 +324,7 @@ def test_a_gate_that_predicts_badly_fades_to_the_rate_mixture():
     wrong = torch.log(torch.tensor([1e-4, 1 - 1e-4])).expand(1, 60, 2)  # a gate sure of stack 1
     rates = evidence_rates(0.02, "fixed_share_mix")
     evidence, _ = fixed_share_evidence(logits, ids, None, rates, rate_mixture=True)
-    got = gated_rate_mixture(evidence, wrong, layer=0).exp()
+    got = gated_rate_mixture(evidence, wrong, layer=0)[0].exp()
     yardstick = rate_mixture_log_weights(token_log_probs(torch.stack(logits).log_softmax(-1), ids), rates).exp()
     assert got[0, 0, 1] > 0.4  # at first the gate has half the say
     torch.testing.assert_close(got[0, 20:], yardstick[:, 0, 20:].T, atol=1e-3, rtol=0)  # then none
