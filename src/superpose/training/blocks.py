@@ -2,6 +2,7 @@
 code-switched blocks whose tokens carry their own labels."""
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 
@@ -13,6 +14,12 @@ from superpose.model.superposed import SuperposedModel
 
 UNLABELLED = "unlabelled"  # the name `--train FILE` (no NAME=) gets; more such files: unlabelled:2, ...
 MIXED = -1  # domain of unlabelled blocks and of code-switched blocks (their tokens carry the labels)
+SWITCH_STREAM = 1  # seed_of(seed, SWITCH_STREAM) picks the blocks replaced by code-switched ones
+
+
+def seed_of(*parts: int) -> int:
+    """A 63-bit seed from a few integers (hashed, so nearby tuples give unrelated streams)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
 
 @dataclass
@@ -75,7 +82,10 @@ def load_labelled(
                           f"{count}: the share of such blocks is {len(blocks) / len(data):.3f}", UserWarning,
                           stacklevel=2)
         to_stack = torch.tensor([MIXED if is_unlabelled(n) else names.index(n) for n in source_names])
-        replaced = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: len(blocks)].tolist()
+        # a stream of its own: seeded with `seed` alone it was the first epoch's visit order (seed 0), so every
+        # code-switched block came first and a short run saw nothing else
+        pick = torch.Generator().manual_seed(seed_of(seed, SWITCH_STREAM))
+        replaced = torch.randperm(len(data), generator=pick)[: len(blocks)].tolist()
         for index, block, source in zip(replaced, blocks, sources):
             data.blocks[index], data.domains[index] = block, MIXED
             data.token_domains[index] = torch.where(source >= 0, to_stack[source.clamp(min=0)], source)

@@ -34,8 +34,8 @@ from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import load_checkpoint, save_checkpoint
 from superpose.training.distributed import setup_processes
-from superpose.training.loop import (LoopState, checkpoint_to_resume, describe_throughput, history_table,
-                                     run_epochs, throughput_record)
+from superpose.training.loop import (LoopState, checkpoint_to_resume, describe_throughput, epoch_order,
+                                     history_table, run_epochs, throughput_record)
 from superpose.training.model_card import write_card
 from superpose.training.resume import check_resumable, data_order
 from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
@@ -361,7 +361,7 @@ def _needed_blocks(examples: int, global_batch: int, settings: DistillSettings, 
     steps_per_epoch = math.ceil(examples / global_batch)
     epoch, step = 0, 0
     while step < total_steps and len(seen) < examples:
-        order = torch.randperm(examples, generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch)).tolist()
+        order = epoch_order(examples, settings.seed, epoch)
         count = min(steps_per_epoch, total_steps - step)
         for block in order[: count * global_batch]:
             if block not in seen:

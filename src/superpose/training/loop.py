@@ -179,6 +179,11 @@ class LoopState:
                    running=dict(saved.get("running", {})), counted=saved.get("counted", 0))
 
 
+def epoch_order(examples: int, seed: int, epoch: int) -> list[int]:
+    """The order in which epoch `epoch` visits the training examples (seeded: a resumed run sees the same)."""
+    return torch.randperm(examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+
+
 def run_epochs(
     state: LoopState,
     examples: int,
@@ -208,7 +213,7 @@ def run_epochs(
     while unfinished():
         start_of_epoch()
         epoch = state.epoch
-        order = torch.randperm(examples, generator=torch.Generator().manual_seed(settings.seed * 100_003 + epoch)).tolist()
+        order = epoch_order(examples, settings.seed, epoch)
         skip = state.batch if epoch == first_epoch else 0
         remaining = steps_per_epoch - skip
         if settings.max_steps is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 
 from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel
-from superpose.training.blocks import LabelledBlocks, to_device
+from superpose.training.blocks import LabelledBlocks, seed_of, to_device
 from superpose.training.distributed import Processes
 from superpose.training.losses import LOGGED, WEIGHTS, compute_losses
 
@@ -48,11 +47,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
     for group in optimizer.param_groups:
         torch.nn.utils.clip_grad_norm_(group["params"], grad_clip)
     optimizer.step()
-
-
-def seed_of(*parts: int) -> int:
-    """A 63-bit seed from a few integers (hashed, so nearby tuples give unrelated streams)."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
 
 class SequenceSeededDropout:
