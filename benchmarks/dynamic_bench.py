@@ -331,9 +331,8 @@ def train_speed_runs(corpus: Path, out: Path, experts_dir: Path, steps: int, bat
                      block_size: int = 128) -> None:
     """A shorter budget than `run_dynamic` for the speed rows alone: the labelled dynamic run of each group,
     `steps` steps, no evaluation; saved where `measure_speculative` looks (`out/runs/dynamic_<k>-experts_labelled`)."""
-    if not (experts_dir / "de" / "config.json").is_file():
-        finetune_expert(experts_dir / "base", load_texts(corpus / "de" / "train.txt"), experts_dir,
-                        ExpertRecipe(**json.loads((experts_dir / "recipe.json").read_text())["recipe"]), "de")
+    ensure_expert(corpus, experts_dir, ExpertRecipe(**json.loads((experts_dir / "recipe.json").read_text())["recipe"]),
+                  "de")
     tokenizer = load_tokenizer(str(experts_dir / "base"))
     for count, names in GROUPS.items():
         split_halves(corpus, out / "data", {n: LANGS[n] for n in names}, "mixed_" + "_".join(LANGS[n] for n in names))

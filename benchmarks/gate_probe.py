@@ -75,7 +75,7 @@ def probe(model: SuperposedModel, blocks: list[torch.Tensor]) -> dict:
         mask = torch.nn.functional.pad(batch.labels[:, 1:] != -100, (0, 1), value=False)
         tv = float((weights - resp).abs().sum(0)[mask].mean() / 2)
         target = evidence.argmax(0)[mask].numpy()
-        ev = seen["evidence"].clamp(min=-20).flatten(-2)[mask].numpy()
+        ev = seen["evidence"].clamp(min=model.blend.gate.FEATURE_FLOOR).flatten(-2)[mask].numpy()
         content = seen["features"][mask].numpy()
     accuracy = {}
     half = len(target) // 2

@@ -82,17 +82,19 @@ def gated_rate_mixture(evidence: GateEvidence, gate_log_w: torch.Tensor, layer: 
         last = gate_log_w.new_full((batch, models), -math.log(models))
         seen_before = gate_log_w.new_zeros(batch)
     before = torch.cat([last[:, None], gate_log_w[:, :-1]], dim=1)  # the weights that predicted x_t
-    likelihood = torch.logsumexp(before + evidence.scores, dim=-1).masked_fill(~evidence.observed, 0.0)
+    # the gate is one more filter: the same likelihood and mixing as the fixed-share filters', in their layout
+    likelihood = filter_log_likelihoods(before.permute(2, 0, 1)[None], evidence.scores.permute(2, 0, 1),
+                                        evidence.observed)[0]  # (B, T)
     gate_seen = seen_before[:, None] + torch.cumsum(likelihood, dim=1)  # (B, T): log-likelihood of x_≤t
     filters = evidence.seen.shape[-1]
-    log_prior_gate, log_prior_filter = math.log(gate_prior), math.log((1 - gate_prior) / filters)
-    posterior = torch.log_softmax(torch.cat([evidence.seen + log_prior_filter, (gate_seen + log_prior_gate)[..., None]],
-                                            dim=-1), dim=-1)  # (B, T, R + 1)
+    log_prior = torch.tensor([math.log((1 - gate_prior) / filters)] * filters + [math.log(gate_prior)],
+                             device=gate_log_w.device)
+    seen = torch.cat([evidence.seen.to(gate_log_w), gate_seen[..., None]], dim=-1) + log_prior  # (B, T, R + 1)
     candidates = torch.cat([evidence.rows[:, :, :filters].to(gate_log_w), gate_log_w[:, :, None]], dim=2)
     if evidence.store is not None:
         evidence.store[key] = {"last": gate_log_w[:, -1].detach(), "seen": gate_seen[:, -1].detach()}
     own_nll = -likelihood.sum() / evidence.observed.sum().clamp(min=1)
-    return torch.logsumexp(posterior[..., None] + candidates, dim=2), own_nll
+    return mix_rates(candidates.permute(2, 3, 0, 1), seen.permute(2, 0, 1)).permute(1, 2, 0), own_nll
 
 
 @torch.no_grad()
