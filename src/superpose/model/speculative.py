@@ -1,4 +1,4 @@
-"""Speculative superposition: the dense model's exact output at close to one stack's cost (issue 15).
+"""Speculative superposition: the dense model's exact output at close to one stack's cost.
 
 On most text the gate puts nearly all the weight on one stack. That stack (the heaviest at the current
 position) drafts k tokens alone, with its own cache; one verification pass then runs the other stacks over
@@ -7,57 +7,69 @@ autoencoders) and the dense model's next-token distribution at every drafted pos
 states and logits. The longest prefix the dense model would have produced is kept:
 
 * greedy: a drafted token is kept while it is the dense argmax; the first mismatch is replaced by it;
-* sampling (temperature, top-k, top-p): speculative rejection sampling. Token y drawn from the drafter's q
-  is kept with probability min(1, p(y) / q(y)), else the token comes from the normalised residual
-  max(0, p - q), so every token is distributed exactly as the dense model's p.
+* sampling: speculative rejection sampling. Token y drawn from the drafter's q is kept with probability
+  min(1, p(y) / q(y)), else the token comes from the normalised residual max(0, p - q), so every token is
+  distributed exactly as the dense model's p.
+
+p and q are the scores after the logits processors `transformers` itself builds for the call: the model's
+`generate` hands this module to `transformers.generate` as its decoding loop (`custom_generate`), so the
+generation config is merged, defaulted (top-k 50 when sampling, 20 new tokens) and turned into processors and
+stopping criteria by the installed `transformers`, exactly as for dense decoding. Speculation runs only when
+every processor is one whose per-position result it reproduces (min length, temperature, top-k, top-p, min-p)
+and every stopping criterion is the length or EOS one; anything else decodes densely, with the reason in
+`model.speculation_stats`.
 
 After a rejection every stack's KV cache is cropped to the kept length and the side states (evidence,
 convolution history) are restored and replayed over the kept positions, so decoding goes on exactly as a
 dense run would. In the sequential graph no stack runs alone inside the model, so the drafter is that
 stack as a standalone model with its own cache, and the full model verifies.
 
-The draft length is fixed or adaptive (longer after a fully kept draft, shorter after a rejection); where
-drafts are rarely kept (a static blend, whose output is no single stack's) decoding backs off to dense steps
-for a while and probes again later, so speculation does not make generation slower.
-`SuperposedModel.generate` calls `generate_speculatively` for batch-1 greedy and sampled decoding; beams,
-batches and other logits processors fall back to `transformers`' dense decoding.
+The draft length is fixed or adaptive (longer after a fully kept draft, shorter after a rejection). Decoding
+backs off to dense steps for a while when the rounds cost more stack steps per token than a dense step (M, one
+per stack), and probes again later, so speculation does not make generation slower. The cost is counted in
+stack forward calls, not measured in seconds, so a seeded sampled run gives the same tokens every time.
 """
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from transformers.cache_utils import DynamicCache
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers.generation import GenerationMode
+from transformers.generation.logits_process import (
+    LogitsProcessorList, MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor, MinPLogitsWarper,
+    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+)
+from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria, StoppingCriteriaList
 
 START_LENGTH = 6  # adaptive draft length: first guess
 MAX_LENGTH = 16  # adaptive draft length: ceiling
-MIN_ACCEPTANCE = 0.4  # below this kept share of drafted tokens, dense steps are cheaper: back off
-PROBE_TOKENS = 16  # drafted tokens to judge the acceptance on before backing off (fewer: one early miss backs off)
-BACKOFF_TOKENS = 16  # dense tokens after a poor probe; doubles after each poor probe (up to MAX_BACKOFF)
+PROBE_TOKENS = 8  # drafted tokens to judge the cost on before backing off (a hopeless probe costs about twice that)
+BACKOFF_TOKENS = 16  # dense tokens after a costly probe; doubles after each costly probe (up to MAX_BACKOFF)
 MAX_BACKOFF = 256
 
-# GenerationConfig fields whose non-default value needs a logits processor or search this module does not run.
-_UNSUPPORTED = {
-    "num_beams": (None, 1), "num_return_sequences": (None, 1), "num_beam_groups": (None, 1),
-    "return_dict_in_generate": (None, False), "output_scores": (None, False), "output_logits": (None, False),
-    "output_attentions": (None, False), "output_hidden_states": (None, False), "use_cache": (None, True),
-    "repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "encoder_repetition_penalty": (None, 1.0),
-    "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "force_words_ids": (None,),
-    "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,), "sequence_bias": (None,), "min_p": (None,), "typical_p": (None, 1.0),
-    "epsilon_cutoff": (None, 0.0), "eta_cutoff": (None, 0.0), "top_h": (None,), "guidance_scale": (None, 1.0),
-    "stop_strings": (None,), "penalty_alpha": (None,), "diversity_penalty": (None, 0.0), "dola_layers": (None,),
-    "prompt_lookup_num_tokens": (None,), "watermarking_config": (None,), "max_time": (None,),
-    "exponential_decay_length_penalty": (None,), "renormalize_logits": (None, False), "constraints": (None,),
-    "assistant_early_exit": (None,), "low_memory": (None, False),
-}
-# generate() arguments that hook into dense decoding (any given one means: decode densely)
-_HOOKS = ("logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn", "synced_gpus", "assistant_model",
-          "streamer", "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer", "tokenizer",
-          "custom_generate")
+# Logits processors whose result at a position depends only on that position's logits and the tokens before it:
+# applied row by row to the verified positions they give what dense decoding computes.
+EXACT_PROCESSORS = (MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
+                    TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
+EXACT_STOPS = (MaxLengthCriteria, EosTokenCriteria)
+# generate() arguments that reach only dense decoding's loop (transformers hands none of them to a custom loop)
+DENSE_ONLY = ("streamer", "synced_gpus", "assistant_model", "assistant_tokenizer", "tokenizer", "custom_generate")
+# what transformers prepares for the forward pass of every call; anything else changes the forward pass
+PREPARED_INPUTS = {"attention_mask", "position_ids", "logits_to_keep", "cache", "past_key_values", "use_cache",
+                   "cache_position"}
+OUTPUT_FLAGS = ("return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
+                "output_hidden_states")
+
+
+class DenseFallback(Exception):
+    """Raised inside the decoding loop when the prepared call is one speculation cannot reproduce."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -72,6 +84,7 @@ class SpeculationStats:
     accepted: int = 0
     dense_tokens: int = 0  # tokens decoded by a dense step (back-off, or no room left to draft)
     stack_steps: int = 0  # stack forward calls; a batched pass over several tokens counts once per stack
+    drafter_changes: int = 0  # times the drafting stack changed (the heaviest stack moved)
     seconds: float = 0.0
 
     @property
@@ -88,30 +101,31 @@ class SpeculationStats:
         rate = self.acceptance_rate
         return (f"speculative decoding: {self.new_tokens} tokens in {self.rounds} rounds, acceptance "
                 f"{'n/a' if rate is None else f'{rate:.0%}'} ({self.accepted}/{self.drafted} drafted), "
-                f"{self.dense_tokens} dense steps, {self.stack_steps_per_token or 0:.2f} stack steps per token")
+                f"{self.dense_tokens} dense steps, {self.stack_steps_per_token or 0:.2f} stack steps per token, "
+                f"{self.drafter_changes} drafter changes")
 
 
 @dataclass
 class DecodingRules:
-    """The dense decoding to reproduce: greedy or sampling with `transformers`' own warpers."""
+    """The dense decoding to reproduce: greedy or sampling, with the logits processors and stopping criteria
+    `transformers` built for the call."""
 
     do_sample: bool
-    eos: tuple[int, ...]
-    min_new_tokens: int = 0
-    warpers: tuple = ()
+    processors: LogitsProcessorList = field(default_factory=LogitsProcessorList)
+    stopping: StoppingCriteriaList = field(default_factory=StoppingCriteriaList)
 
-    def scores(self, logits: torch.Tensor, produced: int) -> torch.Tensor:
-        """(T, V) logits of T successive positions, the first after `produced` new tokens -> (T, V) float32
-        scores as `transformers` processes them (min-new-tokens mask, then temperature, top-k, top-p)."""
-        scores = logits.float()
-        blocked = self.min_new_tokens - produced  # rows still before min_new_tokens may not end the text
-        if blocked > 0 and self.eos:
-            scores = scores.clone()
-            scores[:blocked, list(self.eos)] = -float("inf")
-        if self.do_sample:
-            for warper in self.warpers:
-                scores = warper(None, scores)
-        return scores
+    def __post_init__(self):
+        eos = [c.eos_token_id for c in self.stopping if isinstance(c, EosTokenCriteria)]
+        self.eos = tuple(int(t) for ids in eos for t in ids.flatten().tolist())  # a draft ends at one of these
+
+    def scores(self, logits: torch.Tensor, tokens: list[int], start: int) -> torch.Tensor:
+        """(T, V) logits of T successive positions -> (T, V) float32 scores as dense decoding processes them.
+        Row r predicts the token after tokens[:start + r], the input ids the processors see at that step."""
+        rows = []
+        for r in range(logits.shape[0]):
+            ids = torch.tensor([tokens[: start + r]], dtype=torch.long, device=logits.device)
+            rows.append(self.processors(ids, logits[r: r + 1].float()))  # dense decoding's float32 copy
+        return torch.cat(rows)
 
     def choose(self, scores: torch.Tensor) -> int:
         """One token from (V,) processed scores: the argmax, or a draw from their softmax."""
@@ -119,20 +133,26 @@ class DecodingRules:
             return int(scores.argmax())
         return int(torch.multinomial(torch.softmax(scores, dim=-1), 1))
 
+    def stopped(self, tokens: list[int], device) -> bool:
+        """Whether dense decoding stops after `tokens` (its stopping criteria on the sequence so far)."""
+        return bool(self.stopping(torch.tensor([tokens], dtype=torch.long, device=device), None).any())
+
 
 class DraftLength:
     """Fixed k, or adaptive: +2 after a fully kept draft (up to MAX_LENGTH), halfway to the kept run after a
     rejection (at least 2).
 
-    Either way, when fewer than MIN_ACCEPTANCE of the last PROBE_TOKENS drafted tokens were kept, the next
-    BACKOFF_TOKENS tokens are decoded densely (0 = a dense step), then drafting is probed again."""
+    Either way, when the rounds since the last judgement (at least PROBE_TOKENS drafted tokens) cost more stack
+    steps per produced token than a dense step (`dense_cost`: one per stack), the next BACKOFF_TOKENS tokens
+    are decoded densely (0 = a dense step), then drafting is probed again."""
 
-    def __init__(self, fixed: int | None):
+    def __init__(self, fixed: int | None, dense_cost: float = 1.0):
         self.fixed = fixed
+        self.dense_cost = dense_cost
         self.length = fixed or START_LENGTH
         self.dense_left = 0
         self.backoff = BACKOFF_TOKENS
-        self.window = [0, 0]  # drafted, accepted since the last judgement
+        self.window = [0, 0, 0.0]  # drafted, produced, stack steps since the last judgement
 
     def next(self, remaining: int) -> int:
         if self.dense_left > 0:
@@ -140,19 +160,19 @@ class DraftLength:
             return 0
         return max(0, min(self.length, remaining - 1))
 
-    def update(self, drafted: int, accepted: int) -> None:
+    def update(self, drafted: int, accepted: int, cost: float) -> None:
+        """After a round that kept `accepted` of `drafted` tokens (and produced one more) for `cost` stack steps."""
         if self.fixed is None:
             self.length = (min(self.length + 2, MAX_LENGTH) if accepted == drafted
                            else max(2, (self.length + accepted + 1) // 2))
-        self.window[0] += drafted
-        self.window[1] += accepted
+        self.window = [self.window[0] + drafted, self.window[1] + accepted + 1, self.window[2] + cost]
         if self.window[0] >= PROBE_TOKENS:
-            if self.window[1] < MIN_ACCEPTANCE * self.window[0]:
+            if self.window[2] > self.dense_cost * self.window[1]:
                 self.dense_left, self.backoff = self.backoff, min(2 * self.backoff, MAX_BACKOFF)
                 self.length = self.fixed or START_LENGTH
             else:
                 self.backoff = BACKOFF_TOKENS
-            self.window = [0, 0]
+            self.window = [0, 0, 0.0]
 
 
 def accept_greedy(dense_scores: torch.Tensor, drafted: list[int]) -> tuple[int, int]:
@@ -177,15 +197,25 @@ def acceptance_probability(p: torch.Tensor, q: torch.Tensor, token: int) -> floa
     return min(1.0, float(p[token]) / float(q[token]))
 
 
-def accept_sampled(dense_scores: torch.Tensor, draft_scores: torch.Tensor, drafted: list[int]) -> tuple[int, int]:
+def _uniform() -> float:
+    return float(torch.rand(()))
+
+
+def _draw(probs: torch.Tensor) -> int:
+    return int(torch.multinomial(probs, 1))
+
+
+def accept_sampled(dense_scores: torch.Tensor, draft_scores: torch.Tensor, drafted: list[int],
+                   uniform=_uniform, draw=_draw) -> tuple[int, int]:
     """Speculative rejection sampling: (k+1, V) dense scores, (k, V) scores the drafts were drawn from ->
-    (kept drafts, the next token), each token distributed exactly as the dense model's."""
+    (kept drafts, the next token), each token distributed exactly as the dense model's. `uniform` (a U(0, 1)
+    number) and `draw` (a token from a distribution) are torch's RNG unless given."""
     p = torch.softmax(dense_scores.double(), dim=-1)
     q = torch.softmax(draft_scores.double(), dim=-1)
     for i, token in enumerate(drafted):
-        if float(torch.rand(())) >= acceptance_probability(p[i], q[i], token):
-            return i, int(torch.multinomial(residual(p[i], q[i]), 1))
-    return len(drafted), int(torch.multinomial(p[len(drafted)], 1))
+        if uniform() >= acceptance_probability(p[i], q[i], token):
+            return i, draw(residual(p[i], q[i]))
+    return len(drafted), draw(p[len(drafted)])
 
 
 class SpeculativeDecoder:
@@ -202,7 +232,7 @@ class SpeculativeDecoder:
         self.parallel = model.settings.graph == "parallel"
         self.own_logits = model.blend.uses_evidence or model.settings.head == "mixture"
         self.standalone: dict[int, DynamicCache] = {}  # sequential graph: each drafter's own cache
-        self.drafter = 0
+        self.drafter: int | None = None  # the prefill picks the first
 
     # ---- bookkeeping ------------------------------------------------------------------------------
 
@@ -218,21 +248,24 @@ class SpeculativeDecoder:
 
     def _pick_drafter(self, weights: torch.Tensor) -> None:
         """The stack that holds the most weight at the current position drafts next."""
-        self.drafter = int(weights.float().argmax())
+        drafter = int(weights.float().argmax())
+        self.stats.drafter_changes += int(self.drafter is not None and drafter != self.drafter)
+        self.drafter = drafter
 
     # ---- decoding ----------------------------------------------------------------------------------
 
     @torch.no_grad()
     def run(self, max_new_tokens: int) -> list[int]:
         self._prefill()
-        while self.produced < max_new_tokens:
+        stopped = False
+        while self.produced < max_new_tokens and not stopped:
             length = self.draft.next(max_new_tokens - self.produced)
             new = self._dense_step() if length == 0 else self._round(length)
-            if self.rules.eos and any(t in self.rules.eos for t in new):
-                new = new[: next(i for i, t in enumerate(new) if t in self.rules.eos) + 1]
-                self.tokens.extend(new)
-                break
-            self.tokens.extend(new[: max_new_tokens - self.produced])
+            for token in new[: max_new_tokens - self.produced]:  # dense decoding checks after every token
+                self.tokens.append(token)
+                if self.rules.stopped(self.tokens, self.device):
+                    stopped = True
+                    break
         self.stats.new_tokens = self.produced
         return self.tokens
 
@@ -251,13 +284,14 @@ class SpeculativeDecoder:
         self.stats.stack_steps += len(self.model.stacks)
         self.stats.dense_tokens += 1
         self._pick_drafter(out.gate_weights[-1][0, -1])
-        return [self.rules.choose(self.rules.scores(out.logits[0, -1:], self.produced)[0])]
+        return [self.rules.choose(self.rules.scores(out.logits[0, -1:], self.tokens, len(self.tokens))[0])]
 
     def _round(self, length: int) -> list[int]:
+        steps = self.stats.stack_steps
         drafted, draft_scores, drafter_out = self._draft(length)
         snapshot = self.cache.side_states()
         dense_logits, gates, replay = self._verify(drafted, drafter_out)  # (k+1, V), (k+1, M)
-        dense_scores = self.rules.scores(dense_logits, self.produced)
+        dense_scores = self.rules.scores(dense_logits, self.tokens + drafted, len(self.tokens))
         if self.rules.do_sample:
             kept, token = accept_sampled(dense_scores, draft_scores, drafted)
         else:
@@ -265,9 +299,9 @@ class SpeculativeDecoder:
         self.stats.rounds += 1
         self.stats.drafted += len(drafted)
         self.stats.accepted += kept
-        self.draft.update(len(drafted), kept)
         if kept < len(drafted):
             self._rollback(len(drafted) - kept, snapshot, replay, kept + 1)
+        self.draft.update(len(drafted), kept, self.stats.stack_steps - steps)
         self._pick_drafter(gates[kept])
         return drafted[:kept] + [token]
 
@@ -287,7 +321,7 @@ class SpeculativeDecoder:
                 logits.append(torch.log_softmax(stack.logits(out[-1]).float(), dim=-1))  # (1, 1, V) log-probs
                 if i == length:
                     break
-                drafted.append(self._propose(logits[-1][0], scores))
+                drafted.append(self._propose(logits[-1][0], drafted, scores))
                 feed = drafted[-1:]
                 if self.rules.eos and drafted[-1] in self.rules.eos:
                     length = i + 1
@@ -300,16 +334,17 @@ class SpeculativeDecoder:
         for i in range(length):
             out = stack.run_stack(self._ids(feed), None, self._positions(seen, len(feed)), kv)
             seen += len(feed)
-            drafted.append(self._propose(stack.logits(out[-1][:, -1:])[0], scores))
+            drafted.append(self._propose(stack.logits(out[-1][:, -1:])[0], drafted, scores))
             feed = drafted[-1:]
             if self.rules.eos and drafted[-1] in self.rules.eos:
                 break
         self.stats.stack_steps += len(drafted)
         return drafted, torch.cat(scores), None
 
-    def _propose(self, logits: torch.Tensor, scores: list[torch.Tensor]) -> int:
+    def _propose(self, logits: torch.Tensor, drafted: list[int], scores: list[torch.Tensor]) -> int:
         """(1, V) drafter logits of the next draft -> its token; its processed scores are kept as q."""
-        processed = self.rules.scores(logits, self.produced + len(scores))
+        context = self.tokens + drafted
+        processed = self.rules.scores(logits, context, len(context))
         scores.append(processed)
         return self.rules.choose(processed[0])
 
@@ -376,7 +411,7 @@ class SpeculativeDecoder:
 # ---- the generate() entry point ---------------------------------------------------------------------
 
 
-def _draft_mode(speculative) -> int | None | str:
+def draft_mode(speculative) -> int | None:
     """"auto"/None -> None (adaptive), an integer K >= 0 -> K; anything else is an error."""
     if speculative is None or speculative == "auto":
         return None
@@ -385,75 +420,74 @@ def _draft_mode(speculative) -> int | None | str:
     return speculative
 
 
-def _plan(model, args: tuple, kwargs: dict, fixed):
-    """(prompt ids, max new tokens, rules) when speculative decoding reproduces this call exactly, else the
-    reason it falls back to dense decoding."""
+def dense_reason(model, args: tuple, kwargs: dict, fixed: int | None) -> str | None:
+    """Why this call must decode densely, judged before `transformers` prepares it (None: try speculation)."""
     if fixed == 0:
         return "speculative=0"
     if len(args) > 2:
-        return "positional generate() arguments beyond the inputs and generation config"
-    kwargs = dict(kwargs)
-    inputs = args[0] if args else None
-    for name in ("inputs", "input_ids"):
-        inputs = kwargs.pop(name, None) if inputs is None else inputs
-    config = args[1] if len(args) > 1 else kwargs.pop("generation_config", None)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[0] != 1 or inputs.shape[1] == 0:
-        return "not a batch of one prompt"
-    if any(kwargs.pop(name, None) is not None for name in _HOOKS):
-        return "a logits processor, stopping criterion, streamer or assistant was given"
-    mask = kwargs.pop("attention_mask", None)
-    if mask is not None and not bool(mask.bool().all()):
-        return "the prompt is padded"
+        return "positional generate() arguments after the generation config"
+    given = [name for name in DENSE_ONLY if kwargs.get(name) is not None]
+    if given:
+        return f"{', '.join(given)} given"
     if model.settings.conv_padding == "symmetric" and model.ae_layers:
         return "symmetric convolutions read the next token"
     if any(getattr(m.config, "sliding_window", None) for m in model.stack_models):
         return "sliding-window caches cannot be rolled back"
-    config = copy.deepcopy(config if config is not None else model.generation_config)
-    unused = config.update(**kwargs)
-    unused.pop("pad_token_id", None)
-    if unused:
-        return f"unsupported generate() arguments {sorted(unused)}"
-    for name, allowed in _UNSUPPORTED.items():
-        if getattr(config, name, None) not in allowed:
-            return f"{name}={getattr(config, name)!r}"
-    prompt_length = inputs.shape[1]
-    if config.max_new_tokens is not None:
-        new = config.max_new_tokens
-    else:
-        new = (config.max_length or 20) - prompt_length  # transformers' default max_length is 20
-    if new <= 0:
-        return "nothing to generate"
-    eos = config.eos_token_id
-    eos = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),))
-    min_new = max(config.min_new_tokens or 0, (config.min_length or 0) - prompt_length)
-    warpers = []
-    if config.do_sample:
-        if config.temperature is not None and config.temperature <= 0:
-            return "temperature <= 0"
-        if config.temperature is not None and config.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k is not None and config.top_k != 0:
-            warpers.append(TopKLogitsWarper(top_k=config.top_k, min_tokens_to_keep=1))
-        if config.top_p is not None and config.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=1))
-    rules = DecodingRules(bool(config.do_sample), eos, min_new, tuple(warpers))
-    return inputs, new, rules
+    return None
 
 
-def generate_speculatively(model, args: tuple, kwargs: dict, speculative="auto") -> torch.Tensor | None:
-    """`model.generate(*args, **kwargs)` decoded speculatively: (1, prompt + new) token ids, the same as dense
-    decoding (token for token when greedy, in distribution when sampling); None when the call needs dense
-    decoding (the reason is in `model.speculation_stats`)."""
-    fixed = _draft_mode(speculative)
-    plan = _plan(model, args, kwargs, fixed)
-    if isinstance(plan, str):
-        model.speculation_stats = SpeculationStats(mode="dense", reason=plan)
-        return None
-    inputs, max_new_tokens, rules = plan
+def check_prepared(input_ids: torch.Tensor, logits_processor, stopping_criteria, config, model_kwargs: dict) -> None:
+    """Raise DenseFallback unless speculation reproduces this prepared call exactly."""
+    mode = config.get_generation_mode()
+    if mode not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
+        raise DenseFallback(f"generation mode {mode.value}")
+    if input_ids.shape[0] != 1:
+        raise DenseFallback("not a batch of one prompt")
+    flags = [name for name in OUTPUT_FLAGS if getattr(config, name, False)]
+    if flags:
+        raise DenseFallback(f"{', '.join(flags)} requested")
+    other = [type(p).__name__ for p in logits_processor if not isinstance(p, EXACT_PROCESSORS)]
+    if other:
+        raise DenseFallback(f"logits processors {other}")
+    stops = [type(c).__name__ for c in stopping_criteria if not isinstance(c, EXACT_STOPS)]
+    if stops:
+        raise DenseFallback(f"stopping criteria {stops}")
+    unknown = sorted(k for k, v in model_kwargs.items() if k not in PREPARED_INPUTS and v is not None)
+    if unknown:
+        raise DenseFallback(f"model inputs {unknown}")
+    if model_kwargs.get("attention_mask") is not None:  # transformers drops a mask of all ones
+        raise DenseFallback("the prompt is padded")
+    if model_kwargs.get("use_cache") is False:
+        raise DenseFallback("use_cache=False")
+    cache = model_kwargs.get("cache", model_kwargs.get("past_key_values"))
+    if cache is not None and cache.get_seq_length() > 0:
+        raise DenseFallback("a filled cache was given")
+    positions = model_kwargs.get("position_ids")
+    if positions is not None and not torch.equal(positions.flatten().cpu(), torch.arange(input_ids.shape[1])):
+        raise DenseFallback("position ids other than 0, 1, 2, ...")
+
+
+def decode_speculatively(model, input_ids: torch.Tensor, logits_processor: LogitsProcessorList,
+                         stopping_criteria: StoppingCriteriaList, generation_config, *, draft: int | None = None,
+                         **model_kwargs) -> torch.Tensor:
+    """The decoding loop `transformers.generate` runs for a superposed model (its `custom_generate`): the
+    same arguments as its own sampling loop, prepared by it; raises DenseFallback when it cannot reproduce
+    that loop exactly."""
+    check_prepared(input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs)
+    lengths = [c.max_length for c in stopping_criteria if isinstance(c, MaxLengthCriteria)]
+    max_new_tokens = min(lengths, default=generation_config.max_length) - input_ids.shape[1]
+    if max_new_tokens <= 0:
+        raise DenseFallback("nothing to generate")
+    rules = DecodingRules(bool(generation_config.do_sample), logits_processor, stopping_criteria)
     stats = SpeculationStats()
     tick = time.perf_counter()
-    decoder = SpeculativeDecoder(model, inputs[0].tolist(), rules, DraftLength(fixed), stats)
+    decoder = SpeculativeDecoder(model, input_ids[0].tolist(), rules, DraftLength(draft, len(model.stacks)), stats)
     tokens = decoder.run(max_new_tokens)
     stats.seconds = time.perf_counter() - tick
     model.speculation_stats = stats
-    return torch.tensor([tokens], dtype=inputs.dtype, device=inputs.device)
+    return torch.tensor([tokens], dtype=input_ids.dtype, device=input_ids.device)
+
+
+def speculative_loop(draft: int | None):
+    """The `custom_generate` callable for one call (transformers passes it the prepared arguments)."""
+    return partial(decode_speculatively, draft=draft)

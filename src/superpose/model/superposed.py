@@ -511,13 +511,21 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """`transformers` generation; batch-1 greedy and sampled decoding run speculatively (`speculative.py`):
         the same output, fewer stack steps. `speculative`: "auto" (adaptive draft length), K drafted tokens
         per round, or 0 for plain dense decoding. `self.speculation_stats` then describes the last call."""
+        from superpose.model.speculative import DenseFallback, SpeculationStats, dense_reason, draft_mode, \
+            speculative_loop
+
         if self.settings.conv_padding == "symmetric" and self.ae_layers:
             # Symmetric convolutions read the next token, so every step recomputes the whole prefix.
             kwargs["use_cache"] = False
-        from superpose.model.speculative import generate_speculatively
-
-        output = generate_speculatively(self, args, kwargs, speculative)
-        return output if output is not None else super().generate(*args, **kwargs)
+        draft = draft_mode(speculative)
+        reason = dense_reason(self, args, kwargs, draft)
+        if reason is None:
+            try:  # transformers prepares the call (config, defaults, processors) and runs our loop on it
+                return super().generate(*args, custom_generate=speculative_loop(draft), **kwargs)
+            except DenseFallback as fallback:
+                reason = fallback.reason
+        self.speculation_stats = SpeculationStats(mode="dense", reason=reason)
+        return super().generate(*args, **kwargs)
 
     # ---- training helpers -----------------------------------------------------------------------
 
