@@ -242,17 +242,21 @@ def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
                 "--top-k", "6", "--teacher-weight", "0.7", "--temperature", "2", *more]
 
     killed = tmp_path / "killed"
-    saved_step = kill_at_first_checkpoint(argv(killed), killed)
+    saved_step = kill_at_first_checkpoint(argv(killed), killed / ".superpose")
     assert 0 < saved_step < steps and not (killed / "model.safetensors").exists()
     assert main(argv(killed)) == 2  # a checkpoint without --resume is refused
     assert main(argv(killed, "--resume")) == 0
     assert main(argv(tmp_path / "whole")) == 0
+    import json
+
+    record = json.loads((killed / "distill.json").read_text())
+    assert record["steps"] == steps and record["steps_this_session"] == steps - saved_step
+    assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert not (killed / ".superpose").exists()  # checkpoints and cache removed after the run
     resumed, whole = load_file(str(killed / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
     assert resumed.keys() == whole.keys()
     for key, value in whole.items():
         torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0, msg=key)
-    import json
-
     assert json.loads((killed / "distill.json").read_text())["history"] == \
         json.loads((tmp_path / "whole" / "distill.json").read_text())["history"]
 

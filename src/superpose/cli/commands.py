@@ -245,7 +245,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     try:
         result = distill(args.run_dir, parse_named_paths(args.train, flag="--train", unnamed="text"),
                          parse_named_paths(args.valid, flag="--valid", unnamed="text"), args.out, settings,
-                         resume=args.resume)
+                         resume=args.resume, overwrite=args.overwrite, keep_work=args.keep_work)
     finally:
         processes.finish()
     if result.is_main:
@@ -340,8 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="[NAME=]FILE text to distil on (.txt one doc per line, or .jsonl with 'text'); repeat")
     p.add_argument("--valid", action="append", help="[NAME=]FILE held-out text: KL to the teacher and perplexity "
                                                     "per file at the end, into the model card; repeat")
-    p.add_argument("--out", required=True, help="folder for the checkpoint, tokenizer, model card and checkpoints")
+    p.add_argument("--out", required=True, help="folder for the checkpoint, tokenizer and model card (checkpoints and "
+                                                "the teacher cache go to its .superpose/ work folder)")
     p.add_argument("--resume", action="store_true", help="continue from the folder's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds other files")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the .superpose/ work folder (checkpoints, teacher cache) after the run, e.g. to "
+                        "--resume later with more steps")
     _add_distill_flags(p)
     p.set_defaults(func=cmd_distill)
 

@@ -17,6 +17,7 @@ and a resumed run all give the weights of one uninterrupted single-batch run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -32,14 +33,16 @@ from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, S
                                      check_counts, check_positive, coerce_numbers, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
-from superpose.training.checkpoint import load_checkpoint, save_checkpoint
+from superpose.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from superpose.training.distill_folder import (RunInfo, finish_work, inspect_run, prepare_out_dir,
+                                               weights_fingerprint, work_folder)
 from superpose.training.distributed import setup_processes
-from superpose.training.loop import (LoopState, checkpoint_to_resume, describe_throughput, epoch_order,
-                                     history_table, run_epochs, throughput_record)
+from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, run_epochs,
+                                     throughput_record)
 from superpose.training.model_card import write_card
 from superpose.training.resume import check_resumable, data_order
 from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
-from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
+from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs, teacher_logits
 
 DISTILL_FILE = "distill.json"
 # settings a resumed distillation may change (the others fix what each step computes)
@@ -68,7 +71,7 @@ class DistillSettings:
     teacher_weight: float = setting(1.0, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
                                          "no teacher (default 1)")
     temperature: float = setting(1.0, "softmax temperature of the KL term, scaled by T² (default 1)")
-    top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/teacher-topk "
+    top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/.superpose/teacher-topk "
                                       "(safetensors shards) and reuse them every epoch (default: live teacher)")
     max_train_blocks: int | None = setting(None, "cap on training blocks per file")
     max_valid_blocks: int | None = setting(64, "cap on validation blocks per file (default 64)")
@@ -77,8 +80,8 @@ class DistillSettings:
     device: str | None = setting(None, "torch device (default: cuda when available, else cpu)")
     mixed_precision: str | None = setting(None, "bf16: autocast the forward passes (default bf16 on CUDA)",
                                           MIXED_PRECISION)
-    dtype: str = setting("float32", "dtype of the teacher's stacks and of the saved student; the student "
-                                    "trains in float32", DTYPES)
+    dtype: str | None = setting(None, "dtype of the teacher's stacks and of the saved student (default: the start "
+                                      "stack's own checkpoint dtype); the student trains in float32", DTYPES)
 
     def __post_init__(self) -> None:
         coerce_numbers(self)
@@ -178,13 +181,6 @@ def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_wei
 # ---- the student ----------------------------------------------------------------------------------------
 
 
-def start_index(stack_names: list[str], start: str | None) -> int:
-    name = start or "base"
-    if name not in stack_names:
-        raise SettingsError(f"--start {name!r} names no stack of the run: use one of {stack_names}")
-    return stack_names.index(name)
-
-
 def make_student(stack: torch.nn.Module, settings: DistillSettings) -> torch.nn.Module:
     """A float32 trainable copy of `stack`; with `lora`, wrapped in a PEFT LoRA adapter (only it trains)."""
     student = copy.deepcopy(stack).float()
@@ -279,6 +275,7 @@ class DistillResult:
     out_dir: Path
     history: list[dict] = field(default_factory=list)
     steps: int = 0
+    steps_this_session: int = 0  # a resumed run trains only the steps its checkpoint had not
     seconds: float = 0.0
     throughput: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)  # per --valid file: student ppl, teacher ppl, KL to the teacher
@@ -324,11 +321,6 @@ def _load_blocks(files: dict[str, str], tokenizer, block_size: int, max_blocks: 
     return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks) for name, path in files.items()}
 
 
-def _positions(model) -> int | None:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 @torch.no_grad()
 def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pad_id: int, batch_size: int,
                      device: torch.device) -> dict[str, dict]:
@@ -344,10 +336,10 @@ def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pa
             logits = student(input_ids=ids, attention_mask=mask).logits
             student_score.update(logits, batch.labels.to(device))
             if teacher is not None:
-                teacher_logits = teacher(ids, attention_mask=mask).logits
-                teacher_score.update(teacher_logits, batch.labels.to(device))
+                served = teacher_logits(teacher, ids, mask)
+                teacher_score.update(served, batch.labels.to(device))
                 count = int(_scored(batch.labels).sum())
-                kl_sum += float(distill_kl(logits, torch.log_softmax(teacher_logits.float(), -1), batch.labels)) * count
+                kl_sum += float(distill_kl(logits, torch.log_softmax(served.float(), -1), batch.labels)) * count
                 tokens += count
         result[name] = {"student_ppl": student_score.ppl, "tokens": student_score.total_tokens}
         if teacher is not None:
@@ -394,42 +386,59 @@ def load_text(run_dir: Path, train_files: dict[str, str], valid_files: dict[str,
     return tokenizer, train_blocks, valid_blocks
 
 
-def load_teacher(run_dir: Path, settings: DistillSettings, device: torch.device, teacher=None):
-    """The superposed run in inference mode (or the one passed in) and the index of the stack the student copies."""
+def start_dtype(info: RunInfo) -> str:
+    """The start stack's own checkpoint dtype (float32 when its config does not say, or is not local)."""
+    from transformers import AutoConfig
+
+    try:
+        dtype = getattr(AutoConfig.from_pretrained(info.start_path), "dtype", None)
+    except (OSError, ValueError, TypeError):
+        return "float32"
+    name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    return name if name in DTYPES else "float32"
+
+
+def load_models(run_dir: Path, info: RunInfo, settings: DistillSettings, device: torch.device, teacher=None):
+    """(teacher or None, the stack the student copies). Replay runs no teacher, so it loads the start stack alone."""
+    dtype = torch_dtype(settings.dtype)
+    if settings.teacher_weight == 0:
+        if teacher is not None:
+            return None, teacher.stack_models[info.index]
+        from superpose.core.loading import load_causal_lm
+
+        return None, load_causal_lm(info.start_path, dtype, None if device.type == "cpu" else device)
     if teacher is None:
-        teacher = SuperposedModel.from_pretrained(run_dir, dtype=torch_dtype(settings.dtype), device=device)
+        teacher = SuperposedModel.from_pretrained(run_dir, dtype=dtype, device=device)
     teacher.eval()
-    index = start_index(teacher.stack_names, settings.start)
-    limit = _positions(teacher.stack_models[index])
-    if limit is not None and settings.block_size > limit:
-        raise SettingsError(f"--block-size {settings.block_size} exceeds the model's {limit} positions")
-    return teacher, index
+    return teacher, teacher.stack_models[info.index]
 
 
-def new_student(teacher, index: int, settings: DistillSettings, device: torch.device) -> _Student:
-    model = make_student(teacher.stack_models[index], settings).to(device)
+def new_student(stack, settings: DistillSettings, device: torch.device) -> _Student:
+    model = make_student(stack, settings).to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),
                                   weight_decay=settings.weight_decay)
     return _Student(model, params, optimizer)
 
 
-def run_identity(run_dir: Path, teacher, settings: DistillSettings, train_files: dict[str, str], processes,
+def run_identity(run_dir: Path, info: RunInfo, settings: DistillSettings, train_files: dict[str, str], processes,
                  tokenizer) -> dict:
-    """What a resumed distillation must share with the interrupted one: data order, teacher, settings."""
+    """What a resumed distillation must share with the interrupted one: data order, teacher (its weights too),
+    settings."""
     order_keys = types.SimpleNamespace(**{key: getattr(settings, key, None) for key in DATA_ORDER_KEYS})
     identity = data_order(order_keys, train_files, processes.count, tokenizer)
-    identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": teacher.stack_names}
+    identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": info.stack_names,
+                           "weights": weights_fingerprint(run_dir, info)}
     identity["distill"] = {k: v for k, v in settings.__dict__.items() if k not in RESUMABLE_CHANGES}
     return json.loads(json.dumps(identity))
 
 
-def restore_student(out_dir: Path, resume: bool, identity: dict, student: _Student) -> LoopState:
-    checkpoint = checkpoint_to_resume(out_dir, resume)
+def restore_student(work: Path, resume: bool, identity: dict, student: _Student) -> LoopState:
+    checkpoint = find_checkpoint(work) if resume else None
     if checkpoint is None:
         return LoopState()
     trainable, opt_state, saved = load_checkpoint(checkpoint)
-    check_resumable(saved.get("identity", {}), identity, out_dir)
+    check_resumable(saved.get("identity", {}), identity, work.parent)
     with torch.no_grad():
         for name, param in student.params.items():
             param.copy_(trainable[name].to(param.device, param.dtype))
@@ -437,7 +446,7 @@ def restore_student(out_dir: Path, resume: bool, identity: dict, student: _Stude
     return LoopState.from_record(saved)
 
 
-def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, out_dir: Path, settings: DistillSettings,
+def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, work: Path, settings: DistillSettings,
                    global_batch: int, total_steps: int, pad_id: int, processes, progress: bool):
     """With --top-k: the teacher's top-k log-probs of the blocks the run reads (built once, by the main process
     first), and what keeping k tokens holds of its mass. Else (None, {})."""
@@ -449,10 +458,10 @@ def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, ou
     build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
                  batch_size=settings.batch_size, pad_id=pad_id, device=processes.device)
     if processes.is_main:
-        cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=progress, **build)
+        cache = build_topk_cache(teacher, train_blocks, needed, work, progress=progress, **build)
     processes.barrier()
     if not processes.is_main:  # the shards are there now: this only reads them
-        cache = build_topk_cache(teacher, train_blocks, needed, out_dir, progress=False, **build)
+        cache = build_topk_cache(teacher, train_blocks, needed, work, progress=False, **build)
     mass = kept_mass(cache)
     return cache, {"k": settings.top_k, "kept_mass_mean": mass["mean"], "kept_mass_min": mass["min"],
                    "cached_blocks": len(cache),
@@ -528,78 +537,89 @@ def measure(result: "DistillResult", student: _Student, teacher, valid_blocks: d
                                      tokens=measured["tokens"])
 
 
-def write_outputs(result: "DistillResult", student: _Student, tokenizer, teacher, index: int, run_dir: Path,
+def write_outputs(result: "DistillResult", student: _Student, tokenizer, info: RunInfo, run_dir: Path,
                   settings: DistillSettings, train_files: dict[str, str], valid_files: dict[str, str]) -> None:
     """The plain checkpoint with its tokenizer, `distill.json` and the model card."""
     save_student(student.model, result.out_dir, tokenizer, torch_dtype(settings.dtype))
-    record = {"run": str(run_dir.resolve()), "start": teacher.stack_names[index], "settings": settings.__dict__,
+    record = {"run": str(run_dir.resolve()), "start": info.start_name, "settings": settings.__dict__,
               "train_files": {k: str(Path(v).resolve()) for k, v in train_files.items()},
               "valid_files": {k: str(Path(v).resolve()) for k, v in valid_files.items()},
-              "history": result.history, "steps": result.steps, "evaluation": result.evaluation,
+              "history": result.history, "steps": result.steps, "steps_this_session": result.steps_this_session,
+              "evaluation": result.evaluation,
               "truncation": result.truncation, "throughput_this_session": result.throughput,
               "seconds_this_session": result.seconds}
     (result.out_dir / DISTILL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    write_card(result.out_dir, _distill_card(run_dir, teacher, index, settings, train_files, valid_files, result))
+    write_card(result.out_dir, _distill_card(run_dir, info, settings, train_files, valid_files, result))
 
 
 def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
             out_dir: str | Path, settings: DistillSettings, resume: bool = False, progress: bool = True,
-            teacher=None) -> DistillResult:
+            teacher=None, overwrite: bool = False, keep_work: bool = False) -> DistillResult:
     """Train one stack on the superposed run's next-token distributions and write it as a plain checkpoint.
 
-    `teacher` may be passed as a loaded `SuperposedModel` (else it is loaded from `run_dir`). Launched as
-    several processes (`accelerate launch` / `torchrun`), each step sees batch_size x processes x grad_accum
-    blocks and only the main process writes. A checkpoint is written after every epoch, every `save_every`
-    steps and when the step budget ends; `resume=True` continues exactly from the last one.
+    `teacher` may be passed as a loaded `SuperposedModel` (else it is loaded from `run_dir`; replay loads only
+    the start stack). Launched as several processes (`accelerate launch` / `torchrun`), each step sees
+    batch_size x processes x grad_accum blocks and only the main process writes. A checkpoint is written into
+    `out_dir/.superpose/` after every epoch, every `save_every` steps and when the step budget ends;
+    `resume=True` continues exactly from the last one. The work folder is removed at the end unless
+    `keep_work`. An `out_dir` holding other files is refused unless `overwrite`.
     """
     started = time.perf_counter()
     out_dir, run_dir = Path(out_dir), Path(run_dir)
+    info = inspect_run(run_dir, settings.start, settings.block_size, teacher)  # before any tokenising or loading
+    prepare_out_dir(out_dir, run_dir, info, resume, overwrite)
+    if settings.dtype is None:
+        settings = dataclasses.replace(settings, dtype=start_dtype(info))
+    work = work_folder(out_dir)
     processes = setup_processes(settings.device)
     device = processes.device
     tokenizer, train_blocks, valid_blocks = load_text(run_dir, train_files, valid_files, settings)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    teacher, index = load_teacher(run_dir, settings, device, teacher)
-    precision = resolve_mixed_precision(settings, device, teacher.stack_dtype)
-    student = new_student(teacher, index, settings, device)
-    identity = run_identity(run_dir, teacher, settings, train_files, processes, tokenizer)
-    state = restore_student(out_dir, resume, identity, student)
+    teacher, stack = load_models(run_dir, info, settings, device, teacher)
+    precision = resolve_mixed_precision(settings, device, next(stack.parameters()).dtype)
+    student = new_student(stack, settings, device)
+    identity = run_identity(run_dir, info, settings, train_files, processes, tokenizer)
+    state = restore_student(work, resume, identity, student)
+    first_step = state.step
     for param in student.params.values():
         processes.broadcast_(param.data)
     processes.barrier()  # every process has read the output folder before the main process writes to it
     if processes.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
     global_batch = settings.batch_size * processes.count * settings.grad_accum
     total_steps = settings.max_steps or settings.epochs * math.ceil(len(train_blocks) / global_batch)
-    cache, truncation = cached_teacher(teacher, train_blocks, identity, out_dir, settings, global_batch, total_steps,
+    cache, truncation = cached_teacher(teacher, train_blocks, identity, work, settings, global_batch, total_steps,
                                        pad_id, processes, progress)
     step = DistillStep(student, teacher, cache, train_blocks, settings, processes, state, total_steps, pad_id,
                        precision)
 
     def save() -> None:
         if processes.is_main:
-            save_checkpoint(out_dir, {name: p.detach() for name, p in student.params.items()}, student.optimizer,
+            save_checkpoint(work, {name: p.detach() for name, p in student.params.items()}, student.optimizer,
                             {**state.record(), "identity": identity}, keep=settings.keep_checkpoints)
 
     run_epochs(state, len(train_blocks), global_batch, settings, step, save, show=progress and processes.is_main)
-    result = DistillResult(out_dir, state.history, state.step, truncation=truncation, is_main=processes.is_main,
+    result = DistillResult(out_dir, state.history, state.step, steps_this_session=state.step - first_step,
+                           truncation=truncation, is_main=processes.is_main,
                            throughput=throughput_record(state, processes, global_batch, settings.grad_accum, precision))
     student.model.eval()
     if processes.is_main:
         measure(result, student, teacher, valid_blocks, train_blocks, settings, pad_id, precision, device)
         result.seconds = time.perf_counter() - started
-        write_outputs(result, student, tokenizer, teacher, index, run_dir, settings, train_files, valid_files or {})
+        write_outputs(result, student, tokenizer, info, run_dir, settings, train_files, valid_files or {})
+        finish_work(out_dir, keep_work)
     processes.barrier()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _distill_card(run_dir: Path, teacher, index: int, settings: DistillSettings, train_files: dict[str, str],
+def _distill_card(run_dir: Path, info: RunInfo, settings: DistillSettings, train_files: dict[str, str],
                   valid_files: dict[str, str], result: DistillResult) -> str:
     from superpose.training.model_card import one_stack_card
 
     what = ("replay: fine-tuned on the text alone (teacher weight 0)" if settings.teacher_weight == 0 else
             f"distilled from the superposed model (λ = {settings.teacher_weight:g}, T = {settings.temperature:g})")
-    summary = (f"One stack, {what}, starting from its `{teacher.stack_names[index]}` stack"
+    summary = (f"One stack, {what}, starting from its `{info.start_name}` stack"
                f"{f' with a rank-{settings.lora} LoRA adapter merged into the weights' if settings.lora else ''}. "
                "A plain checkpoint: `AutoModelForCausalLM.from_pretrained(folder)` with `transformers` alone.")
     extra = {"Training": f"{result.steps} steps; last record: `{result.history[-1] if result.history else {}}`"}
@@ -608,11 +628,11 @@ def _distill_card(run_dir: Path, teacher, index: int, settings: DistillSettings,
     data = {**{f"train {k}": str(Path(v).resolve()) for k, v in train_files.items()},
             **{f"valid {k}": str(Path(v).resolve()) for k, v in valid_files.items()}}
     return one_stack_card(kind="distilled" if settings.teacher_weight > 0 else "replay", run_dir=run_dir,
-                          config=teacher.config, summary=summary, settings=settings.__dict__, data=data, extra=extra,
+                          config=info.config, summary=summary, settings=settings.__dict__, data=data, extra=extra,
                           evaluation=evaluation_table(result.evaluation) if result.evaluation else None)
 
 
 
 __all__ = ["DistillSettings", "distill_kl", "topk_kl", "lm_loss", "distill_loss", "make_student", "merged_model",
-           "save_student", "teacher_kl", "start_index", "trainable_parameters", "DISTILL_FILE", "distill",
+           "save_student", "teacher_kl", "trainable_parameters", "DISTILL_FILE", "distill",
            "DistillResult", "evaluate_student"]

@@ -11,6 +11,10 @@ Layout of `DIR/teacher-topk/`: `meta.json` (k, temperature, the fingerprint of t
 order) and `shard-NNNNN.safetensors` files, each holding `blocks` (S,) block indices, `lengths` (S,),
 `indices` (S, T, k) int32, `log_probs` (S, T, k) float32 and `rest` (S, T) float32. Each shard is written
 under a temporary name and renamed, so an interrupted build keeps its finished shards and resumes.
+
+Entries are found by block index, not by shard number: a rerun computes only the blocks no finished shard
+holds, into new shards. So a run resumed with more steps, or rerun with another seed or batch after a kill
+during the build, reuses every finished shard and fills what is missing.
 """
 from __future__ import annotations
 
@@ -42,8 +46,14 @@ def top_k_entries(log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
+def teacher_logits(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The teacher as it is served: never under the student's autocast, in whatever dtype its stacks hold."""
+    with torch.autocast(input_ids.device.type, enabled=False):
+        return teacher(input_ids, attention_mask=attention_mask).logits
+
+
 def teacher_log_probs(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> torch.Tensor:
-    return tempered_log_probs(teacher(input_ids, attention_mask=attention_mask).logits, temperature)
+    return tempered_log_probs(teacher_logits(teacher, input_ids, attention_mask), temperature)
 
 
 class TopKCache:
@@ -93,6 +103,9 @@ def build_topk_cache(teacher, blocks: list[torch.Tensor], needed: list[int], out
     `fingerprint` names what the entries depend on (the run, the data, the tokenizer, k, the temperature);
     a cache built for another fingerprint is refused rather than silently reused.
     """
+    vocab = teacher.config.vocab_size
+    if not 1 <= k < vocab:  # before anything is written: a bad value must not leave a cache behind
+        raise SettingsError(f"--top-k must be in [1, {vocab - 1}] (the vocabulary has {vocab} tokens); got {k}")
     folder = cache_folder(out_dir)
     meta = {"k": k, "temperature": temperature, "fingerprint": fingerprint, "shard_blocks": SHARD_BLOCKS}
     if (folder / "meta.json").is_file():
@@ -103,16 +116,17 @@ def build_topk_cache(teacher, blocks: list[torch.Tensor], needed: list[int], out
     else:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    vocab = teacher.config.vocab_size
-    if not 1 <= k < vocab:
-        raise SettingsError(f"--top-k must be in [1, {vocab - 1}] (the vocabulary has {vocab} tokens); got {k}")
     length = max(b.numel() for b in blocks)
-    shards = [needed[i : i + SHARD_BLOCKS] for i in range(0, len(needed), SHARD_BLOCKS)]
+    have, numbers = set(), [-1]
+    for path in sorted(folder.glob("shard-*.safetensors")):
+        have.update(load_file(str(path))["blocks"].tolist())
+        numbers.append(int(path.stem.split("-")[1]))
+    missing = [b for b in needed if b not in have]
+    shards = [missing[i : i + SHARD_BLOCKS] for i in range(0, len(missing), SHARD_BLOCKS)]
     teacher.eval()
-    for number, shard_blocks in enumerate(tqdm(shards, desc="teacher top-k", disable=not progress, leave=False)):
+    for number, shard_blocks in enumerate(tqdm(shards, desc="teacher top-k", disable=not progress, leave=False),
+                                          start=max(numbers) + 1):
         final = folder / f"shard-{number:05d}.safetensors"
-        if final.is_file():
-            continue
         indices = torch.zeros(len(shard_blocks), length, k, dtype=torch.int32)
         kept = torch.full((len(shard_blocks), length, k), float("-inf"))
         rest = torch.full((len(shard_blocks), length), float("-inf"))
