@@ -323,3 +323,201 @@ def test_two_torchrun_processes_and_grad_accum_equal_one_big_batch(tmp_path):
         for key, value in one.items():
             torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=0, msg=f"{other}: {key}")
     assert launched.stdout.count("distillation (") == 1  # only the main process reports
+
+
+# ---- nothing lost, nothing silently different ------------------------------------------------------------
+
+
+def _files(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _distill_argv(run, text, out, *more):
+    return ["distill", str(run), "--train", str(text), "--out", str(out), "--start", "fr", "--max-steps", "2",
+            "--batch-size", "4", "--block-size", "16", *more]
+
+
+def test_out_folders_holding_other_work_are_never_written_into(tmp_path, capsys):
+    """An expert's own folder, the run's folder, a finished distillation: refused (bytes unchanged) without
+    --overwrite; the run's and the stacks' folders even with it."""
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    expert = tmp_path / "fr"
+    before = _files(expert)
+    assert main(_distill_argv(run, text, expert)) == 2
+    assert "pick a new folder" in capsys.readouterr().err
+    assert main(_distill_argv(run, text, expert, "--overwrite")) == 2  # a stack's own folder, always
+    assert main(_distill_argv(run, text, run, "--overwrite")) == 2
+    assert _files(expert) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(_distill_argv(run, text, other)) == 2
+    assert "other files (keep.txt)" in capsys.readouterr().err
+    assert main(_distill_argv(run, text, other, "--overwrite")) == 0
+    assert (other / "keep.txt").read_text() == "mine" and (other / "model.safetensors").is_file()
+    assert main(_distill_argv(run, text, other)) == 2  # now a finished distillation: still refused
+    assert "a finished distillation" in capsys.readouterr().err
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    assert main(_distill_argv(run, text, tmp_path / "new", "--resume")) == 2
+    assert "no distillation checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_run_and_start_are_checked_before_any_text_is_read(tmp_path, capsys):
+    from superpose.cli.commands import main
+
+    run, _, _ = _teacher_run(tmp_path)
+    missing = tmp_path / "missing.txt"  # would fail the text loading if it came first
+    assert main(["distill", str(run), "--train", str(missing), "--out", str(tmp_path / "o"), "--start", "es"]) == 2
+    assert "--start 'es'" in capsys.readouterr().err
+    assert main(["distill", str(tmp_path / "fr"), "--train", str(missing), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a superposed run folder" in capsys.readouterr().err
+
+
+def test_a_bad_top_k_leaves_no_cache_and_the_corrected_rerun_works(tmp_path):
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    assert main(_distill_argv(run, text, out, "--top-k", "500")) == 2
+    assert not list(out.rglob("meta.json"))
+    assert main(_distill_argv(run, text, out, "--top-k", "8")) == 0
+
+
+def test_the_top_k_cache_fills_what_a_longer_or_reseeded_run_needs(tmp_path):
+    """A cache built for 2 steps serves a resumed run to 30 steps, and a rerun with another seed and batch:
+    only the missing blocks are computed, into new shards."""
+    from superpose.cli.commands import main
+    from superpose.training import teacher_cache
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    topk = ["--top-k", "6", "--keep-work"]
+    assert main(_distill_argv(run, text, out, *topk)) == 0
+    shards = lambda: sorted(p.name for p in (out / ".superpose" / teacher_cache.CACHE_DIR).glob("shard-*"))  # noqa
+    first = shards()
+    assert main(_distill_argv(run, text, out, *topk, "--resume", "--max-steps", "30")) == 0
+    assert shards()[: len(first)] == first and len(shards()) > len(first)
+    assert main(_distill_argv(run, text, out, *topk, "--overwrite", "--seed", "3", "--batch-size", "5",
+                              "--max-steps", "40")) == 0
+
+
+def test_the_cache_and_checkpoints_belong_to_the_runs_weights(tmp_path, capsys):
+    """Retraining the run's gates changes its outputs: a kept checkpoint or cache of the old weights is refused."""
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--keep-work")) == 0
+    teacher = SuperposedModel.from_pretrained(run)
+    with torch.no_grad():
+        for param in teacher.blend.parameters():
+            param.add_(0.1)
+    teacher.save_pretrained(run)
+    capsys.readouterr()
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--resume", "--max-steps", "4")) == 2
+    assert "teacher" in capsys.readouterr().err
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--overwrite")) == 2
+    assert "teacher cache for other settings" in capsys.readouterr().err
+
+
+class _Unusable(torch.nn.Module):
+    def forward(self, *args, **kwargs):
+        raise AssertionError("replay ran the teacher")
+
+
+def test_replay_runs_no_teacher_and_loads_only_the_start_stack(tmp_path):
+    import shutil
+
+    from superpose.training.distill import distill
+
+    run, text, _ = _teacher_run(tmp_path)
+    teacher = SuperposedModel.from_pretrained(run)
+    teacher.forward = _Unusable().forward  # any teacher pass fails the run
+    settings = DistillSettings(start="fr", teacher_weight=0.0, max_steps=2, batch_size=4, block_size=16)
+    result = distill(run, {"text": str(text)}, {"v": str(text)}, tmp_path / "a", settings, progress=False,
+                     teacher=teacher)
+    assert result.steps == 2 and "teacher_ppl" not in result.evaluation["v"]
+    for gone in ("base", "de"):  # from disk: the other stacks need not even exist
+        shutil.rmtree(tmp_path / gone)
+    assert distill(run, {"text": str(text)}, None, tmp_path / "b", settings, progress=False).steps == 2
+
+
+def test_the_student_is_saved_in_the_start_stacks_dtype(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from superpose.training.distill import distill
+
+    run, text, _ = _teacher_run(tmp_path)
+    fr = AutoModelForCausalLM.from_pretrained(tmp_path / "fr").to(torch.bfloat16)
+    fr.save_pretrained(tmp_path / "fr")
+    settings = DistillSettings(start="fr", teacher_weight=0.0, max_steps=1, batch_size=4, block_size=16)
+    distill(run, {"text": str(text)}, None, tmp_path / "out", settings, progress=False)
+    assert {t.dtype for t in load_file(str(tmp_path / "out" / "model.safetensors")).values()} == {torch.bfloat16}
+    explicit = DistillSettings(**{**settings.__dict__, "dtype": "float32"})
+    distill(run, {"text": str(text)}, None, tmp_path / "f32", explicit, progress=False)
+    assert {t.dtype for t in load_file(str(tmp_path / "f32" / "model.safetensors")).values()} == {torch.float32}
+
+
+def test_the_teacher_runs_as_served_even_inside_the_students_autocast(tmp_path):
+    from superpose.training.teacher_cache import teacher_logits
+
+    teacher = _one_hot_run("gpt2", stack=1)
+    ids = torch.randint(1, 90, (2, 10), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones_like(ids)
+    served = teacher_logits(teacher, ids, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = teacher_logits(teacher, ids, mask)
+    assert inside.dtype == served.dtype == torch.float32
+    torch.testing.assert_close(inside, served, atol=0, rtol=0)
+
+
+def test_lora_merge_equals_w_plus_scaled_b_a_by_hand():
+    """alpha / r scaling, checked against the formula, not against PEFT's own forward."""
+    stack = tiny_model("llama", seed=1)
+    rank, alpha = 4, 12.0
+    student = make_student(stack, DistillSettings(lora=rank, lora_alpha=alpha))
+    with torch.no_grad():
+        for name, param in student.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    parts = dict(student.named_parameters())
+    name = next(n for n in parts if n.endswith("q_proj.lora_A.default.weight"))
+    prefix = name.removesuffix("lora_A.default.weight")
+    a, b = parts[name], parts[prefix + "lora_B.default.weight"]
+    w = parts[prefix + "base_layer.weight"]
+    expected = w + (alpha / rank) * b @ a
+    merged = dict(merged_model(student).named_parameters())
+    plain = prefix.replace("base_model.model.", "") + "weight"
+    torch.testing.assert_close(merged[plain], expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(merged[plain], w + b @ a, atol=1e-4)  # the scale matters here
+
+
+def test_topk_kl_ignores_padded_rows_and_minus_infinity_entries():
+    """A padded row (labels -100) adds nothing; kept entries of -inf (a teacher with < k possible tokens) add
+    no 0 * inf NaN."""
+    from superpose.training.distill import topk_kl
+
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 6, 11, generator=g)
+    labels = torch.randint(0, 11, (2, 6), generator=g)
+    teacher = torch.log_softmax(torch.randn(2, 6, 11, generator=g), -1)
+    teacher[..., 7:] = float("-inf")  # only 7 possible tokens
+    teacher = torch.log_softmax(teacher, -1)
+    indices, kept, rest = top_k_entries(teacher, 9)  # k > possible: -inf kept entries, rest = -inf
+    assert torch.isinf(kept).any() and torch.isinf(rest).all()
+    one = topk_kl(logits[:1], indices[:1], kept[:1], rest[:1], labels[:1])
+    padded_labels = labels.clone()
+    padded_labels[1] = -100
+    both = topk_kl(logits, indices, kept, rest, padded_labels)
+    assert torch.isfinite(both) and float(both) == pytest.approx(float(one), rel=1e-6)
+    full = distill_kl(logits[:1], teacher[:1], labels[:1])
+    assert float(one) == pytest.approx(float(full), rel=1e-5)  # nothing outside the kept tokens: the full KL
