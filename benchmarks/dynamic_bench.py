@@ -234,13 +234,46 @@ def prompt_sets(tokenizer, data_dir: Path, languages: list[str]) -> dict[str, li
     return sets
 
 
-def _decode(model, prompt: torch.Tensor, new_tokens: int, **options) -> float:
+GREEDY = {"do_sample": False}
+# sampled decoding as users run it: a common chat setting, and a checkpoint's defaults (temperature 1, top-k 50)
+SAMPLINGS = {"sampled T=0.8, top-p 0.95": {"do_sample": True, "temperature": 0.8, "top_p": 0.95},
+             "sampled, checkpoint defaults": {"do_sample": True}}
+
+
+def _decode(model, prompt: torch.Tensor, new_tokens: int, decoding: dict = GREEDY, seed: int = 0, **options) -> float:
+    torch.manual_seed(seed)
     tick = time.perf_counter()
     with torch.no_grad():
         out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **options)
+                             min_new_tokens=new_tokens, pad_token_id=0, **decoding, **options)
     assert out.shape[1] == prompt.shape[1] + new_tokens
     return time.perf_counter() - tick
+
+
+def sampled_rows(base, model, prompts: list[torch.Tensor], decoding: dict, new_tokens: int = 64) -> list[dict]:
+    """Sampled batch-1 decoding (seeded per prompt): the base, the model densely and speculatively (`auto`);
+    tokens/s summed over the prompts (best of two passes), acceptance and stack steps per token. The outputs
+    are draws, so they are not compared token for token (tests check the distribution)."""
+    rows = []
+    for label, net, mode in (("base", base, None), ("dense", model, 0), ("speculative=auto", model, "auto")):
+        best, drafted, accepted, steps, tokens = math.inf, 0, 0, 0, 0
+        for _ in range(2):
+            seconds, drafted, accepted, steps, tokens = 0.0, 0, 0, 0, 0
+            for i, prompt in enumerate(prompts):
+                options = {} if mode is None else {"speculative": mode}
+                seconds += _decode(net, prompt, new_tokens, decoding, seed=i, **options)
+                stats = getattr(net, "speculation_stats", None)
+                if mode is not None and stats.mode == "speculative":
+                    drafted, accepted = drafted + stats.drafted, accepted + stats.accepted
+                    steps, tokens = steps + stats.stack_steps, tokens + stats.new_tokens
+            best = min(best, seconds)
+        tps = len(prompts) * new_tokens / best
+        row = {"decoding": label, "tokens_per_s": tps}
+        if mode is not None:
+            row.update(vs_base=tps / rows[0]["tokens_per_s"], acceptance=accepted / drafted if drafted else None,
+                       stack_steps_per_token=steps / tokens if tokens else float(len(model.stacks)))
+        rows.append(row)
+    return rows
 
 
 def speculative_rows(base, model, prompts: list[torch.Tensor], new_tokens: int = 64,
@@ -321,6 +354,9 @@ def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens
         model = SuperposedModel.from_pretrained(runs[0])
         sets = prompt_sets(tokenizer, data_dir, [LANGS[n] for n in names])
         record[runs[0].name] = {name: speculative_rows(base, model, prompts, new_tokens) for name, prompts in sets.items()}
+        for label, decoding in SAMPLINGS.items():
+            record[runs[0].name].update({f"{name}, {label}": sampled_rows(base, model, prompts, decoding, new_tokens)
+                                         for name, prompts in sets.items()})
         record[runs[0].name]["forward_ratio"] = forward_ratio(base, model, 8, 128, tokenizer.vocab_size)
         for name, rows in record[runs[0].name].items():
             print(runs[0].name, name, rows if name == "forward_ratio" else _row_text(rows), flush=True)
@@ -381,7 +417,8 @@ if __name__ == "__main__":  # python benchmarks/dynamic_bench.py [--speculative]
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--speculative", action="store_true",
-                        help="dense and speculative greedy rows of the saved dynamic runs, per prompt set")
+                        help="dense and speculative rows of the saved dynamic runs, per prompt set: greedy, and "
+                             "sampled (T=0.8 top-p 0.95; the checkpoint's defaults)")
     parser.add_argument("--random-124m", action="store_true", help="the GPT-2-124M-shape random-weight row")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="first train the labelled dynamic runs for this many steps (the speed rows' budget)")

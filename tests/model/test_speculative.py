@@ -294,6 +294,17 @@ def test_a_sequential_drafter_that_changes_stacks_decodes_as_dense():
     assert fast.tolist() == dense.tolist()
 
 
+@pytest.mark.parametrize(("arch", "stacks", "preset", "noise"), [CASES[6], CASES[7]])
+def test_a_sequential_rejection_runs_no_stack_again(arch, stacks, preset, noise):
+    """Each round costs its drafts plus one verification pass of the M stacks; a rejection replays only the side
+    path from the verification's stack outputs (and the caches still continue as dense: the rollback test)."""
+    model = _model(arch, stacks, preset, scale=noise)
+    dense, fast, stats = _both(model, PROMPT, 3, max_new_tokens=40, min_new_tokens=40)
+    assert fast.tolist() == dense.tolist()
+    assert stats.drafted > stats.accepted, stats
+    assert stats.stack_steps == stats.drafted + stacks * (stats.rounds + stats.dense_tokens), stats
+
+
 def test_pipeline_decodes_speculatively_with_dense_output():
     from helpers import char_tokenizer
 

@@ -20,8 +20,9 @@ and every stopping criterion is the length or EOS one; anything else decodes den
 `model.speculation_stats`.
 
 After a rejection every stack's KV cache is cropped to the kept length and the side states (evidence,
-convolution history) are restored and replayed over the kept positions, so decoding goes on exactly as a
-dense run would. In the sequential graph no stack runs alone inside the model, so the drafter is that
+convolution history) are restored and replayed over the kept positions from the stack outputs the
+verification computed (no stack runs again, in either graph), so decoding goes on exactly as a dense run
+would. In the sequential graph no stack runs alone inside the model, so the drafter is that
 stack as a standalone model with its own cache, and the full model verifies.
 
 The draft length is fixed or adaptive (longer after a fully kept draft, shorter after a rejection). Decoding
@@ -356,10 +357,12 @@ class SpeculativeDecoder:
         model, ids = self.model, self._ids(self.tokens[-1:] + drafted)  # (1, k+1)
         start = len(self.tokens) - 1
         positions = self._positions(start, ids.shape[1])
-        if not self.parallel:
-            out = model(ids, cache=self.cache, use_cache=True, output_gates=True)
+        if not self.parallel:  # the full model; each layer's stack outputs are kept for a rollback's replay
+            static, layer_outputs = model.static_weights(), []
+            states, gates = model._sequential(ids, None, positions, None, self.cache, static, record=layer_outputs)
+            logits = model._logits(states[-1], static, gates[-1], None, None)  # (1, k+1, V)
             self.stats.stack_steps += len(model.stacks)
-            return out.logits[0], out.gate_weights[-1][0], ids
+            return logits[0], gates[-1][0], (layer_outputs, ids, positions, static)
         layers, drafter_logits = drafter_out
         stack_states, own = [], []
         for m, stack in enumerate(model.stacks):  # the other stacks: one batched pass each, from their caches
@@ -387,11 +390,12 @@ class SpeculativeDecoder:
         self.cache.crop_stacks(rejected)
         if not self.parallel:
             self._sync_standalone()
-            if self.cache.has_side_states():  # their history is inside the layers: run the kept positions again
-                self.cache.crop_stacks(kept_positions)
+            if self.cache.has_side_states():  # the layers' stack outputs are known: replay the side path alone
+                layer_outputs, ids, positions, static = replay
                 self.cache.restore_side_states(snapshot)
-                self.model(replay[:, :kept_positions], cache=self.cache, use_cache=True)
-                self.stats.stack_steps += len(self.model.stacks)
+                self.model._sequential(ids[:, :kept_positions], None, positions[:, :kept_positions], None,
+                                       self.cache, static,
+                                       stored=[[o[:, :kept_positions] for o in outs] for outs in layer_outputs])
             return
         if self.cache.has_side_states():  # the stacks' states are known: replay the side path alone
             stack_states, own, ids, positions, static = replay

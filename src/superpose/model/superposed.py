@@ -433,19 +433,30 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """(B|1, T|1, M, k) -> (B, T, M): each stack's weight, averaged over the hidden size (2d)."""
         return weights.mean(-1).expand(batch, length, -1)
 
-    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache, static):
+    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache, static, record=None,
+                    stored=None):
         """The shared running state; returns the state after the embedding and after each layer, and each
-        layer's weights (B, T, M)."""
+        layer's weights (B, T, M).
+
+        `record` (a list) receives each layer's stack outputs; `stored` gives them instead of running the
+        layers: speculative decoding replays the side path (evidence, gates, autoencoders) over the positions a
+        rejected draft kept without running any stack again (causal: their outputs do not change)."""
         batch, length = input_ids.shape
         hidden = self._embed(input_ids, position_ids, static)  # (B, T, d) float32
         stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
-        contexts = [stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
-                    for stack, stack_cache in zip(self.stacks, stack_caches)]
+        if stored is None:
+            contexts = [stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
+                        for stack, stack_cache in zip(self.stacks, stack_caches)]
         states, gates = [hidden], []
         for layer in range(static.shape[0]):
             x = hidden.to(self.stack_dtype)
-            outputs = [stack.run_layer(layer, x, context, stack_cache)
-                       for stack, context, stack_cache in zip(self.stacks, contexts, stack_caches)]
+            if stored is not None:
+                outputs = stored[layer]
+            else:
+                outputs = [stack.run_layer(layer, x, context, stack_cache)
+                           for stack, context, stack_cache in zip(self.stacks, contexts, stack_caches)]
+            if record is not None:
+                record.append(outputs)
             # the evidence at layer l reads each stack's own head on its layer-l output (positions < t score x_≤t)
             evidence = self._evidence(layer, outputs, input_ids, token_mask, cache)
             weights = self.blend.weights(layer, static, hidden, evidence)  # (B|1, T|1, M, k)
