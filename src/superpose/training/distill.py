@@ -16,7 +16,6 @@ and a resumed run all give the weights of one uninterrupted single-batch run.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -26,25 +25,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from superpose.core.loading import load_tokenizer
 from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, check_choices,
                                      check_counts, check_positive, coerce_numbers, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
-from superpose.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from superpose.training.checkpoint import find_checkpoint, save_checkpoint
 from superpose.training.distill_folder import (RunInfo, finish_work, inspect_run, prepare_out_dir,
                                                weights_fingerprint, work_folder)
+from superpose.training.distill_report import (DISTILL_FILE, describe_truncation, evaluate_student,
+                                               evaluation_table, teacher_kl, write_outputs)
 from superpose.training.distributed import setup_processes
-from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, run_epochs,
-                                     throughput_record)
-from superpose.training.model_card import write_card
-from superpose.training.resume import check_resumable, data_order
-from superpose.training.step import autocast, resolve_mixed_precision, sum_gradients
-from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs, teacher_logits
+from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, resume_from,
+                                     run_epochs, throughput_record)
+from superpose.training.losses import distill_kl, distill_loss, lm_loss, topk_kl
+from superpose.training.resume import data_order
+from superpose.training.step import autocast, optimizer_step, process_chunks, resolve_mixed_precision, sum_gradients
+from superpose.training.student import (Student, lr_factor, make_student, merged_model, new_student, save_student,
+                                        trainable_parameters)
+from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
 
-DISTILL_FILE = "distill.json"
 # settings a resumed distillation may change (the others fix what each step computes)
 RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every", "keep_checkpoints", "device", "max_valid_blocks")
 
@@ -111,162 +112,6 @@ class DistillSettings:
         return None if self.lora is None else (self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora)
 
 
-# ---- the loss -------------------------------------------------------------------------------------------
-
-
-def _scored(labels: torch.Tensor) -> torch.Tensor:
-    """(B, T-1) positions whose next token is scored (not padding)."""
-    return labels[:, 1:] != -100
-
-
-def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """Σ_v p_v (log p_v − log q_v) over the last axis; outcomes with p_v = 0 add nothing (no 0·∞)."""
-    p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
-
-
-def distill_kl(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor,
-               temperature: float = 1.0) -> torch.Tensor:
-    """T² · mean over scored positions of KL(p_T ‖ q_T), both over the full vocabulary (float32).
-
-    `teacher_log_probs` (B, T, V) are already tempered (`teacher_cache.tempered_log_probs`); position t of
-    both predicts token t + 1.
-    """
-    scored = _scored(labels)  # (B, T-1)
-    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
-    log_p = teacher_log_probs[:, :-1].float().to(log_q.device)
-    kl = _kl_terms(log_p, log_q)  # (B, T-1)
-    mask = scored.to(kl.device)
-    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
-
-
-def topk_kl(student_logits: torch.Tensor, indices: torch.Tensor, kept: torch.Tensor, rest: torch.Tensor,
-            labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """T² · mean KL over k + 1 outcomes (the teacher's k kept tokens and "any other"), from a top-k cache.
-
-    `indices`, `kept` (B, T, k) and `rest` (B, T) are the teacher's tempered entries; the student's
-    "other" mass is the logsumexp of its log-probabilities outside the kept tokens (exact, no 1 − Σ).
-    """
-    scored = _scored(labels)
-    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
-    idx = indices[:, :-1].to(log_q.device)
-    q_kept = log_q.gather(-1, idx)  # (B, T-1, k)
-    q_rest = log_q.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)  # (B, T-1, 1)
-    log_p = torch.cat([kept[:, :-1], rest[:, :-1, None]], -1).float().to(log_q.device)  # (B, T-1, k+1)
-    kl = _kl_terms(log_p, torch.cat([q_kept, q_rest], -1))
-    mask = scored.to(kl.device)
-    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
-
-
-def lm_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over scored positions (the replay loss)."""
-    return F.cross_entropy(student_logits[:, :-1].reshape(-1, student_logits.shape[-1]).float(),
-                           labels[:, 1:].reshape(-1).to(student_logits.device), ignore_index=-100)
-
-
-def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_weight: float, temperature: float,
-                 teacher_log_probs: torch.Tensor | None = None,
-                 cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """{"loss": λ·KL + (1 − λ)·LM, "kl", "lm"}: the teacher given live (`teacher_log_probs`) or from the cache."""
-    lm = lm_loss(student_logits, labels)
-    if teacher_weight == 0:
-        kl = lm.new_zeros(())
-    elif cached is not None:
-        kl = topk_kl(student_logits, *cached, labels, temperature)
-    else:
-        kl = distill_kl(student_logits, teacher_log_probs, labels, temperature)
-    return {"loss": teacher_weight * kl + (1 - teacher_weight) * lm, "kl": kl, "lm": lm}
-
-
-# ---- the student ----------------------------------------------------------------------------------------
-
-
-def make_student(stack: torch.nn.Module, settings: DistillSettings) -> torch.nn.Module:
-    """A float32 trainable copy of `stack`; with `lora`, wrapped in a PEFT LoRA adapter (only it trains)."""
-    student = copy.deepcopy(stack).float()
-    student.requires_grad_(True)
-    if settings.lora is None:
-        return student.eval()
-    from peft import LoraConfig, get_peft_model
-
-    student.requires_grad_(False)
-    torch.manual_seed(settings.seed)  # LoRA's A matrices are random
-    config = LoraConfig(r=settings.lora, lora_alpha=settings.resolved_lora_alpha, lora_dropout=0.0,
-                        target_modules="all-linear", bias="none")
-    import warnings
-
-    with warnings.catch_warnings():  # GPT-2's Conv1D layers: PEFT sets fan_in_fan_out itself and says so
-        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(student, config).eval()
-
-
-def trainable_parameters(student: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """Name -> parameter of what trains (tied weights once: named_parameters drops duplicates)."""
-    return {name: p for name, p in student.named_parameters() if p.requires_grad}
-
-
-def merged_model(student: torch.nn.Module) -> torch.nn.Module:
-    """The plain model: a LoRA student's adapter folded into its weights (a copy; the student is kept)."""
-    if hasattr(student, "merge_and_unload"):
-        return copy.deepcopy(student).merge_and_unload()
-    return student
-
-
-def save_student(student: torch.nn.Module, out_dir: str | Path, tokenizer, dtype: torch.dtype) -> torch.nn.Module:
-    """Write the plain checkpoint (weights in `dtype`, config, generation config) and the tokenizer."""
-    plain = copy.deepcopy(merged_model(student)).to(dtype)
-    plain.config.name_or_path = str(out_dir)
-    plain.save_pretrained(out_dir)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
-    return plain
-
-
-def lr_factor(step: int, steps: int) -> float:
-    """Linear warmup over the first 10 % of steps, then cosine decay to 10 % of the peak."""
-    warmup = max(1, steps // 10)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-# ---- measurements ---------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def teacher_kl(teacher, student, blocks: list[torch.Tensor], pad_id: int, temperature: float = 1.0,
-               batch_size: int = 8, top_k: int | None = None) -> dict[str, float]:
-    """Token-weighted KL(teacher ‖ student) over `blocks` (full vocabulary, and over k + 1 outcomes when `top_k`),
-    and the teacher's mass outside its top k: what the truncation costs."""
-    from superpose.training.teacher_cache import teacher_log_probs, top_k_entries
-
-    device = next(student.parameters()).device
-    totals = {"kl_full": 0.0, "kl_topk": 0.0, "rest_mass": 0.0}
-    tokens = 0
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start : start + batch_size]
-        batch = collate(chunk, [0] * len(chunk), pad_id)
-        ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-        log_p = teacher_log_probs(teacher, ids, mask, temperature)
-        logits = student(input_ids=ids, attention_mask=mask).logits
-        count = int(_scored(batch.labels).sum())
-        totals["kl_full"] += float(distill_kl(logits, log_p, batch.labels, temperature)) * count
-        if top_k:
-            entries = top_k_entries(log_p, top_k)
-            totals["kl_topk"] += float(topk_kl(logits, *entries, batch.labels, temperature)) * count
-            rest = entries[2][:, :-1].exp()[_scored(batch.labels).to(device)]
-            totals["rest_mass"] += float(rest.sum())
-        tokens += count
-    result = {key: value / max(tokens, 1) for key, value in totals.items()}
-    if not top_k:
-        result = {"kl_full": result["kl_full"]}
-    result["tokens"] = tokens
-    return result
-
-
-
 # ---- the run --------------------------------------------------------------------------------------------
 
 
@@ -297,54 +142,10 @@ class DistillResult:
         return "\n".join(parts)
 
 
-def evaluation_table(evaluation: dict) -> str:
-    from superpose.core.text_tables import format_table
-
-    keys = ["student_ppl", "teacher_ppl", "kl_to_teacher", "tokens"]
-    rows = [[name, *[values.get(k, float("nan")) for k in keys]] for name, values in evaluation.items()]
-    return format_table(["valid file", *keys], rows,
-                        title="held-out text (token-weighted; KL(teacher ‖ student) per token, T = 1)")
-
-
-def describe_truncation(record: dict) -> str:
-    return (f"top-{record['k']} teacher: the kept tokens hold {100 * record['kept_mass_mean']:.2f} % of the teacher's "
-            f"mass on average (lowest {100 * record['kept_mass_min']:.2f} %). On {record['tokens']} held-out tokens "
-            f"the student's KL to the teacher is {record['kl_full']:.4f} over the full vocabulary and "
-            f"{record['kl_topk']:.4f} over the k kept tokens + the rest: the truncated loss does not see "
-            f"{record['kl_full'] - record['kl_topk']:.4f} nats per token. Cache: {record['cache_mb']:.1f} MB for "
-            f"{record['cached_blocks']} blocks, against {record['full_mb']:.1f} MB for the full distributions.")
-
-
 def _load_blocks(files: dict[str, str], tokenizer, block_size: int, max_blocks: int | None) -> dict[str, list]:
     from superpose.data.text import load_texts, tokenize_blocks
 
     return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks) for name, path in files.items()}
-
-
-@torch.no_grad()
-def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pad_id: int, batch_size: int,
-                     device: torch.device) -> dict[str, dict]:
-    """Per file: the student's and the teacher's token-weighted perplexity and the student's KL to the teacher."""
-    from superpose.core.metrics import LMScore
-
-    result = {}
-    for name, rows in blocks.items():
-        student_score, teacher_score, kl_sum, tokens = LMScore(), LMScore(), 0.0, 0
-        for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size], [0] * len(rows[start : start + batch_size]), pad_id)
-            ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-            logits = student(input_ids=ids, attention_mask=mask).logits
-            student_score.update(logits, batch.labels.to(device))
-            if teacher is not None:
-                served = teacher_logits(teacher, ids, mask)
-                teacher_score.update(served, batch.labels.to(device))
-                count = int(_scored(batch.labels).sum())
-                kl_sum += float(distill_kl(logits, torch.log_softmax(served.float(), -1), batch.labels)) * count
-                tokens += count
-        result[name] = {"student_ppl": student_score.ppl, "tokens": student_score.total_tokens}
-        if teacher is not None:
-            result[name].update(teacher_ppl=teacher_score.ppl, kl_to_teacher=kl_sum / max(tokens, 1))
-    return result
 
 
 def _needed_blocks(examples: int, global_batch: int, settings: DistillSettings, total_steps: int) -> list[int]:
@@ -362,15 +163,6 @@ def _needed_blocks(examples: int, global_batch: int, settings: DistillSettings, 
         step += count
         epoch += 1
     return needed
-
-
-@dataclass
-class _Student:
-    """The model being trained, its trainable tensors (the LoRA adapter's, or every weight) and its optimiser."""
-
-    model: torch.nn.Module
-    params: dict[str, torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
 
 
 def load_text(run_dir: Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
@@ -413,14 +205,6 @@ def load_models(run_dir: Path, info: RunInfo, settings: DistillSettings, device:
     return teacher, teacher.stack_models[info.index]
 
 
-def new_student(stack, settings: DistillSettings, device: torch.device) -> _Student:
-    model = make_student(stack, settings).to(device)
-    params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),
-                                  weight_decay=settings.weight_decay)
-    return _Student(model, params, optimizer)
-
-
 def run_identity(run_dir: Path, info: RunInfo, settings: DistillSettings, train_files: dict[str, str], processes,
                  tokenizer) -> dict:
     """What a resumed distillation must share with the interrupted one: data order, teacher (its weights too),
@@ -433,17 +217,14 @@ def run_identity(run_dir: Path, info: RunInfo, settings: DistillSettings, train_
     return json.loads(json.dumps(identity))
 
 
-def restore_student(work: Path, resume: bool, identity: dict, student: _Student) -> LoopState:
-    checkpoint = find_checkpoint(work) if resume else None
-    if checkpoint is None:
-        return LoopState()
-    trainable, opt_state, saved = load_checkpoint(checkpoint)
-    check_resumable(saved.get("identity", {}), identity, work.parent)
-    with torch.no_grad():
-        for name, param in student.params.items():
-            param.copy_(trainable[name].to(param.device, param.dtype))
-    student.optimizer.load_state_dict(opt_state)
-    return LoopState.from_record(saved)
+def restore_student(work: Path, resume: bool, identity: dict, student: Student) -> LoopState:
+    def load(trainable: dict, opt_state: dict, _saved: dict) -> None:
+        with torch.no_grad():
+            for name, param in student.params.items():
+                param.copy_(trainable[name].to(param.device, param.dtype))
+        student.optimizer.load_state_dict(opt_state)
+
+    return resume_from(find_checkpoint(work) if resume else None, "identity", identity, work.parent, load)
 
 
 def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, work: Path, settings: DistillSettings,
@@ -474,7 +255,7 @@ class DistillStep:
     """One optimiser step on a global batch: each chunk's loss weighted by its share of the scored positions,
     gradients summed over processes, so any split of the batch gives the step of one whole batch."""
 
-    student: _Student
+    student: Student
     teacher: object
     cache: object
     train_blocks: list[torch.Tensor]
@@ -493,16 +274,14 @@ class DistillStep:
         scored_total = sum(lengths) - len(rows)
         optimizer.zero_grad(set_to_none=True)
         totals = torch.zeros(3, dtype=torch.float64)
-        for chunk in range(self.processes.index, math.ceil(len(rows) / size), self.processes.count):
-            picked = rows[chunk * size : (chunk + 1) * size]
+        for chunk, picked in process_chunks(rows, size, self.processes):
             share = (sum(lengths[chunk * size : (chunk + 1) * size]) - len(picked)) / scored_total
             losses = self._losses(picked)
             (losses["loss"] * share).backward()
             totals += torch.tensor([float(losses[k].detach()) * share for k in ("loss", "kl", "lm")],
                                    dtype=torch.float64)
         totals = sum_gradients(optimizer, totals, self.processes)
-        torch.nn.utils.clip_grad_norm_(list(self.student.params.values()), settings.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, settings.grad_clip)  # one parameter group: the global norm
         record = dict(zip(("loss", "kl", "lm"), totals.tolist()))
         if settings.teacher_weight == 0:
             del record["kl"]
@@ -522,7 +301,7 @@ class DistillStep:
             return distill_loss(logits, labels, settings.teacher_weight, settings.temperature, live, cached)
 
 
-def measure(result: "DistillResult", student: _Student, teacher, valid_blocks: dict, train_blocks: list,
+def measure(result: "DistillResult", student: Student, teacher, valid_blocks: dict, train_blocks: list,
             settings: DistillSettings, pad_id: int, precision: str, device: torch.device) -> None:
     """The student on held-out text (against the teacher), and with --top-k what the truncation hides."""
     uses_teacher = settings.teacher_weight > 0
@@ -535,21 +314,6 @@ def measure(result: "DistillResult", student: _Student, teacher, valid_blocks: d
                                   settings.top_k)
             result.truncation.update(kl_full=measured["kl_full"], kl_topk=measured["kl_topk"],
                                      tokens=measured["tokens"])
-
-
-def write_outputs(result: "DistillResult", student: _Student, tokenizer, info: RunInfo, run_dir: Path,
-                  settings: DistillSettings, train_files: dict[str, str], valid_files: dict[str, str]) -> None:
-    """The plain checkpoint with its tokenizer, `distill.json` and the model card."""
-    save_student(student.model, result.out_dir, tokenizer, torch_dtype(settings.dtype))
-    record = {"run": str(run_dir.resolve()), "start": info.start_name, "settings": settings.__dict__,
-              "train_files": {k: str(Path(v).resolve()) for k, v in train_files.items()},
-              "valid_files": {k: str(Path(v).resolve()) for k, v in valid_files.items()},
-              "history": result.history, "steps": result.steps, "steps_this_session": result.steps_this_session,
-              "evaluation": result.evaluation,
-              "truncation": result.truncation, "throughput_this_session": result.throughput,
-              "seconds_this_session": result.seconds}
-    (result.out_dir / DISTILL_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    write_card(result.out_dir, _distill_card(run_dir, info, settings, train_files, valid_files, result))
 
 
 def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[str, str] | None,
@@ -611,26 +375,6 @@ def distill(run_dir: str | Path, train_files: dict[str, str], valid_files: dict[
     processes.barrier()
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _distill_card(run_dir: Path, info: RunInfo, settings: DistillSettings, train_files: dict[str, str],
-                  valid_files: dict[str, str], result: DistillResult) -> str:
-    from superpose.training.model_card import one_stack_card
-
-    what = ("replay: fine-tuned on the text alone (teacher weight 0)" if settings.teacher_weight == 0 else
-            f"distilled from the superposed model (λ = {settings.teacher_weight:g}, T = {settings.temperature:g})")
-    summary = (f"One stack, {what}, starting from its `{info.start_name}` stack"
-               f"{f' with a rank-{settings.lora} LoRA adapter merged into the weights' if settings.lora else ''}. "
-               "A plain checkpoint: `AutoModelForCausalLM.from_pretrained(folder)` with `transformers` alone.")
-    extra = {"Training": f"{result.steps} steps; last record: `{result.history[-1] if result.history else {}}`"}
-    if result.truncation:
-        extra["Teacher cache"] = describe_truncation(result.truncation)
-    data = {**{f"train {k}": str(Path(v).resolve()) for k, v in train_files.items()},
-            **{f"valid {k}": str(Path(v).resolve()) for k, v in valid_files.items()}}
-    return one_stack_card(kind="distilled" if settings.teacher_weight > 0 else "replay", run_dir=run_dir,
-                          config=info.config, summary=summary, settings=settings.__dict__, data=data, extra=extra,
-                          evaluation=evaluation_table(result.evaluation) if result.evaluation else None)
-
 
 
 __all__ = ["DistillSettings", "distill_kl", "topk_kl", "lm_loss", "distill_loss", "make_student", "merged_model",

@@ -315,23 +315,32 @@ def run_identity(model: SuperposedModel, settings: TrainSettings, train_files: d
     return record
 
 
-def restore(model: SuperposedModel, optimizer: torch.optim.Optimizer, settings: TrainSettings, run_dir: Path,
-            identity: dict, resume: bool) -> LoopState:
-    """A fresh state, or the last checkpoint's weights, optimiser and state when resuming the same run."""
-    checkpoint = checkpoint_to_resume(run_dir, resume)
+def resume_from(checkpoint: Path | None, key: str, identity: dict, folder: Path, load) -> LoopState:
+    """A fresh state, or `checkpoint`'s: what it recorded under `key` must match `identity` (the same run), then
+    `load(trainable tensors, optimiser state, record)` puts the weights back. Shared by `train` and `distill`."""
     if checkpoint is None:
         return LoopState()
     trainable, opt_state, saved = load_checkpoint(checkpoint)
-    if saved["model_settings"] != _settings_json(model):
-        raise SettingsError(f"--resume: the model settings differ from the checkpoint's in {run_dir}")
-    if "data_order" in saved:
-        check_resumable(saved["data_order"], identity, run_dir)
-    model.load_trainable_state_dict(trainable)
-    optimizer.load_state_dict(opt_state)
-    for group, fresh in zip(optimizer.param_groups, make_optimizer(model, settings).param_groups):
-        group["lr"] = fresh["lr"]  # learning rates given now win over the checkpoint's
-        group["name"] = fresh["name"]  # checkpoints of older versions name the spline's group "alpha"
+    if key in saved:
+        check_resumable(saved[key], identity, folder)
+    load(trainable, opt_state, saved)
     return LoopState.from_record(saved)
+
+
+def restore(model: SuperposedModel, optimizer: torch.optim.Optimizer, settings: TrainSettings, run_dir: Path,
+            identity: dict, resume: bool) -> LoopState:
+    """A fresh state, or the last checkpoint's weights, optimiser and state when resuming the same run."""
+
+    def load(trainable: dict, opt_state: dict, saved: dict) -> None:
+        if saved["model_settings"] != _settings_json(model):
+            raise SettingsError(f"--resume: the model settings differ from the checkpoint's in {run_dir}")
+        model.load_trainable_state_dict(trainable)
+        optimizer.load_state_dict(opt_state)
+        for group, fresh in zip(optimizer.param_groups, make_optimizer(model, settings).param_groups):
+            group["lr"] = fresh["lr"]  # learning rates given now win over the checkpoint's
+            group["name"] = fresh["name"]  # checkpoints of older versions name the spline's group "alpha"
+
+    return resume_from(checkpoint_to_resume(run_dir, resume), "data_order", identity, run_dir, load)
 
 
 def _settings_json(model: SuperposedModel) -> dict:

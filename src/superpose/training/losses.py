@@ -5,6 +5,7 @@ the LM loss): through the mixture alone, a gate that fell behind the filters wou
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel, causal_lm_loss
@@ -90,3 +91,70 @@ def compute_losses(model: SuperposedModel, batch, settings: TrainSettings) -> di
 LOGGED = ("loss", "recon", "lm", "gate_own", "blend_reg", "gate_ce", "balance")
 WEIGHTS = {"recon": "recon_weight", "lm": "lm_weight", "gate_own": "lm_weight", "blend_reg": "blend_reg_weight",
            "gate_ce": "gate_label_weight", "balance": "load_balance_weight"}
+
+
+# ---- distillation: one stack learns the superposed model's next-token distributions ----------------------
+
+
+def next_scored(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) positions whose next token is scored (not padding)."""
+    return labels[:, 1:] != -100
+
+
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Σ_v p_v (log p_v − log q_v) over the last axis; outcomes with p_v = 0 add nothing (no 0·∞)."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, labels: torch.Tensor,
+               temperature: float = 1.0) -> torch.Tensor:
+    """T² · mean over scored positions of KL(p_T ‖ q_T), both over the full vocabulary (float32).
+
+    `teacher_log_probs` (B, T, V) are already tempered (`teacher_cache.tempered_log_probs`); position t of
+    both predicts token t + 1.
+    """
+    scored = next_scored(labels)  # (B, T-1)
+    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    log_p = teacher_log_probs[:, :-1].float().to(log_q.device)
+    kl = _kl_terms(log_p, log_q)  # (B, T-1)
+    mask = scored.to(kl.device)
+    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def topk_kl(student_logits: torch.Tensor, indices: torch.Tensor, kept: torch.Tensor, rest: torch.Tensor,
+            labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T² · mean KL over k + 1 outcomes (the teacher's k kept tokens and "any other"), from a top-k cache.
+
+    `indices`, `kept` (B, T, k) and `rest` (B, T) are the teacher's tempered entries; the student's
+    "other" mass is the logsumexp of its log-probabilities outside the kept tokens (exact, no 1 − Σ).
+    """
+    scored = next_scored(labels)
+    log_q = torch.log_softmax(student_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    idx = indices[:, :-1].to(log_q.device)
+    q_kept = log_q.gather(-1, idx)  # (B, T-1, k)
+    q_rest = log_q.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)  # (B, T-1, 1)
+    log_p = torch.cat([kept[:, :-1], rest[:, :-1, None]], -1).float().to(log_q.device)  # (B, T-1, k+1)
+    kl = _kl_terms(log_p, torch.cat([q_kept, q_rest], -1))
+    mask = scored.to(kl.device)
+    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def lm_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over scored positions (the replay loss)."""
+    return F.cross_entropy(student_logits[:, :-1].reshape(-1, student_logits.shape[-1]).float(),
+                           labels[:, 1:].reshape(-1).to(student_logits.device), ignore_index=-100)
+
+
+def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_weight: float, temperature: float,
+                 teacher_log_probs: torch.Tensor | None = None,
+                 cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """{"loss": λ·KL + (1 − λ)·LM, "kl", "lm"}: the teacher given live (`teacher_log_probs`) or from the cache."""
+    lm = lm_loss(student_logits, labels)
+    if teacher_weight == 0:
+        kl = lm.new_zeros(())
+    elif cached is not None:
+        kl = topk_kl(student_logits, *cached, labels, temperature)
+    else:
+        kl = distill_kl(student_logits, teacher_log_probs, labels, temperature)
+    return {"loss": teacher_weight * kl + (1 - teacher_weight) * lm, "kl": kl, "lm": lm}

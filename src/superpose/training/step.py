@@ -103,6 +103,13 @@ def sum_gradients(optimizer: torch.optim.Optimizer, totals: torch.Tensor, proces
     return shared[: len(totals)]
 
 
+def process_chunks(rows: list[int], size: int, processes: Processes):
+    """(chunk index, rows) of this process's micro-batches of a global batch: chunk c is micro-batch c // P of
+    process c % P, so any split over processes and accumulation covers the global batch once."""
+    for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
+        yield chunk, rows[chunk * size : (chunk + 1) * size]
+
+
 def train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: LabelledBlocks, rows: list[int],
                first: int, epoch: int, settings: TrainSettings, processes: Processes, dropout: SequenceSeededDropout,
                pad_id: int, precision: str) -> tuple[dict[str, float], int]:
@@ -123,8 +130,7 @@ def train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: L
     device = processes.device
     optimizer.zero_grad(set_to_none=True)
     totals = torch.zeros(len(LOGGED), dtype=torch.float64)
-    for chunk in range(processes.index, math.ceil(len(rows) / size), processes.count):
-        picked = rows[chunk * size : (chunk + 1) * size]
+    for chunk, picked in process_chunks(rows, size, processes):
         batch = to_device(data.collate(picked, pad_id), device)
         dropout.seeds = [seed_of(settings.seed, epoch, first + chunk * size + j) for j in range(len(picked))]
         chunk_tokens = sum(lengths[chunk * size : (chunk + 1) * size])
