@@ -222,8 +222,11 @@ def test_short_distillation_lowers_the_kl_to_the_teacher_on_held_out_blocks(tmp_
     assert after["kl_to_teacher"] < 0.75 * before["kl_to_teacher"], (before, after)
     record = json.loads((out / "distill.json").read_text())
     assert record["evaluation"]["held"]["kl_to_teacher"] == pytest.approx(after["kl_to_teacher"], rel=1e-4)
+    assert record["evaluation"]["held"]["gap_to_teacher"] == pytest.approx(after["student_ppl"] / after["teacher_ppl"],
+                                                                           rel=1e-4)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model:") and "library_name: transformers" in card and "kl_to_teacher" in card
+    assert "gap_to_teacher" in card
     assert (out / "tokenizer.json").is_file() and not list(out.glob("*.bin"))
 
 
@@ -521,3 +524,36 @@ def test_topk_kl_ignores_padded_rows_and_minus_infinity_entries():
     assert torch.isfinite(both) and float(both) == pytest.approx(float(one), rel=1e-6)
     full = distill_kl(logits[:1], teacher[:1], labels[:1])
     assert float(one) == pytest.approx(float(full), rel=1e-5)  # nothing outside the kept tokens: the full KL
+
+
+def test_switched_blocks_reach_the_student_scored_by_the_teacher(tmp_path):
+    """--switch-rate: a share of the blocks alternate between the --train files (English lower case, French
+    upper case here), built from the training files only, and the teacher scores exactly what the student reads."""
+    from helpers import ENGLISH, FRENCH, char_tokenizer
+    from superpose.training.distill import distill
+
+    run, _, _ = _teacher_run(tmp_path)
+    files = {}
+    for name, lines in (("en", ENGLISH), ("fr", FRENCH)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(lines * 6), encoding="utf-8")
+    tokenizer = char_tokenizer()
+    lower = {tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz"}
+    upper = {tokenizer.convert_tokens_to_ids(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+    def mixed_rows(switch_rate: float) -> int:
+        teacher = SuperposedModel.from_pretrained(run)
+        forward, seen = teacher.forward, []
+
+        def recording(input_ids, *args, **kwargs):
+            seen.extend(row[mask.bool()].tolist() for row, mask in zip(input_ids, kwargs["attention_mask"]))
+            return forward(input_ids, *args, **kwargs)
+
+        teacher.forward = recording
+        settings = DistillSettings(start="fr", max_steps=6, batch_size=4, block_size=24, switch_rate=switch_rate)
+        distill(run, {k: str(v) for k, v in files.items()}, None, tmp_path / f"out-{switch_rate}", settings,
+                progress=False, teacher=teacher)
+        return sum(bool(set(row) & lower) and bool(set(row) & upper) for row in seen)
+
+    assert mixed_rows(0.0) == 0
+    assert mixed_rows(0.5) >= 4

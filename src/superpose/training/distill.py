@@ -36,6 +36,7 @@ from superpose.training.distill_folder import (RunInfo, finish_work, inspect_run
                                                weights_fingerprint, work_folder)
 from superpose.training.distill_report import (DISTILL_FILE, describe_truncation, evaluate_student,
                                                evaluation_table, teacher_kl, write_outputs)
+from superpose.training.blocks import load_labelled
 from superpose.training.distributed import setup_processes
 from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, resume_from,
                                      run_epochs, throughput_record)
@@ -75,6 +76,9 @@ class DistillSettings:
     top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/.superpose/teacher-topk "
                                       "(safetensors shards) and reuse them every epoch (default: live teacher)")
     max_train_blocks: int | None = setting(None, "cap on training blocks per file")
+    switch_rate: float = setting(0.0, "share of training blocks replaced by code-switched blocks (sentences, or code "
+                                      "chunks, alternating between the --train files; the teacher scores them like "
+                                      "any block), built as `superpose train` builds them (default 0)")
     max_valid_blocks: int | None = setting(64, "cap on validation blocks per file (default 64)")
     save_every: int | None = setting(None, "also checkpoint every N steps (default: at the end of each epoch)")
     keep_checkpoints: int = setting(2, "latest checkpoints kept (default 2)")
@@ -93,6 +97,9 @@ class DistillSettings:
                 check_positive(name, getattr(self, name))
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("teacher_weight", self.teacher_weight, allow_zero=True)
+        check_positive("switch_rate", self.switch_rate, allow_zero=True)
+        if self.switch_rate > 1:
+            raise SettingsError(f"switch_rate is a share of the blocks, in [0, 1]; got {self.switch_rate!r}")
         if self.teacher_weight > 1:
             raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; got {self.teacher_weight}")
         if self.lora_alpha is not None and self.lora is None:
@@ -172,8 +179,10 @@ def load_text(run_dir: Path, train_files: dict[str, str], valid_files: dict[str,
     if not train_files:
         raise DataError("no training text: pass --train FILE (one or more)")
     tokenizer = load_tokenizer(str(run_dir))
-    blocks = _load_blocks(train_files, tokenizer, settings.block_size, settings.max_train_blocks)
-    train_blocks = [block for rows in blocks.values() for block in rows]
+    # train's builder: the files' blocks, a `switch_rate` share of them replaced by code-switched ones (the
+    # files' names only tell the sources apart here: the student needs no labels)
+    train_blocks = load_labelled(train_files, list(train_files), tokenizer, settings.block_size,
+                                 settings.max_train_blocks, settings.switch_rate, settings.seed).blocks
     valid_blocks = _load_blocks(valid_files or {}, tokenizer, settings.block_size, settings.max_valid_blocks)
     return tokenizer, train_blocks, valid_blocks
 
@@ -236,6 +245,8 @@ def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, wo
     needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
     fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
                    "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks}
+    if settings.switch_rate:  # which blocks are switched, and their text, follow the seed
+        fingerprint["switched"] = {"rate": settings.switch_rate, "seed": settings.seed}
     build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
                  batch_size=settings.batch_size, pad_id=pad_id, device=processes.device)
     if processes.is_main:

@@ -40,7 +40,8 @@ def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pa
                 tokens += count
         result[name] = {"student_ppl": student_score.ppl, "tokens": student_score.total_tokens}
         if teacher is not None:
-            result[name].update(teacher_ppl=teacher_score.ppl, kl_to_teacher=kl_sum / max(tokens, 1))
+            result[name].update(teacher_ppl=teacher_score.ppl, kl_to_teacher=kl_sum / max(tokens, 1),
+                                gap_to_teacher=student_score.ppl / teacher_score.ppl)  # × the teacher's perplexity
     return result
 
 
@@ -79,10 +80,11 @@ def teacher_kl(teacher, student, blocks: list[torch.Tensor], pad_id: int, temper
 def evaluation_table(evaluation: dict) -> str:
     from superpose.core.text_tables import format_table
 
-    keys = ["student_ppl", "teacher_ppl", "kl_to_teacher", "tokens"]
+    keys = ["student_ppl", "teacher_ppl", "gap_to_teacher", "kl_to_teacher", "tokens"]
     rows = [[name, *[values.get(k, float("nan")) for k in keys]] for name, values in evaluation.items()]
     return format_table(["valid file", *keys], rows,
-                        title="held-out text (token-weighted; KL(teacher ‖ student) per token, T = 1)")
+                        title="held-out text (token-weighted perplexity; gap = student / teacher perplexity; "
+                              "KL(teacher ‖ student) per token, T = 1)")
 
 
 def describe_truncation(record: dict) -> str:
