@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from superpose.core.loading import load_tokenizer
-from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, MIXED_PRECISION, SettingsError, check_choices,
-                                     check_counts, check_positive, coerce_numbers, setting, torch_dtype)
+from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, LoopSettings, SettingsError, check_counts,
+                                     check_positive, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import find_checkpoint, save_checkpoint
@@ -52,61 +52,38 @@ RESUMABLE_CHANGES = ("max_steps", "epochs", "save_every", "keep_checkpoints", "d
 
 
 @dataclass
-class DistillSettings:
-    """How a superposed run is distilled into one stack; validated here, recorded in DIR/distill.json."""
+class DistillSettings(LoopSettings):
+    """How a superposed run is distilled into one stack; validated here, recorded in DIR/distill.json. The loop's
+    own settings (steps, batches, checkpoints, `switch_rate`, device, ...) are `LoopSettings`', shared with train."""
 
     start: str | None = setting(None, "the run's stack the student starts from: base or an expert's name "
                                       "(default base)")
     lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
                                      "at the end (default: train all weights)")
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")
-    max_steps: int | None = setting(None, "optimiser steps: epochs repeat until it is reached")
-    epochs: int = setting(1, "passes over the text (default 1; ignored when --max-steps is given)")
-    batch_size: int = setting(32, "sequences per micro-batch and process (default 32)")
-    grad_accum: int = setting(1, "micro-batches per optimiser step (default 1)")
-    block_size: int = setting(128, "tokens per sequence (default 128)")
     lr: float | None = setting(None, "peak learning rate (default 5e-4 all weights, 2e-3 LoRA); linear warmup over "
                                      "the first 10 % of steps, then cosine decay to 10 %")
-    weight_decay: float = setting(0.01, "AdamW weight decay (default 0.01)")
-    grad_clip: float = setting(1.0, "max gradient norm (default 1.0)")
-    seed: int = setting(0, "random seed of the data order and the LoRA init (default 0)")
     teacher_weight: float = setting(1.0, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
                                          "no teacher (default 1)")
     temperature: float = setting(1.0, "softmax temperature of the KL term, scaled by T² (default 1)")
     top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/.superpose/teacher-topk "
                                       "(safetensors shards) and reuse them every epoch (default: live teacher)")
-    max_train_blocks: int | None = setting(None, "cap on training blocks per file")
-    switch_rate: float = setting(0.0, "share of training blocks replaced by code-switched blocks (sentences, or code "
-                                      "chunks, alternating between the --train files; the teacher scores them like "
-                                      "any block), built as `superpose train` builds them (default 0)")
-    max_valid_blocks: int | None = setting(64, "cap on validation blocks per file (default 64)")
-    save_every: int | None = setting(None, "also checkpoint every N steps (default: at the end of each epoch)")
-    keep_checkpoints: int = setting(2, "latest checkpoints kept (default 2)")
-    device: str | None = setting(None, "torch device (default: cuda when available, else cpu)")
-    mixed_precision: str | None = setting(None, "bf16: autocast the forward passes (default bf16 on CUDA)",
-                                          MIXED_PRECISION)
     dtype: str | None = setting(None, "dtype of the teacher's stacks and of the saved student (default: the start "
                                       "stack's own checkpoint dtype); the student trains in float32", DTYPES)
 
     def __post_init__(self) -> None:
-        coerce_numbers(self)
-        check_counts(self, ("epochs", "batch_size", "block_size", "keep_checkpoints", "grad_accum"),
-                     ("max_steps", "lora", "top_k", "max_train_blocks", "max_valid_blocks", "save_every"))
-        for name in ("lr", "lora_alpha", "grad_clip", "temperature"):
+        self.check_loop()
+        check_counts(self, (), ("lora", "top_k"))
+        for name in ("lr", "lora_alpha", "temperature"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("teacher_weight", self.teacher_weight, allow_zero=True)
-        check_positive("switch_rate", self.switch_rate, allow_zero=True)
-        if self.switch_rate > 1:
-            raise SettingsError(f"switch_rate is a share of the blocks, in [0, 1]; got {self.switch_rate!r}")
         if self.teacher_weight > 1:
             raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; got {self.teacher_weight}")
         if self.lora_alpha is not None and self.lora is None:
             raise SettingsError("lora_alpha is the scale of a LoRA adapter: give --lora R too")
         if self.top_k is not None and self.teacher_weight == 0:
             raise SettingsError("--top-k caches the teacher, and --teacher-weight 0 (replay) runs no teacher")
-        check_choices(self)
         if self.start is not None and (not isinstance(self.start, str) or not self.start):
             raise SettingsError(f"start must name a stack; got {self.start!r}")
 
