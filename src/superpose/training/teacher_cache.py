@@ -7,8 +7,8 @@ compares teacher and student on k + 1 outcomes: the k kept tokens and "any other
 lower bound of the full KL (merging outcomes never increases a KL) and equals it when the student's
 distribution over the other tokens is proportional to the teacher's; `truncation_cost` measures the gap.
 
-Layout of `DIR/teacher-topk/`: `meta.json` (k, temperature, the fingerprint of the run and of the data
-order) and `shard-NNNNN.safetensors` files, each holding `blocks` (S,) block indices, `lengths` (S,),
+Layout of `DIR/.superpose/teacher-topk/` (`distill`'s work folder): `meta.json` (k, temperature, the
+fingerprint of the run, its weights and the data) and `shard-NNNNN.safetensors` files, each holding `blocks` (S,) block indices, `lengths` (S,),
 `indices` (S, T, k) int32, `log_probs` (S, T, k) float32 and `rest` (S, T) float32. Each shard is written
 under a temporary name and renamed, so an interrupted build keeps its finished shards and resumes.
 
