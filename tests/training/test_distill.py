@@ -557,3 +557,26 @@ def test_switched_blocks_reach_the_student_scored_by_the_teacher(tmp_path):
 
     assert mixed_rows(0.0) == 0
     assert mixed_rows(0.5) >= 4
+
+
+def test_a_lora_student_with_switched_blocks_merges_and_reloads_with_plain_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from helpers import ENGLISH, FRENCH
+    from superpose.cli.commands import main
+
+    run, _, _ = _teacher_run(tmp_path)
+    trains = []
+    for name, lines in (("en", ENGLISH), ("fr", FRENCH)):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines * 6), encoding="utf-8")
+        trains += ["--train", f"{name}={tmp_path / f'{name}.txt'}"]
+    out = tmp_path / "lora"
+    assert main(["distill", str(run), *trains, "--out", str(out), "--start", "fr", "--lora", "4", "--switch-rate",
+                 "0.5", "--max-steps", "3", "--batch-size", "4", "--block-size", "24"]) == 0
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())
+    fr = AutoModelForCausalLM.from_pretrained(tmp_path / "fr").eval()
+    ids = torch.randint(1, 90, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        moved = reloaded(ids).logits
+        assert torch.isfinite(moved).all() and not torch.allclose(moved, fr(ids).logits, atol=1e-4)
