@@ -34,6 +34,9 @@ def _generation_speed(models: dict[str, torch.nn.Module], vocab: int, new_tokens
     """Cached greedy generation tokens/s, batch 1, the same 16-token prompt for every model (best of `repeats`)."""
     prompt = torch.randint(5, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
     speed = {}
+    for model in models.values():  # the quick models hold 64 positions: prompt + new tokens must fit
+        limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+        new_tokens = min(new_tokens, limit - prompt.shape[1]) if limit else new_tokens
     for name, model in models.items():
         best = math.inf
         for _ in range(repeats):

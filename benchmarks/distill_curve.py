@@ -1,0 +1,266 @@
+"""Distillation budget curve: how many steps make one stack as good as its superposed teacher.
+
+    python benchmarks/distill_curve.py --corpus ../shared/corpus                 # groups 2 3 code2, full + LoRA
+    python benchmarks/distill_curve.py --corpus ../shared/corpus --groups 2 --rows full --factor 2
+    python benchmarks/distill_curve.py --quick                                  # tiny models, a few minutes
+
+Each row is `superpose distill RUN --train ... --start EXPERT --max-steps (factor x budget) --save-every N
+--keep-work` on an even mix of the group's `train` files (at most budget x batch / stacks blocks per file, as the
+one-stack rows), the teacher being the dynamic part's labelled run of the group (`real_text.py --part dynamic`
+trains it). Every kept checkpoint is then scored on the report halves: each domain's perplexity as a multiple of
+the per-sequence oracle (the best stack on each block, in hindsight), and the code-switched lines' (and for code,
+the READMEs') perplexity as a multiple of the teacher's. Writes `out/distill_curve/curve_<group>.json`,
+`docs/distill_curve.png` and, unless --no-write, the curve table in BENCHMARKS.md between its markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.model.superposed import SuperposedModel
+from superpose.training.checkpoint import list_checkpoints, load_checkpoint
+from superpose.training.distill import DistillSettings, distill
+from superpose.training.distill_folder import work_folder
+from superpose.training.student import make_student, merged_model, trainable_parameters
+
+from dynamic_bench import ALL_GROUPS, LANGS, group_files
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- distill curve: start -->\n", "<!-- distill curve: end -->\n"
+ROWS = {"full": None, "lora": 16}  # row -> LoRA rank (None: all weights)
+FULL = dict(steps=400, batch_size=16, block_size=128, every=100, eval_blocks=48)
+QUICK = dict(steps=20, batch_size=8, block_size=64, every=10, eval_blocks=8)  # real_text.py --quick
+
+
+@torch.no_grad()
+def block_nlls(model, blocks: list[torch.Tensor], pad_id: int, batch_size: int = 8) -> torch.Tensor:
+    """(N,) each block's summed next-token NLL (float64): perplexities and per-block oracles are built from it."""
+    out = []
+    for start in range(0, len(blocks), batch_size):
+        chunk = blocks[start : start + batch_size]
+        batch = collate(chunk, [0] * len(chunk), pad_id)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+        labels = batch.labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        out.append((nll * (labels != -100)).sum(-1).double())
+    return torch.cat(out)
+
+
+def ppl(nlls: torch.Tensor, tokens: int) -> float:
+    return math.exp(float(nlls.sum()) / tokens)
+
+
+def eval_sets(files: dict, names: list[str], tokenizer, block_size: int, cap: int) -> dict[str, list[torch.Tensor]]:
+    """Each domain's report half, the code-switched lines and (code groups) the READMEs, as blocks."""
+    wanted = {LANGS[n]: files["report"][n] for n in names}
+    wanted["switch"] = files["report"]["switch"]
+    if "docs" in files["report"]:
+        wanted["docs"] = files["report"]["docs"]
+    return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, cap) for name, path in wanted.items()}
+
+
+def references(run_dir: Path, experts_dir: Path, names: list[str], sets: dict, pad_id: int) -> dict:
+    """Per set: the per-sequence oracle's and the teacher's perplexity, and the token count."""
+    stacks = [load_causal_lm(str(experts_dir / n)) for n in names]
+    teacher = SuperposedModel.from_pretrained(run_dir)
+    record = {}
+    for name, blocks in sets.items():
+        tokens = sum(b.numel() - 1 for b in blocks)
+        best = torch.stack([block_nlls(s, blocks, pad_id) for s in stacks]).min(0).values
+        record[name] = {"tokens": tokens, "oracle_ppl": ppl(best, tokens),
+                        "teacher_ppl": ppl(block_nlls(teacher, blocks, pad_id), tokens)}
+    return record
+
+
+def curve_points(folder: Path, stack, settings: DistillSettings, sets: dict, refs: dict, pad_id: int) -> list[dict]:
+    """Every kept checkpoint of a finished row, scored: per set the perplexity, × oracle and × teacher."""
+    student = make_student(stack, settings)
+    params = trainable_parameters(student)
+    points = []
+    for checkpoint in list_checkpoints(work_folder(folder)):
+        trainable, _, progress = load_checkpoint(checkpoint)
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(trainable[name])
+        plain = merged_model(student).eval()
+        point = {"step": progress["step"]}
+        for name, blocks in sets.items():
+            value = ppl(block_nlls(plain, blocks, pad_id), refs[name]["tokens"])
+            point[name] = {"ppl": value, "x_oracle": value / refs[name]["oracle_ppl"],
+                           "x_teacher": value / refs[name]["teacher_ppl"]}
+        points.append(point)
+    return points
+
+
+def run_group(group, corpus: Path, out: Path, config: dict, rows: list[str], factor: int, switch_rate: float,
+              top_k: int | None) -> dict:
+    names = ALL_GROUPS[group]
+    experts_dir = out / "experts"
+    run_dir = out / "dynamic" / "runs" / ("dynamic_" + f"{len(names) - 1}-experts" +
+                                          ("_code" if "code" in names else "") + "_labelled")
+    if not (run_dir / "superposed.safetensors").is_file():
+        raise SystemExit(f"no teacher run in {run_dir}: run `python benchmarks/real_text.py --part dynamic "
+                         f"--stacks {group}` first")
+    files = group_files(corpus, out / "dynamic" / "data", names)
+    tokenizer = load_tokenizer(str(experts_dir / "base"))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sets = eval_sets(files, names, tokenizer, config["block_size"], config["eval_blocks"])
+    refs = references(run_dir, experts_dir, names, sets, pad_id)
+    start = names[-1]  # the group's last fine-tune, as every one-stack row so far
+    per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
+    record = {"group": group, "names": names, "start": start, "references": refs, "rows": {},
+              "budget": {**config, "factor": factor, "blocks_per_file": per_file, "switch_rate": switch_rate,
+                         "top_k": top_k}}
+    for row in rows:
+        folder = out / "distill_curve" / f"{group}-{row}"
+        shutil.rmtree(folder, ignore_errors=True)
+        settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
+                                   batch_size=config["batch_size"], block_size=config["block_size"],
+                                   max_train_blocks=per_file, save_every=config["every"], keep_checkpoints=10**6,
+                                   switch_rate=switch_rate, top_k=top_k, device="cpu")
+        tick = time.perf_counter()
+        distill(run_dir, {LANGS[n]: files["train"][n] for n in names}, None, folder, settings, keep_work=True)
+        minutes = (time.perf_counter() - tick) / 60
+        points = curve_points(folder, load_causal_lm(str(experts_dir / start)), settings, sets, refs, pad_id)
+        record["rows"][row] = {"minutes": minutes, "points": points}
+        shutil.rmtree(work_folder(folder), ignore_errors=True)
+        print(f"group {group}, {row}: {minutes:.1f} min;", summary_line(points[-1], sets), flush=True)
+    return record
+
+
+def summary_line(point: dict, sets) -> str:
+    return ", ".join(f"{n} {point[n]['x_oracle']:.3f}× oracle / {point[n]['x_teacher']:.3f}× teacher" for n in sets)
+
+
+def first_step_within(points: list[dict], sets: list[str], bound: float, key: str) -> int | None:
+    """The first checkpoint from which every set stays at or under `bound` (× oracle or × teacher)."""
+    for i, point in enumerate(points):
+        if all(p[s][key] <= bound for p in points[i:] for s in sets):
+            return point["step"]
+    return None
+
+
+def markdown(records: list[dict], hardware: str, command: str) -> str:
+    budget = records[0]["budget"]
+    cache = f", top-{budget['top_k']}" if budget["top_k"] else ""
+    lines = ["## Distillation budget curve", "",
+             f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
+             f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its last "
+             f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}, switch rate "
+             f"{budget['switch_rate']}), up to "
+             f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
+             f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
+             f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "
+             "code-switched lines (`switch`) and READMEs (`docs`) as × the teacher. Plot: `docs/distill_curve.png`.",
+             ""]
+    lines += ["| group | row | minutes | first step ≤ 1.05× oracle on every domain | first step ≤ 1.10× teacher "
+              "on mixed sets | at the last step |", "|---|---|---|---|---|---|"]
+    for record in records:
+        domains = [LANGS[n] for n in record["names"]]
+        mixed = [s for s in ("switch", "docs") if s in record["references"]]
+        for row, data in record["rows"].items():
+            points = data["points"]
+            domain_step = first_step_within(points, domains, 1.05, "x_oracle")
+            mixed_step = first_step_within(points, mixed, 1.10, "x_teacher")
+            last = points[-1]
+            cells = [f"{d} {last[d]['x_oracle']:.3f}" for d in domains] + [f"{m} {last[m]['x_teacher']:.3f}×T"
+                                                                           for m in mixed]
+            lines.append(f"| {'+'.join(record['names'])} | {row} | {data['minutes']:.0f} | "
+                         f"{domain_step if domain_step is not None else 'none'} | "
+                         f"{mixed_step if mixed_step is not None else 'none'} | step {last['step']}: "
+                         f"{', '.join(cells)} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(5 * len(records), 3.8), squeeze=False)
+    for ax, record in zip(axes[0], records):
+        domains = [LANGS[n] for n in record["names"]]
+        mixed = [s for s in ("switch", "docs") if s in record["references"]]
+        for row, data in record["rows"].items():
+            steps = [p["step"] for p in data["points"]]
+            style = "-" if row == "full" else ":"
+            for name in domains:
+                ax.plot(steps, [p[name]["x_oracle"] for p in data["points"]], style, label=f"{row} {name} ×oracle")
+            for name in mixed:
+                ax.plot(steps, [p[name]["x_teacher"] for p in data["points"]], style, marker=".",
+                        label=f"{row} {name} ×teacher")
+        ax.axhline(1.05, color="grey", lw=0.6)
+        ax.axhline(1.10, color="grey", lw=0.6, ls="--")
+        ax.axvline(record["budget"]["steps"], color="black", lw=0.5)
+        ax.set_title(" + ".join(record["names"]))
+        ax.set_xlabel("distillation steps (vertical line: the teacher's budget)")
+        ax.set_ylabel("perplexity ratio")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def write_section(section: str, path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    if START in text:
+        before, rest = text.split(START, 1)
+        text = before + START + section + END + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + START + section + END
+    path.write_text(text, encoding="utf-8")
+
+
+def _group(value: str):
+    if value.isdigit() and int(value) in ALL_GROUPS:
+        return int(value)
+    if value in ALL_GROUPS:
+        return value
+    raise argparse.ArgumentTypeError(f"a group is one of {list(ALL_GROUPS)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="the real-text benchmark's folder")
+    parser.add_argument("--groups", type=_group, nargs="+", default=[2, 3, "code2"])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--factor", type=int, default=4, help="steps: this many times the teacher's budget")
+    parser.add_argument("--switch-rate", type=float, default=0.0)
+    parser.add_argument("--top-k", type=int, default=None, help="distil from a top-k cache (default: live teacher)")
+    parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) / ("quick" if args.quick else "full")
+    config = QUICK if args.quick else FULL
+    records = [run_group(g, Path(args.corpus), out, config, args.rows, args.factor, args.switch_rate, args.top_k)
+               for g in args.groups]
+    for record in records:
+        path = out / "distill_curve" / f"curve_{record['group']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2))
+    command = "python benchmarks/distill_curve.py " + " ".join(sys.argv[1:])
+    hardware = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
+    section = markdown(records, hardware, command)
+    print(section)
+    if not args.no_write and not args.quick:
+        plot(records, ROOT / "docs" / "distill_curve.png")
+        write_section(section, ROOT / "BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
