@@ -222,6 +222,14 @@ def write_section(section: str, path: Path) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def record_command(record: dict) -> str:
+    """The command that trains a saved record (kept in it, so a table rebuilt from JSON names it)."""
+    if "command" not in record:
+        record["command"] = "python benchmarks/distill_curve.py " + " ".join(
+            a for a in sys.argv[1:] if a not in ("--from-saved", "--no-write"))
+    return record["command"]
+
+
 def _group(value: str):
     if value.isdigit() and int(value) in ALL_GROUPS:
         return int(value)
@@ -242,17 +250,23 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--from-saved", action="store_true",
+                        help="train nothing: rebuild the table and plot from the groups' saved curve_<group>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / ("quick" if args.quick else "full")
     config = QUICK if args.quick else FULL
-    records = [run_group(g, Path(args.corpus), out, config, args.rows, args.factor, args.switch_rate, args.top_k)
-               for g in args.groups]
+    if args.from_saved:
+        records = [json.loads((out / "distill_curve" / f"curve_{g}.json").read_text()) for g in args.groups]
+    else:
+        records = [run_group(g, Path(args.corpus), out, config, args.rows, args.factor, args.switch_rate, args.top_k)
+                   for g in args.groups]
     for record in records:
+        record_command(record)
         path = out / "distill_curve" / f"curve_{record['group']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2))
-    command = "python benchmarks/distill_curve.py " + " ".join(sys.argv[1:])
+    command = records[0]["command"]
     hardware = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
     section = markdown(records, hardware, command)
     print(section)
