@@ -116,7 +116,7 @@ def run_group(group, corpus: Path, out: Path, config: dict, rows: list[str], fac
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sets = eval_sets(files, names, tokenizer, config["block_size"], config["eval_blocks"])
     refs = references(run_dir, experts_dir, names, sets, pad_id)
-    start = names[-1]  # the group's last fine-tune, as every one-stack row so far
+    start = names[1]  # the group's first fine-tune: `superpose distill`'s default, as in every one-stack row
     per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
     record = {"group": group, "names": names, "start": start, "references": refs, "rows": {},
               "budget": {**config, "factor": factor, "blocks_per_file": per_file, "switch_rate": switch_rate,
@@ -155,7 +155,7 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
     cache = f", top-{budget['top_k']}" if budget["top_k"] else ""
     lines = ["## Distillation budget curve", "",
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
-             f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its last "
+             f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
              f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}, switch rate "
              f"{budget['switch_rate']}), up to "
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "

@@ -580,3 +580,14 @@ def test_a_lora_student_with_switched_blocks_merges_and_reloads_with_plain_trans
     with torch.no_grad():
         moved = reloaded(ids).logits
         assert torch.isfinite(moved).all() and not torch.allclose(moved, fr(ids).logits, atol=1e-4)
+
+
+def test_the_default_start_is_the_first_expert(tmp_path):
+    import json
+
+    from superpose.training.distill import distill
+
+    run, text, _ = _teacher_run(tmp_path)
+    settings = DistillSettings(teacher_weight=0.0, max_steps=1, batch_size=4, block_size=16)
+    distill(run, {"text": str(text)}, None, tmp_path / "out", settings, progress=False)
+    assert json.loads((tmp_path / "out" / "distill.json").read_text())["start"] == "fr"

@@ -57,7 +57,7 @@ class DistillSettings(LoopSettings):
     own settings (steps, batches, checkpoints, `switch_rate`, device, ...) are `LoopSettings`', shared with train."""
 
     start: str | None = setting(None, "the run's stack the student starts from: base or an expert's name "
-                                      "(default base)")
+                                      "(default: the first expert, where every measured row started)")
     lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
                                      "at the end (default: train all weights)")
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")

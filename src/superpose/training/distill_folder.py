@@ -54,7 +54,7 @@ def inspect_run(run_dir: Path, start: str | None, block_size: int, teacher=None)
         config = SuperposedConfig.from_pretrained(run_dir)
     names = ["base", *config.expert_names]
     paths = [config.base_model, *[(config.experts or {}).get(name) for name in config.expert_names]]
-    name = start or "base"
+    name = start or names[1]  # the first fine-tune: every measured distillation started there (BENCHMARKS.md)
     if name not in names:
         raise SettingsError(f"--start {name!r} names no stack of the run: use one of {names}")
     limit = config.max_position_embeddings
