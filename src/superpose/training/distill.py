@@ -31,12 +31,12 @@ from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, LoopSettings, Sett
                                      check_positive, setting, torch_dtype)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
+from superpose.training.blocks import load_labelled
 from superpose.training.checkpoint import find_checkpoint, save_checkpoint
 from superpose.training.distill_folder import (RunInfo, finish_work, inspect_run, prepare_out_dir,
                                                weights_fingerprint, work_folder)
 from superpose.training.distill_report import (DISTILL_FILE, describe_truncation, evaluate_student,
                                                evaluation_table, teacher_kl, write_outputs)
-from superpose.training.blocks import load_labelled
 from superpose.training.distributed import setup_processes
 from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, resume_from,
                                      run_epochs, throughput_record)
