@@ -119,10 +119,10 @@ def run_group(group, corpus: Path, out: Path, config: dict, rows: list[str], fac
     start = names[1]  # the group's first fine-tune: `superpose distill`'s default, as in every one-stack row
     per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
     record = {"group": group, "names": names, "start": start, "references": refs, "rows": {},
-              "budget": {**config, "factor": factor, "blocks_per_file": per_file, "switch_rate": switch_rate,
-                         "top_k": top_k}}
+              "budget": {**config, "factor": factor, "blocks_per_file": per_file, "top_k": top_k}}
     for row in rows:
-        folder = out / "distill_curve" / f"{group}-{row}"
+        label = row + (f", switch {switch_rate:g}" if switch_rate else "")
+        folder = out / "distill_curve" / f"{group}-{label.replace(', ', '-').replace(' ', '')}"
         shutil.rmtree(folder, ignore_errors=True)
         settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
                                    batch_size=config["batch_size"], block_size=config["block_size"],
@@ -132,9 +132,9 @@ def run_group(group, corpus: Path, out: Path, config: dict, rows: list[str], fac
         distill(run_dir, {LANGS[n]: files["train"][n] for n in names}, None, folder, settings, keep_work=True)
         minutes = (time.perf_counter() - tick) / 60
         points = curve_points(folder, load_causal_lm(str(experts_dir / start)), settings, sets, refs, pad_id)
-        record["rows"][row] = {"minutes": minutes, "points": points}
+        record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate}
         shutil.rmtree(work_folder(folder), ignore_errors=True)
-        print(f"group {group}, {row}: {minutes:.1f} min;", summary_line(points[-1], sets), flush=True)
+        print(f"group {group}, {label}: {minutes:.1f} min;", summary_line(points[-1], sets), flush=True)
     return record
 
 
@@ -156,8 +156,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
     lines = ["## Distillation budget curve", "",
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
-             f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}, switch rate "
-             f"{budget['switch_rate']}), up to "
+             f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}; rows named "
+             "`switch P` add `--switch-rate P`), up to "
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
              f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
              f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "
@@ -194,7 +194,7 @@ def plot(records: list[dict], path: Path) -> None:
         mixed = [s for s in ("switch", "docs") if s in record["references"]]
         for row, data in record["rows"].items():
             steps = [p["step"] for p in data["points"]]
-            style = "-" if row == "full" else ":"
+            style = ("-" if row.startswith("full") else ":") if "switch" not in row else "--"
             for name in domains:
                 ax.plot(steps, [p[name]["x_oracle"] for p in data["points"]], style, label=f"{row} {name} ×oracle")
             for name in mixed:
@@ -265,6 +265,13 @@ def main() -> int:
         record_command(record)
         path = out / "distill_curve" / f"curve_{record['group']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and not args.from_saved:  # rows of an earlier invocation at the same budget stay
+            earlier = json.loads(path.read_text())
+            if {k: v for k, v in earlier["budget"].items() if k != "switch_rate"} == record["budget"]:
+                record["rows"] = {**earlier["rows"], **record["rows"]}
+                earlier_command = earlier.get("command", "")
+                if earlier_command and earlier_command != record["command"]:
+                    record["command"] = f"{earlier_command}` then `{record['command']}"
         path.write_text(json.dumps(record, indent=2))
     command = records[0]["command"]
     hardware = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
