@@ -60,12 +60,13 @@ def ppl(nlls: torch.Tensor, tokens: int) -> float:
     return math.exp(float(nlls.sum()) / tokens)
 
 
-def eval_sets(files: dict, names: list[str], tokenizer, block_size: int, cap: int) -> dict[str, list[torch.Tensor]]:
-    """Each domain's report half, the code-switched lines and (code groups) the READMEs, as blocks."""
-    wanted = {LANGS[n]: files["report"][n] for n in names}
-    wanted["switch"] = files["report"]["switch"]
-    if "docs" in files["report"]:
-        wanted["docs"] = files["report"]["docs"]
+def eval_sets(files: dict, names: list[str], tokenizer, block_size: int, cap: int,
+              half: str = "report") -> dict[str, list[torch.Tensor]]:
+    """Each domain's `half` (report or select), the code-switched lines and (code groups) the READMEs, as blocks."""
+    wanted = {LANGS[n]: files[half][n] for n in names}
+    wanted["switch"] = files[half]["switch"]
+    if "docs" in files[half]:
+        wanted["docs"] = files[half]["docs"]
     return {name: tokenize_blocks(load_texts(path), tokenizer, block_size, cap) for name, path in wanted.items()}
 
 
@@ -82,6 +83,16 @@ def references(run_dir: Path, experts_dir: Path, names: list[str], sets: dict, p
     return record
 
 
+def scored(model, sets: dict, refs: dict, pad_id: int) -> dict:
+    """Per set: the model's perplexity, × the oracle and × the teacher."""
+    point = {}
+    for name, blocks in sets.items():
+        value = ppl(block_nlls(model, blocks, pad_id), refs[name]["tokens"])
+        point[name] = {"ppl": value, "x_oracle": value / refs[name]["oracle_ppl"],
+                       "x_teacher": value / refs[name]["teacher_ppl"]}
+    return point
+
+
 def curve_points(folder: Path, stack, settings: DistillSettings, sets: dict, refs: dict, pad_id: int) -> list[dict]:
     """Every kept checkpoint of a finished row, scored: per set the perplexity, × oracle and × teacher."""
     student = make_student(stack, settings)
@@ -92,50 +103,87 @@ def curve_points(folder: Path, stack, settings: DistillSettings, sets: dict, ref
         with torch.no_grad():
             for name, param in params.items():
                 param.copy_(trainable[name])
-        plain = merged_model(student).eval()
-        point = {"step": progress["step"]}
-        for name, blocks in sets.items():
-            value = ppl(block_nlls(plain, blocks, pad_id), refs[name]["tokens"])
-            point[name] = {"ppl": value, "x_oracle": value / refs[name]["oracle_ppl"],
-                           "x_teacher": value / refs[name]["teacher_ppl"]}
-        points.append(point)
+        points.append({"step": progress["step"], **scored(merged_model(student).eval(), sets, refs, pad_id)})
     return points
 
 
-def run_group(group, corpus: Path, out: Path, config: dict, rows: list[str], factor: int, switch_rate: float,
-              top_k: int | None) -> dict:
-    names = ALL_GROUPS[group]
-    experts_dir = out / "experts"
+def teacher_dir(out: Path, names: list[str]) -> Path:
     run_dir = out / "dynamic" / "runs" / ("dynamic_" + f"{len(names) - 1}-experts" +
                                           ("_code" if "code" in names else "") + "_labelled")
     if not (run_dir / "superposed.safetensors").is_file():
-        raise SystemExit(f"no teacher run in {run_dir}: run `python benchmarks/real_text.py --part dynamic "
-                         f"--stacks {group}` first")
-    files = group_files(corpus, out / "dynamic" / "data", names)
-    tokenizer = load_tokenizer(str(experts_dir / "base"))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    sets = eval_sets(files, names, tokenizer, config["block_size"], config["eval_blocks"])
-    refs = references(run_dir, experts_dir, names, sets, pad_id)
+        raise SystemExit(f"no teacher run in {run_dir}: run `python benchmarks/real_text.py --part dynamic` first")
+    return run_dir
+
+
+def row_label(row: str, switch_rate: float, teacher_weight: float) -> str:
+    return row + (f", switch {switch_rate:g}" if switch_rate else "") + (
+        f", λ {teacher_weight:g}" if teacher_weight != 1 else "")
+
+
+def row_folder(out: Path, group, label: str) -> Path:
+    return out / "distill_curve" / f"{group}-{label.replace(', ', '-').replace(' ', '')}"
+
+
+class Group:
+    """A group's teacher, files and scored sets: the report halves for the curve, the selection halves for
+    choosing defaults (each row's final student is scored on both)."""
+
+    def __init__(self, group, corpus: Path, out: Path, config: dict):
+        self.group, self.out, self.config = group, out, config
+        self.names = ALL_GROUPS[group]
+        self.experts_dir = out / "experts"
+        self.run_dir = teacher_dir(out, self.names)
+        self.files = group_files(corpus, out / "dynamic" / "data", self.names)
+        tokenizer = load_tokenizer(str(self.experts_dir / "base"))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.sets, self.refs = {}, {}
+        for half in ("report", "select"):
+            self.sets[half] = eval_sets(self.files, self.names, tokenizer, config["block_size"],
+                                        config["eval_blocks"], half)
+            self.refs[half] = references(self.run_dir, self.experts_dir, self.names, self.sets[half], self.pad_id)
+
+    def select_point(self, folder: Path) -> dict:
+        """The saved (final) student of a row, scored on the selection halves."""
+        return scored(load_causal_lm(str(folder)).eval(), self.sets["select"], self.refs["select"], self.pad_id)
+
+
+def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, top_k: int | None,
+              teacher_weight: float) -> dict:
+    names, config = group.names, group.config
     start = names[1]  # the group's first fine-tune: `superpose distill`'s default, as in every one-stack row
     per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
-    record = {"group": group, "names": names, "start": start, "references": refs, "rows": {},
+    record = {"group": group.group, "names": names, "start": start, "references": group.refs["report"],
+              "select_references": group.refs["select"], "rows": {},
               "budget": {**config, "factor": factor, "blocks_per_file": per_file, "top_k": top_k}}
     for row in rows:
-        label = row + (f", switch {switch_rate:g}" if switch_rate else "")
-        folder = out / "distill_curve" / f"{group}-{label.replace(', ', '-').replace(' ', '')}"
+        label = row_label(row, switch_rate, teacher_weight)
+        folder = row_folder(group.out, group.group, label)
         shutil.rmtree(folder, ignore_errors=True)
         settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
                                    batch_size=config["batch_size"], block_size=config["block_size"],
                                    max_train_blocks=per_file, save_every=config["every"], keep_checkpoints=10**6,
-                                   switch_rate=switch_rate, top_k=top_k, device="cpu")
+                                   switch_rate=switch_rate, top_k=top_k, teacher_weight=teacher_weight,
+                                   device="cpu")
         tick = time.perf_counter()
-        distill(run_dir, {LANGS[n]: files["train"][n] for n in names}, None, folder, settings, keep_work=True)
+        distill(group.run_dir, {LANGS[n]: group.files["train"][n] for n in names}, None, folder, settings,
+                keep_work=True)
         minutes = (time.perf_counter() - tick) / 60
-        points = curve_points(folder, load_causal_lm(str(experts_dir / start)), settings, sets, refs, pad_id)
-        record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate}
+        points = curve_points(folder, load_causal_lm(str(group.experts_dir / start)), settings,
+                              group.sets["report"], group.refs["report"], group.pad_id)
+        record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate,
+                                 "teacher_weight": teacher_weight, "select": group.select_point(folder)}
         shutil.rmtree(work_folder(folder), ignore_errors=True)
-        print(f"group {group}, {label}: {minutes:.1f} min;", summary_line(points[-1], sets), flush=True)
+        print(f"group {group.group}, {label}: {minutes:.1f} min;", summary_line(points[-1], group.sets["report"]),
+              flush=True)
     return record
+
+
+def score_saved_on_select(record: dict, group: Group) -> None:
+    """Rows saved before selection scoring existed: score their final students (still in their folders)."""
+    record["select_references"] = group.refs["select"]
+    for label, data in record["rows"].items():
+        if "select" not in data:
+            data["select"] = group.select_point(row_folder(group.out, record["group"], label))
 
 
 def summary_line(point: dict, sets) -> str:
@@ -157,7 +205,7 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
              f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}; rows named "
-             "`switch P` add `--switch-rate P`), up to "
+             "`switch P` add `--switch-rate P`, rows named `λ L` add `--teacher-weight L`: 0 is replay), up to "
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
              f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
              f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "
@@ -179,6 +227,16 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
                          f"{domain_step if domain_step is not None else 'none'} | "
                          f"{mixed_step if mixed_step is not None else 'none'} | step {last['step']}: "
                          f"{', '.join(cells)} |")
+    selected = [(record, row, data) for record in records for row, data in record["rows"].items() if "select" in data]
+    if selected:
+        lines += ["", "Each row's final student on the **selection** halves (what the defaults are chosen on; the "
+                  "curve above is the report halves):", "", "| group | row | × oracle per domain, × teacher on mixed "
+                  "sets |", "|---|---|---|"]
+        for record, row, data in selected:
+            final = data["select"]
+            cells = [f"{d} {final[d]['x_oracle']:.3f}" for d in (LANGS[n] for n in record["names"])]
+            cells += [f"{m} {final[m]['x_teacher']:.3f}×T" for m in ("switch", "docs") if m in final]
+            lines.append(f"| {'+'.join(record['names'])} | {row} | {', '.join(cells)} |")
     return "\n".join(lines) + "\n\n"
 
 
@@ -226,7 +284,7 @@ def record_command(record: dict) -> str:
     """The command that trains a saved record (kept in it, so a table rebuilt from JSON names it)."""
     if "command" not in record:
         record["command"] = "python benchmarks/distill_curve.py " + " ".join(
-            a for a in sys.argv[1:] if a not in ("--from-saved", "--no-write"))
+            a for a in sys.argv[1:] if a not in ("--from-saved", "--no-write", "--score-select"))
     return record["command"]
 
 
@@ -247,20 +305,26 @@ def main() -> int:
     parser.add_argument("--factor", type=int, default=4, help="steps: this many times the teacher's budget")
     parser.add_argument("--switch-rate", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=None, help="distil from a top-k cache (default: live teacher)")
+    parser.add_argument("--teacher-weight", type=float, default=1.0, help="λ (0: replay, no teacher)")
     parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--from-saved", action="store_true",
                         help="train nothing: rebuild the table and plot from the groups' saved curve_<group>.json")
+    parser.add_argument("--score-select", action="store_true",
+                        help="with --from-saved: score saved rows' final students on the selection halves")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / ("quick" if args.quick else "full")
     config = QUICK if args.quick else FULL
     if args.from_saved:
         records = [json.loads((out / "distill_curve" / f"curve_{g}.json").read_text()) for g in args.groups]
+        if args.score_select:
+            for record in records:
+                score_saved_on_select(record, Group(record["group"], Path(args.corpus), out, config))
     else:
-        records = [run_group(g, Path(args.corpus), out, config, args.rows, args.factor, args.switch_rate, args.top_k)
-                   for g in args.groups]
+        records = [run_group(Group(g, Path(args.corpus), out, config), args.rows, args.factor, args.switch_rate,
+                             args.top_k, args.teacher_weight) for g in args.groups]
     for record in records:
         record_command(record)
         path = out / "distill_curve" / f"curve_{record['group']}.json"
@@ -273,7 +337,7 @@ def main() -> int:
                 if earlier_command and earlier_command != record["command"]:
                     record["command"] = f"{earlier_command}` then `{record['command']}"
         path.write_text(json.dumps(record, indent=2))
-    command = records[0]["command"]
+    command = "` and `".join(dict.fromkeys(record["command"] for record in records))
     hardware = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
     section = markdown(records, hardware, command)
     print(section)
