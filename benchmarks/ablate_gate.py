@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from halves import docs_halves, split_halves
+from select_preset import output_mixture, ppl
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.settings import preset_settings
@@ -28,9 +30,6 @@ from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
-
-from halves import docs_halves, split_halves
-from select_preset import output_mixture, ppl
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from dynamic_bench import ALL_GROUPS, LANGS, group_files
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.data.text import collate, load_texts, tokenize_blocks
@@ -32,8 +33,6 @@ from superpose.training.checkpoint import list_checkpoints, load_checkpoint
 from superpose.training.distill import DistillSettings, distill
 from superpose.training.distill_folder import work_folder
 from superpose.training.student import make_student, merged_model, trainable_parameters
-
-from dynamic_bench import ALL_GROUPS, LANGS, group_files
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- distill curve: start -->\n", "<!-- distill curve: end -->\n"
@@ -338,7 +337,8 @@ def main() -> int:
                     record["command"] = f"{earlier_command}` then `{record['command']}"
         path.write_text(json.dumps(record, indent=2))
     command = "` and `".join(dict.fromkeys(record["command"] for record in records))
-    hardware = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
+    hardware = (f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), "
+                f"torch {torch.__version__}")
     section = markdown(records, hardware, command)
     print(section)
     if not args.no_write and not args.quick:

@@ -15,16 +15,15 @@ import time
 from pathlib import Path
 
 import torch
-
-from superpose.data.text import load_texts
-from superpose.report.evaluation import eval_table, evaluate, write_json
-from superpose.demo.tiny_experts import ExpertRecipe, finetune_expert
-from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import preset_settings
-from superpose.training.loop import UNLABELLED, train
-
 from halves import docs_halves, split_halves
+
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.core.settings import preset_settings
+from superpose.data.text import load_texts
+from superpose.demo.tiny_experts import ExpertRecipe, finetune_expert
+from superpose.model.superposed import SuperposedModel
+from superpose.report.evaluation import eval_table, evaluate, write_json
+from superpose.training.loop import UNLABELLED, train
 
 LANGS = {"base": "en", "fr": "fr", "de": "de", "code": "code"}  # expert name -> corpus folder
 BASELINES = ["linear:0.3,0.5,0.7", "ensemble:0.5", "bayes", "fixed_share:0.005,0.02,0.1", "fixed_share_mix", "router",
@@ -99,7 +98,8 @@ def run_dynamic(corpus: Path, out: Path, experts_dir: Path, recipe: ExpertRecipe
             model = SuperposedModel.from_models(base, experts, model_settings, str(experts_dir / "base"),
                                                 expert_paths={n: str(experts_dir / n) for n in names[1:]})
             train_files = files["train"] if labelled else {
-                (UNLABELLED if i == 0 else f"{UNLABELLED}:{i + 1}"): path for i, path in enumerate(files["train"].values())}
+                (UNLABELLED if i == 0 else f"{UNLABELLED}:{i + 1}"): path
+                for i, path in enumerate(files["train"].values())}
             run_dir = out / "runs" / label.replace(", ", "_").replace(" ", "-")
             shutil.rmtree(run_dir, ignore_errors=True)
             result = train(model, tokenizer, train_files, None, run_dir, train_settings)
@@ -209,7 +209,8 @@ def measure_saved_runs(out: Path, experts_dir: Path) -> None:
     """Cached generation speed of the saved dynamic runs against the base, in one process (alone on the machine)."""
     for count in GROUPS:
         tag = f"{count - 1}-experts"
-        runs = {path.name: SuperposedModel.from_pretrained(path) for path in sorted((out / "runs").glob(f"dynamic_{tag}_*"))
+        runs = {path.name: SuperposedModel.from_pretrained(path)
+                for path in sorted((out / "runs").glob(f"dynamic_{tag}_*"))
                 if "_code_" not in path.name}  # the language groups' runs
         if not runs:
             continue
@@ -233,7 +234,8 @@ def prompt_sets(tokenizer, data_dir: Path, languages: list[str]) -> dict[str, li
     mixed = data_dir / ("mixed_" + "_".join(languages) + "_select.jsonl")
     if mixed.is_file():
         texts = [json.loads(line)["text"] for line in mixed.read_text(encoding="utf-8").splitlines() if line.strip()]
-        sets["code-switched"] = [torch.tensor([tokenizer(t).input_ids[:PROMPT_TOKENS]]) for t in texts[:PROMPTS_PER_SET]]
+        sets["code-switched"] = [torch.tensor([tokenizer(t).input_ids[:PROMPT_TOKENS]])
+                                 for t in texts[:PROMPTS_PER_SET]]
     return sets
 
 
@@ -356,7 +358,8 @@ def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens
             continue
         model = SuperposedModel.from_pretrained(runs[0])
         sets = prompt_sets(tokenizer, data_dir, [LANGS[n] for n in names])
-        record[runs[0].name] = {name: speculative_rows(base, model, prompts, new_tokens) for name, prompts in sets.items()}
+        record[runs[0].name] = {name: speculative_rows(base, model, prompts, new_tokens)
+                                for name, prompts in sets.items()}
         for label, decoding in SAMPLINGS.items():
             record[runs[0].name].update({f"{name}, {label}": sampled_rows(base, model, prompts, decoding, new_tokens)
                                          for name, prompts in sets.items()})
@@ -376,9 +379,9 @@ def train_speed_runs(corpus: Path, out: Path, experts_dir: Path, steps: int, bat
     for count, names in GROUPS.items():
         split_halves(corpus, out / "data", {n: LANGS[n] for n in names}, "mixed_" + "_".join(LANGS[n] for n in names))
         model_settings, train_settings = preset_settings("dynamic")
-        train_settings = type(train_settings)(**{**train_settings.__dict__, "max_steps": steps, "batch_size": batch_size,
-                                                 "block_size": block_size, "seed": 0, "max_valid_blocks": 16,
-                                                 "device": "cpu"})
+        train_settings = type(train_settings)(**{**train_settings.__dict__, "max_steps": steps,
+                                                 "batch_size": batch_size, "block_size": block_size, "seed": 0,
+                                                 "max_valid_blocks": 16, "device": "cpu"})
         base = load_causal_lm(str(experts_dir / "base"))
         experts = {n: load_causal_lm(str(experts_dir / n)) for n in names[1:]}
         torch.manual_seed(0)

@@ -26,13 +26,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from halves import split_halves
+from real_text import FULL
 
 from superpose.core.text_tables import format_table
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import build_experts
-
-from halves import split_halves
-from real_text import FULL
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 300  # issue 17: the default baselines in under 5 minutes on 2 CPU cores

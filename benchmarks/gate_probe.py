@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ablate_gate import GROUPS
+from halves import docs_halves, split_halves
 from sklearn.linear_model import LogisticRegression
 
 from superpose.core.loading import load_tokenizer
@@ -31,9 +33,6 @@ from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import collate, load_texts, tokenize_blocks
 from superpose.model.superposed import SuperposedModel
-
-from ablate_gate import GROUPS
-from halves import docs_halves, split_halves
 
 ROOT = Path(__file__).resolve().parent.parent
 

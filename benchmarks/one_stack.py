@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+from dynamic_bench import GROUPS, LANGS
+from halves import split_halves
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.settings import preset_settings
@@ -31,9 +33,6 @@ from superpose.model.superposed import SuperposedModel
 from superpose.report.evaluation import eval_table, evaluate, write_json
 from superpose.training.distill import DistillSettings, distill
 from superpose.training.loop import train
-
-from dynamic_bench import GROUPS, LANGS
-from halves import split_halves
 
 ROWS = {  # label -> (teacher weight λ, LoRA rank)
     "replay, all weights": (0.0, None),

@@ -20,20 +20,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
-from superpose.data.text import load_texts
-from superpose.demo.walkthrough import demo_settings
-from superpose.report.evaluation import eval_table, evaluate, write_json
-from superpose.demo.tiny_experts import ExpertRecipe, build_experts
-from superpose.report.export import export_hard_merge
-from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings, TrainSettings
-from superpose.core.text_tables import format_table
-from superpose.training.loop import train
-
 from dynamic_bench import collect, markdown, run_dynamic
 from halves import MIXED_LINES, split_halves
+
+from superpose.core.loading import load_causal_lm, load_tokenizer
+from superpose.core.settings import ModelSettings, TrainSettings
+from superpose.core.text_tables import format_table
+from superpose.data.text import load_texts
+from superpose.demo.tiny_experts import ExpertRecipe, build_experts
+from superpose.demo.walkthrough import demo_settings
+from superpose.model.superposed import SuperposedModel
+from superpose.report.evaluation import eval_table, evaluate, write_json
+from superpose.report.export import export_hard_merge
+from superpose.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +83,8 @@ def _group(text: str) -> int | str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"), help="folder with en/ and fr/ train/valid.txt")
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"),
+                        help="folder with en/ and fr/ train/valid.txt")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="work folder")
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps: a few minutes")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
@@ -132,7 +132,8 @@ ONE_STACK_START, ONE_STACK_END = "<!-- one-stack part: start -->\n", "<!-- one-s
 
 def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
     """Replay and distillation rows (benchmarks/one_stack.py); builds the experts and the teacher runs it lacks."""
-    from one_stack import markdown as one_stack_markdown, run_one_stack
+    from one_stack import markdown as one_stack_markdown
+    from one_stack import run_one_stack
 
     experts_dir = out / "experts"
     if not (experts_dir / "recipe.json").is_file():
@@ -175,7 +176,8 @@ def run_paper(args, corpus: Path, out: Path, config: dict) -> None:
     tick = time.perf_counter()
     experts_dir = out / "experts"
     recipe = config["recipe"]
-    if not (experts_dir / "recipe.json").is_file() or json.loads((experts_dir / "recipe.json").read_text())["recipe"] != asdict(recipe):
+    if (not (experts_dir / "recipe.json").is_file()
+            or json.loads((experts_dir / "recipe.json").read_text())["recipe"] != asdict(recipe)):
         build_experts(load_texts(files["train"]["base"]), load_texts(files["train"]["fr"]), experts_dir, recipe, "fr")
     timings["build experts"] = time.perf_counter() - tick
 
@@ -187,7 +189,8 @@ def run_paper(args, corpus: Path, out: Path, config: dict) -> None:
     for label, settings, graph in VARIANTS:
         tick = time.perf_counter()
         settings = settings or demo_settings("1d", base.config.num_hidden_layers)
-        model = SuperposedModel.from_models(base, expert, settings, str(experts_dir / "base"), "fr", str(experts_dir / "fr"))
+        model = SuperposedModel.from_models(base, expert, settings, str(experts_dir / "base"), "fr",
+                                            str(experts_dir / "fr"))
         run_dir = out / "runs" / label.split(" ")[0]
         train_settings = TrainSettings(epochs=1, max_steps=config["train_steps"], batch_size=config["batch_size"],
                                        block_size=config["block_size"], training_graph=graph, seed=0,
@@ -288,7 +291,8 @@ def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
         last = history[-1]
         graph_ppl = math.exp(last["valid_lm"]) if "valid_lm" in last else float("nan")
         train_lines.append(f"| {label} | {last['step']} | {last['train_loss']:.3f} | {graph_ppl:.1f} | "
-                           f"{last.get('valid_ppl_base', float('nan')):.1f} | {last.get('valid_ppl_fr', float('nan')):.1f} |")
+                           f"{last.get('valid_ppl_base', float('nan')):.1f} | "
+                           f"{last.get('valid_ppl_fr', float('nan')):.1f} |")
     tokens = result["models"]["base"]
     text = BENCHMARK_TEMPLATE.format(
         hardware=_hardware(), recipe=json.dumps(recipe["recipe"]), params=recipe["n_params"],
@@ -323,7 +327,8 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   `superpose mix-data --data base=en_report.txt --data fr=fr_report.txt --out mixed_report.jsonl --seed 0
   --max-lines {mixed_lines}` (sentences alternating between English and French inside each line, 2-6 per line);
   the selection half gets its own mixed set the same way.
-* **Experts** (built by `superpose.demo.tiny_experts.build_experts`): byte-level BPE on both languages, a GPT-2-shaped base
+* **Experts** (built by `superpose.demo.tiny_experts.build_experts`): byte-level BPE on both languages, \
+a GPT-2-shaped base
   ({params} parameters) trained on English, then fine-tuned on French. Recipe: `{recipe}`;
   training: `{expert_train}`.
 * **Superposed models**: trained with `superpose.training.loop.train` on both training files, 400 steps of batch 16 ×
@@ -332,8 +337,10 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   norm + head, see `superpose/demo.py`. The equivalent CLI is
   `superpose train --base out/experts/base --expert fr=out/experts/fr --train base=../shared/corpus/en/train.txt
   --train fr=../shared/corpus/fr/train.txt --valid base=en_select.txt --valid fr=fr_select.txt --max-steps 400
-  --batch-size 16 --block-size 128 --lr-alpha 2e-3 --lr-ae 1e-3 [--variant 2d] [--conv-padding symmetric --training-graph parallel]`,
-  and the table is `superpose eval RUN --data base=en_report.txt --data fr=fr_report.txt --data switch=mixed_report.jsonl
+  --batch-size 16 --block-size 128 --lr-alpha 2e-3 --lr-ae 1e-3 [--variant 2d] \
+[--conv-padding symmetric --training-graph parallel]`,
+  and the table is `superpose eval RUN --data base=en_report.txt --data fr=fr_report.txt \
+--data switch=mixed_report.jsonl
   --select base=en_select.txt --select fr=fr_select.txt --select switch=mixed_select.jsonl`.
 * **Metrics**: token-weighted perplexity over every token of the report half (tokens scored: {tokens}). On the
   code-switched set: the whole set, English and French tokens inside mixed lines, and the first 8 tokens after
@@ -349,7 +356,8 @@ rewrites this file down to the hand-written part. Hardware: {hardware}.
   `evaluate`; the process also holds the trained runs and the experts): {eval_rss} MB; one model's weights are
   {model_mb} MB.
 
-| model | English PPL | French PPL | geo-mean | code-switched PPL | English in mixed | French in mixed | first 8 after switch | own weight | stacks | eval tok/s | × base |
+| model | English PPL | French PPL | geo-mean | code-switched PPL | English in mixed | French in mixed | \
+first 8 after switch | own weight | stacks | eval tok/s | × base |
 |---|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 

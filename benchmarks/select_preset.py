@@ -19,19 +19,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from halves import split_halves
 
-from superpose.data.code_switch import load_spans, tokenize_spans
-from superpose.data.text import collate, load_texts, tokenize_blocks
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.metrics import LMScore
-from superpose.core.mixtures import (fixed_share_log_weights, mix, rate_mixture_log_weights, scored_positions,
-                                     token_log_probs)
-from superpose.model.superposed import SuperposedModel
+from superpose.core.mixtures import (
+    fixed_share_log_weights,
+    mix,
+    rate_mixture_log_weights,
+    scored_positions,
+    token_log_probs,
+)
 from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
+from superpose.data.code_switch import load_spans, tokenize_spans
+from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
-
-from halves import split_halves
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80

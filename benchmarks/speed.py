@@ -15,8 +15,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from superpose import ModelSettings, SuperposedModel, TrainSettings, preset_settings
-from superpose.data.text import collate
 from superpose.core.text_tables import format_table
+from superpose.data.text import collate
 from superpose.training.losses import compute_losses
 from superpose.training.step import make_optimizer
 
@@ -69,8 +69,9 @@ def main() -> None:
     for name, model in models.items():
         with torch.no_grad():
             forward = _best_of(lambda: model(ids), args.repeats)
-            gen = lambda cache: model.generate(prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                               do_sample=False, use_cache=cache, pad_token_id=0)
+            def gen(cache):
+                return model.generate(prompt, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                      do_sample=False, use_cache=cache, pad_token_id=0)
             cached = _best_of(lambda: gen(True), args.repeats)
             uncached = _best_of(lambda: gen(False), 1)
         forward_tps = ids.numel() / forward

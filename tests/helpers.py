@@ -6,8 +6,15 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-    PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,'!?éèàçêôÉÈÀÇ")
@@ -19,8 +26,9 @@ def tiny_config(arch: str, layers: int = 2, init: float = 0.02):
     if arch == "gpt2":
         return GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=128,
                           bos_token_id=0, eos_token_id=0, initializer_range=init)
-    common = dict(initializer_range=init, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+    common = dict(initializer_range=init, num_hidden_layers=layers, hidden_size=32, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=64, vocab_size=VOCAB, max_position_embeddings=128,
+                  bos_token_id=0, eos_token_id=0)
     if arch == "mistral":
         return MistralConfig(**common, sliding_window=8)  # shorter than the test sequences: the window matters
     return LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)

@@ -3,11 +3,10 @@ float64 loop over positions."""
 
 import pytest
 import torch
+from helpers import VOCAB, char_tokenizer, tiny_model
 
 from superpose.compare import BaselineContext, References, build_scorer, label, parse_baselines
 from superpose.core.mixtures import RATE_GRID
-
-from helpers import VOCAB, char_tokenizer, tiny_model
 
 
 def _direct(probs: list[torch.Tensor], ids: torch.Tensor, rates, observed: torch.Tensor) -> torch.Tensor:

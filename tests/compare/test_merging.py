@@ -199,7 +199,7 @@ def test_mismatched_keys_and_shapes_raise(pair):
         ties(base_sd, extra, 0.5)
     reshaped = dict(expert_sd)
     reshaped["transformer.wpe.weight"] = torch.zeros(31, 32)
-    for name, fn in MERGE_METHODS.items():
+    for _name, fn in MERGE_METHODS.items():
         with pytest.raises(ValueError, match=r"transformer\.wpe\.weight"):
             fn(base_sd, reshaped, 0.5, seed=0)
 

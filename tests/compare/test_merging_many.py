@@ -41,12 +41,14 @@ def test_ties_with_two_agreeing_experts_at_density_one_is_task_arithmetic_of_the
 
 def test_registry_takes_every_expert_and_a_scale():
     base, experts = _three()
-    torch.testing.assert_close(MERGE_METHODS["ties"](base, experts, (1.0, 0.5))["w"], ties(base, experts, 1.0, 0.5)["w"])
+    torch.testing.assert_close(MERGE_METHODS["ties"](base, experts, (1.0, 0.5))["w"],
+                               ties(base, experts, 1.0, 0.5)["w"])
     torch.testing.assert_close(MERGE_METHODS["dare"](base, experts, (0.5, 2.0), seed=1)["w"],
                                dare(base, experts, 0.5, 1, 2.0)["w"])
     torch.testing.assert_close(MERGE_METHODS["linear"](base, experts, 1.0)["w"],
                                (experts[0]["w"] + experts[1]["w"]) / 2)
-    torch.testing.assert_close(linear(base, experts[0], 0.3)["w"], MERGE_METHODS["linear"](base, [experts[0]], 0.3)["w"])
+    torch.testing.assert_close(linear(base, experts[0], 0.3)["w"],
+                               MERGE_METHODS["linear"](base, [experts[0]], 0.3)["w"])
     with pytest.raises(ValueError, match="one expert"):
         MERGE_METHODS["slerp"](base, experts, 0.5)
     with pytest.raises(ValueError, match="one number"):

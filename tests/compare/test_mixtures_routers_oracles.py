@@ -3,15 +3,14 @@ import json
 
 import pytest
 import torch
+from helpers import VOCAB, char_tokenizer, tiny_model, tiny_pair, write_domains
 
+from superpose.cli.commands import main
 from superpose.compare import BaselineContext, References, build_scorer
 from superpose.compare.router import RouterScorer
-from superpose.cli.commands import main
-from superpose.report.evaluation import evaluate
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings
-
-from helpers import VOCAB, char_tokenizer, tiny_model, tiny_pair, write_domains
+from superpose.model.superposed import SuperposedModel
+from superpose.report.evaluation import evaluate
 
 
 def _refs(models: dict, ids: torch.Tensor, domain=None) -> References:
@@ -77,7 +76,8 @@ def test_causal_router_at_t_ignores_later_tokens(tmp_path):
     ids = torch.tensor([tok("the cat sat LE CHAT EST SUR LA TABLE UNE FILLE MANGE DU PAIN")["input_ids"]])
     choice = router.prefix_choice(ids, torch.ones_like(ids))
     changed = ids.clone()
-    changed[0, 10:] = torch.tensor(tok("the dog ran home and we like to read books in the park today")["input_ids"][: ids.shape[1] - 10])
+    changed[0, 10:] = torch.tensor(
+        tok("the dog ran home and we like to read books in the park today")["input_ids"][: ids.shape[1] - 10])
     assert torch.equal(router.prefix_choice(changed, torch.ones_like(ids))[:, :10], choice[:, :10])
     assert (choice[0, 2:9] == 0).all() and (choice[0, -5:] == 1).all()  # English prefixes: base; later: French
     logits = router.logits(ids, torch.ones_like(ids), _refs(context.models, ids))

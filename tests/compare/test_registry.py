@@ -4,15 +4,14 @@ import pkgutil
 
 import pytest
 import torch
+from helpers import tiny_pair
 
 import superpose.compare as compare
 from superpose.compare import DEFAULT_BASELINES, METHODS, REGISTRY, WEIGHT_MERGES, parse_baselines
 from superpose.compare.linear import linear
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings
+from superpose.model.superposed import SuperposedModel
 from superpose.report import export
-
-from helpers import tiny_pair
 
 
 def test_every_method_file_is_in_the_registry_and_nothing_else_is():

@@ -35,7 +35,8 @@ def _slow_mixture(log_probs, labels, rate):
 def test_mixture_equals_the_per_token_reference(rate):
     log_probs, labels = _random_case()
     evidence = token_log_probs(log_probs, labels)
-    weights = bayes_log_weights(evidence) if rate == 0 else fixed_share_log_weights(evidence, rate, scored_positions(labels))
+    weights = (bayes_log_weights(evidence) if rate == 0
+               else fixed_share_log_weights(evidence, rate, scored_positions(labels)))
     got = mix(log_probs, weights)
     scored = torch.nn.functional.pad(labels[:, 1:] != -100, (1, 0), value=True)  # positions whose weights matter
     torch.testing.assert_close(got.double()[scored], _slow_mixture(log_probs, labels, rate)[scored], atol=1e-5, rtol=0)

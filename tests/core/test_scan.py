@@ -34,9 +34,10 @@ def _case(models, columns, length, seed, dtype):
 @pytest.mark.parametrize("models", [2, 3, 5])
 @pytest.mark.parametrize("length", [1, 2, 7, 64, 133])
 def test_vectorised_scan_equals_the_loop(models, length):
-    """Every position, at several rates as one batch (rate 0 = Bayes and 1 = forget all included): within 1e-6
+    ("""Every position, at several rates as one batch (rate 0 = Bayes and 1 = forget all included): within 1e-6
     of the float64 loop, in float64 and in float32 (whose own loop drifts further: Bayes log-weights reach
-    -hundreds, where a float32 step is 1e-5, and the float32 inputs are already rounded, so float32 is held to 5e-6 relative)."""
+    -hundreds, where a float32 step is 1e-5, and the float32 inputs are already rounded, """
+     """so float32 is held to 5e-6 relative).""")
     rates = torch.tensor([0.0, 0.002, 0.02, 0.2, 1.0, 0.5], dtype=torch.float64)
     evidence, observed = _case(models, len(rates), length, seed=models * 100 + length, dtype=torch.float64)
     slow, slow_last = loop_scan(evidence, rates, observed)

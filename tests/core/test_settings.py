@@ -3,11 +3,10 @@ import json
 from dataclasses import fields
 
 import pytest
+from helpers import save_pair, write_domains
 
 from superpose.cli.commands import build_parser, main
 from superpose.core.settings import ModelSettings, SettingsError, TrainSettings
-
-from helpers import save_pair, write_domains
 
 # Every flag name the command line had before flags were generated from the settings dataclasses.
 EARLIER_FLAGS = ["--config", "--variant", "--ae-layers", "--bottleneck", "--conv-padding", "--embed-blend", "--head",
@@ -33,7 +32,8 @@ def test_every_setting_has_a_train_flag_with_help_and_the_old_flags_remain():
 
 
 @pytest.mark.parametrize("cls, key, text, value", [
-    (TrainSettings, "lr_blend", "2e-4", 2e-4), (TrainSettings, "epochs", "3", 3), (TrainSettings, "max_steps", "1e2", 100),
+    (TrainSettings, "lr_blend", "2e-4", 2e-4), (TrainSettings, "epochs", "3", 3),
+    (TrainSettings, "max_steps", "1e2", 100),
     (ModelSettings, "bottleneck", "0.5", 0.5), (ModelSettings, "ae_layers", "0, 2", [0, 2]),
 ])
 def test_numeric_strings_are_accepted(cls, key, text, value):

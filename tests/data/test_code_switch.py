@@ -2,13 +2,19 @@
 import json
 
 import pytest
+from helpers import char_tokenizer
 
 from superpose.cli.commands import main
-from superpose.data.code_switch import (CHUNK_LINES, NO_SOURCE, load_spans, mix_lines, split_sentences, split_units,
-                                        tokenize_spans)
+from superpose.data.code_switch import (
+    CHUNK_LINES,
+    NO_SOURCE,
+    load_spans,
+    mix_lines,
+    split_sentences,
+    split_units,
+    tokenize_spans,
+)
 from superpose.data.text import DataError
-
-from helpers import char_tokenizer
 
 EN = ["the cat sat. it was warm! was it? yes.", "a dog ran home. then it slept.", "we read books. they are old."]
 FR = ["LE CHAT DORT. IL FAIT BEAU!", "UNE FILLE MANGE. ELLE RIT? OUI.", "NOUS AIMONS LA MER."]
@@ -107,11 +113,11 @@ def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
     import math
 
     import torch
-
-    from superpose.report.evaluation import evaluate
-    from superpose.model.superposed import SuperposedModel
-    from superpose.core.settings import ModelSettings
     from helpers import tiny_pair
+
+    from superpose.core.settings import ModelSettings
+    from superpose.model.superposed import SuperposedModel
+    from superpose.report.evaluation import evaluate
     records = mix_lines({"base": EN, "fr": FR}, seed=2)
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -71,7 +71,8 @@ def test_build_writes_loadable_folders(built) -> None:
 
 def test_tokenizer_round_trips(built) -> None:
     tokenizer = AutoTokenizer.from_pretrained(built[1]["base"])
-    for text in ["The cat walks to the river.", "  L'élève court jusqu'à la forêt âgée, où ça ? Ça va !\n", "naïve cœur ÉTÉ"]:
+    for text in ["The cat walks to the river.", "  L'élève court jusqu'à la forêt âgée, où ça ? Ça va !\n",
+                 "naïve cœur ÉTÉ"]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == text
 
@@ -118,7 +119,8 @@ def test_finetune_expert_adds_an_expert(built_copy, corpora) -> None:
     before = json.loads((built_copy / "recipe.json").read_text())
     path = finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(), "de", progress=False)
     assert path == built_copy / "de" and (path / "model.safetensors").is_file()
-    assert AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(built_copy / "base").get_vocab()
+    assert (AutoTokenizer.from_pretrained(path).get_vocab()
+            == AutoTokenizer.from_pretrained(built_copy / "base").get_vocab())
     base, expert = weights(built_copy / "base"), weights(path)
     assert any(not torch.equal(base[key], expert[key]) for key in base)
     report = json.loads((built_copy / "recipe.json").read_text())
@@ -147,7 +149,8 @@ def test_finetune_expert_bad_name_raises(built_copy, corpora, name) -> None:
 
 def test_finetune_expert_refuses_other_recipe(built_copy, corpora) -> None:
     with pytest.raises(ValueError, match="different recipe"):
-        finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(finetune_steps=5), "de", progress=False)
+        finetune_expert(built_copy / "base", corpora["de"], built_copy, tiny_recipe(finetune_steps=5), "de",
+                        progress=False)
     assert not (built_copy / "de").exists()
 
 

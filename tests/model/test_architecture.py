@@ -6,10 +6,9 @@ here would silently change every blend.
 """
 import pytest
 import torch
+from helpers import ARCHS, VOCAB, tiny_model
 
 from superpose.model.architecture import adapter_for
-
-from helpers import ARCHS, VOCAB, tiny_model
 
 LENGTH = 20  # longer than Mistral's sliding window of 8 in tests/helpers.py, so the window is exercised
 LAYERS = 3  # a first, a middle and a last layer

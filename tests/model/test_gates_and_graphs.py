@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings
-
 from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_model
+
+from superpose.core.settings import ModelSettings
+from superpose.model.superposed import SuperposedModel
 
 PAD = 0
 GATED = [
@@ -29,7 +28,8 @@ def _experts(arch: str, n: int) -> dict:
 def _model(arch: str = "gpt2", n: int = 2, randomise: bool = True, **settings) -> SuperposedModel:
     """A superposed model whose gates (if any) read their features: trained-looking random gate weights."""
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(tiny_model(arch, seed=0, init=0.5), _experts(arch, n), ModelSettings(**settings))
+    model = SuperposedModel.from_models(tiny_model(arch, seed=0, init=0.5), _experts(arch, n),
+                                        ModelSettings(**settings))
     if randomise and model.blend.gate is not None:
         with torch.no_grad():
             for name, param in model.blend.gate.named_parameters():
@@ -123,8 +123,8 @@ def test_cached_generation_equals_uncached(arch, n, settings, mode):
 def test_left_padded_batch_generates_as_each_prompt_alone(arch, settings, use_cache):
     model = _model(arch, 2, ae_layers=[0], **settings)
     model.generation_config.eos_token_id = None  # an early end would cut one run short and not the other
-    assert_left_padded_batch_generates_as_each_prompt_alone(model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]],
-                                                           use_cache, max_new_tokens=6)
+    assert_left_padded_batch_generates_as_each_prompt_alone(
+        model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]], use_cache, max_new_tokens=6)
 
 
 @pytest.mark.parametrize("variant", ["1d", "2d"])
@@ -185,8 +185,8 @@ def test_an_untrained_rate_mixture_gate_is_the_fixed_share_mix_yardstick(n):
 
 def test_rate_mixture_evidence_carries_across_chunks():
     """The rate mixture's row at t is the yardstick's weights after x_≤t; split in chunks, the same numbers."""
-    from superpose.model.evidence import evidence_rates, fixed_share_evidence
     from superpose.core.mixtures import rate_mixture_log_weights, token_log_probs
+    from superpose.model.evidence import evidence_rates, fixed_share_evidence
 
     generator = torch.Generator().manual_seed(13)
     logits = [torch.randn(2, 12, 11, generator=generator) * 3 for _ in range(3)]
@@ -259,8 +259,8 @@ def test_gate_label_and_load_balance_losses_on_known_weights():
 def test_gate_evidence_is_the_fixed_share_posterior_and_carries_across_chunks(rate):
     """Position t's evidence = the fixed-share weights of the output mixture at t (tokens ≤ t); split in two
     chunks with the carried state, the same numbers."""
-    from superpose.model.evidence import fixed_share_evidence
     from superpose.core.mixtures import fixed_share_log_weights, token_log_probs
+    from superpose.model.evidence import fixed_share_evidence
 
     generator = torch.Generator().manual_seed(10)
     logits = [torch.randn(2, 9, 11, generator=generator) * 3 for _ in range(3)]  # M = 3 stacks, V = 11

@@ -6,11 +6,10 @@ never leak into it. Every test compares against a run that has no cache or no ba
 """
 import pytest
 import torch
-
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings
-
 from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_pair
+
+from superpose.core.settings import ModelSettings
+from superpose.model.superposed import SuperposedModel
 
 PAD = 0
 
@@ -65,5 +64,5 @@ def test_repeating_and_selecting_cache_rows_carries_the_convolution_history(vari
 def test_left_padded_batch_generates_as_each_prompt_alone(arch, variant, use_cache):
     """Padding must shift neither positions (GPT-2's are absolute) nor the autoencoders' convolution input."""
     model = _model(arch, variant)
-    assert_left_padded_batch_generates_as_each_prompt_alone(model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]],
-                                                           use_cache)
+    assert_left_padded_batch_generates_as_each_prompt_alone(
+        model, [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20, 21, 22, 23]], use_cache)

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 pytest.importorskip("lm_eval")
+from helpers import char_tokenizer, tiny_pair  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
-from superpose.model.superposed import SuperposedModel  # noqa: E402
 from superpose.core.settings import ModelSettings  # noqa: E402
-
-from helpers import char_tokenizer, tiny_pair  # noqa: E402
+from superpose.model.superposed import SuperposedModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,18 @@ import copy
 
 import pytest
 import torch
-
+from helpers import tiny_model
 from transformers import GenerationConfig, GenerationMixin, pipeline
 
 from superpose.core.settings import ModelSettings
 from superpose.model.speculative import (
-    DecodingRules, DraftLength, SpeculationStats, SpeculativeDecoder, accept_sampled,
+    DecodingRules,
+    DraftLength,
+    SpeculationStats,
+    SpeculativeDecoder,
+    accept_sampled,
 )
 from superpose.model.superposed import SuperposedModel
-
-from helpers import tiny_model
 
 PROMPT = [5, 17, 33, 8, 61, 12, 40]
 NOISE = 0.3  # how far the experts are from the base
@@ -163,9 +165,9 @@ def test_one_speculative_sampling_step_has_the_dense_distribution_exactly(option
     p_ref = _dense_distribution(model, prepared["processors"], SHORT)
     decoder = SpeculativeDecoder(model, SHORT, rules, DraftLength(1), SpeculationStats())
     with torch.no_grad():
-        decoder._prefill()
-        _, draft_scores, drafter_out = decoder._draft(1)
-        dense_logits, _, _ = decoder._verify([0], drafter_out)
+        decoder.prefill()
+        _, draft_scores, drafter_out = decoder.draft(1)
+        dense_logits, _, _ = decoder.verify([0], drafter_out)
     dense_scores = rules.scores(dense_logits, SHORT + [0], len(SHORT))
     q = torch.softmax(draft_scores.double(), dim=-1)[0]
     assert (p_ref - q).abs().sum() > 0.1  # the drafter alone is a different model
@@ -383,6 +385,7 @@ def test_poor_drafts_back_off_to_dense_steps():
 def test_cli_generate_speculative_flag_and_verbose(tmp_path, capsys):
     """`superpose generate --speculative K` prints the same text as `--speculative 0`; --verbose the speed."""
     from helpers import char_tokenizer, save_pair
+
     from superpose.cli.commands import main
 
     base_dir, expert_dir = save_pair(tmp_path)

@@ -1,13 +1,11 @@
-import warnings
 
 import pytest
 import torch
+from helpers import ARCHS, VOCAB, char_tokenizer, tiny_pair
 from transformers import pipeline
 
-from superpose.model.superposed import WEIGHTS_NAME, SuperposedModel
 from superpose.core.settings import ModelSettings
-
-from helpers import ARCHS, VOCAB, char_tokenizer, tiny_pair
+from superpose.model.superposed import WEIGHTS_NAME, SuperposedModel
 
 
 def _inputs(batch=2, length=12, seed=3, pad_row=True):
@@ -31,7 +29,8 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
     with torch.no_grad():
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, base(ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
-        model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="mean_weights", head="first_expert"))
+        model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="mean_weights",
+                                                                        head="first_expert"))
         model.blend.spline.set_constant(1.0)
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, expert(ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
@@ -40,7 +39,8 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_2d_alpha_one_equals_expert(arch):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[], embed_blend="mean_weights", head="first_expert"))
+    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[],
+                                                                    embed_blend="mean_weights", head="first_expert"))
     model.blend.spline.set_constant(1.0)
     ids, mask = _inputs()
     with torch.no_grad():
@@ -64,7 +64,8 @@ def test_causal_by_default_and_symmetric_padding_leaks(arch, variant):
     model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1])).eval()
     assert _future_leak(model) == 0.0
     with pytest.warns(UserWarning, match="leaks|next token"):
-        leaky = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1], conv_padding="symmetric"))
+        leaky = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1],
+                                                                        conv_padding="symmetric"))
     leaky.load_state_dict(model.state_dict())
     assert _future_leak(leaky.eval()) > 1e-4  # the reference's convolution reads position t+1
 
@@ -152,7 +153,7 @@ def test_each_stack_runs_each_block_exactly_once_per_forward(arch):
     base, expert = tiny_pair(arch)
     model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
     calls = []
-    for name, stack in (("base", base), ("expert", expert)):
+    for name, _stack in (("base", base), ("expert", expert)):
         for index, layer in enumerate(model.stacks[0 if name == "base" else 1].layers):
             layer.register_forward_hook(lambda *_, key=(name, index): calls.append(key))
     ids, mask = _inputs()

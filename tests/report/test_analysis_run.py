@@ -8,16 +8,15 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, tiny_pair, write_domains
 
+from superpose.cli.analysis import add_parsers
+from superpose.core.settings import ModelSettings
+from superpose.data.text import DataError
+from superpose.model.superposed import SuperposedModel
 from superpose.report.analysis import stats
 from superpose.report.analysis.run import ANALYSIS_JSON, FIGURES, GATES_FIGURE, STACK_WEIGHTS_FIGURE, analyze
 from superpose.report.run_report import build_report
-from superpose.cli.analysis import add_parsers
-from superpose.data.text import DataError
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings
-
-from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, tiny_pair, write_domains
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL = dict(samples=4, block_size=16, generations=2, max_new_tokens=8, progress=False)

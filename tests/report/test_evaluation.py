@@ -6,16 +6,15 @@ import weakref
 
 import pytest
 import torch
+from helpers import char_tokenizer, tiny_model, tiny_pair, write_domains
 from transformers import AutoModelForCausalLM
 
-from superpose.compare import WEIGHT_MERGES, parse_baselines
 from superpose.cli.commands import main
+from superpose.compare import WEIGHT_MERGES, parse_baselines
+from superpose.core.settings import ModelSettings
+from superpose.model.superposed import SuperposedModel
 from superpose.report.evaluation import evaluate
 from superpose.report.export import export_hard_merge
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings
-
-from helpers import char_tokenizer, tiny_model, tiny_pair, write_domains
 
 
 @pytest.fixture
@@ -82,7 +81,8 @@ def test_linear_endpoints_reproduce_the_experts_and_oracle_picks_them(setup):
         assert models["linear:1"][domain]["cos_fr"] == pytest.approx(1.0, abs=1e-5)
         # the 50/50 ensemble is the experts' mixture itself; the others' distance to it, from the definition
         assert models["ensemble:0.5"][domain]["js_mixture"] == pytest.approx(0.0, abs=1e-6)
-        for name, scored in (("superposed", model), ("linear:0", model.base), ("linear:1", next(iter(model.experts.values())))):
+        for name, scored in (("superposed", model), ("linear:0", model.base),
+                             ("linear:1", next(iter(model.experts.values())))):
             expected = _js_to_mixture(scored, model.base, next(iter(model.experts.values())), path, tokenizer, 32)
             assert expected > 1e-4
             assert models[name][domain]["js_mixture"] == pytest.approx(expected, rel=1e-4), name
@@ -177,11 +177,11 @@ def test_a_model_passed_in_cannot_take_a_scored_model_s_name(setup):
     model, tokenizer, data = setup
     for taken in ("base", "linear:0.5", "superposed"):  # it would replace that model's numbers
         with pytest.raises(ValueError, match="taken"):
-            evaluate(model, tokenizer, data, baselines=["linear:0.5"], extra_models={taken: next(iter(model.experts.values()))},
-                     progress=False)
+            evaluate(model, tokenizer, data, baselines=["linear:0.5"],
+                     extra_models={taken: next(iter(model.experts.values()))}, progress=False)
     with pytest.raises(ValueError, match="taken"):
-        evaluate(model, tokenizer, data, baselines=[], extra_models={"x": next(iter(model.experts.values()))}, other_runs={"x": model},
-                 progress=False)
+        evaluate(model, tokenizer, data, baselines=[], extra_models={"x": next(iter(model.experts.values()))},
+                 other_runs={"x": model}, progress=False)
 
 
 def test_routers_learn_the_domains_from_training_files(setup):
@@ -215,25 +215,30 @@ def test_baseline_parsing():
 
 def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, tmp_path):
     model, tokenizer, _ = setup
-    plain = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], embed_blend="base"))
+    plain = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
+                                        ModelSettings(ae_layers=[], embed_blend="base"))
     plain.blend.spline.set_constant(0.0)
     export_hard_merge(plain, tmp_path / "merged", tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     ids = torch.randint(1, 60, (2, 12))
     with torch.no_grad():
-        next(iter(model.experts.values())).transformer.ln_f.weight.add_(1.0)  # so a wrongly blended final norm would show
-    mixed = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="base"))
+        # so a wrongly blended final norm would show
+        next(iter(model.experts.values())).transformer.ln_f.weight.add_(1.0)
+    mixed = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
+                                        ModelSettings(ae_layers=[], head="base"))
     export_hard_merge(mixed, tmp_path / "mixed")  # tied head: the head follows the embeddings, not ln_f
     mixed_sd = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").state_dict()
     torch.testing.assert_close(mixed_sd["transformer.ln_f.weight"], model.base.state_dict()["transformer.ln_f.weight"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.base(ids).logits, atol=1e-5, rtol=0)
-    one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())), ModelSettings(ae_layers=[], head="first_expert"))
+    one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
+                                      ModelSettings(ae_layers=[], head="first_expert"))
     one.blend.spline.set_constant(1.0)
     export_hard_merge(one, tmp_path / "expert_like")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "expert_like").eval()
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, next(iter(model.experts.values()))(ids).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(ids).logits, next(iter(model.experts.values()))(ids).logits,
+                                   atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -241,7 +246,8 @@ def test_export_merges_each_layer_with_its_own_alpha(arch, tmp_path):
     base, expert = tiny_pair(arch, layers=4)
     model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="base", head="base"))
     with torch.no_grad():
-        model.blend.spline.control.copy_(torch.linspace(0.05, 0.95, model.blend.spline.control.numel()))  # alpha rises with depth
+        model.blend.spline.control.copy_(
+            torch.linspace(0.05, 0.95, model.blend.spline.control.numel()))  # alpha rises with depth
     alphas = model.alphas().tolist()  # (4,) the served model's own per-layer alphas
     assert all(a < b - 0.1 for a, b in zip(alphas, alphas[1:]))  # distinct: a reversed list would show
     export_hard_merge(model, tmp_path / "merged")

@@ -1,13 +1,12 @@
 """`superpose gates`: one row per token, each stack's weights summing to 1, clear errors, static runs noted."""
 import pytest
 import torch
+from helpers import char_tokenizer, tiny_model
 
 from superpose.cli.commands import main
-from superpose.report.gate_view import STATIC_NOTE, gates_table, show_gates, token_gates, visible_token
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, SettingsError
-
-from helpers import char_tokenizer, tiny_model
+from superpose.model.superposed import SuperposedModel
+from superpose.report.gate_view import STATIC_NOTE, gates_table, show_gates, token_gates, visible_token
 
 TEXT = "the cat LE CHAT"
 STACKS = ["base", "fr", "de"]

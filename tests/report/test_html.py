@@ -60,7 +60,8 @@ def test_plot_grouped_bars(tmp_path):
 def test_plot_stack_weights(tmp_path):
     weights = np.random.default_rng(0).dirichlet(np.ones(3), size=4)  # (L, M)
     _assert_png(plots.plot_stack_weights(weights, ["base", "fr", "de"], tmp_path / "w1.png"))
-    _assert_png(plots.plot_stack_weights(np.repeat(weights[..., None], 8, -1), ["base", "fr", "de"], tmp_path / "w2.png"))
+    _assert_png(plots.plot_stack_weights(np.repeat(weights[..., None], 8, -1), ["base", "fr", "de"],
+                                         tmp_path / "w2.png"))
     with pytest.raises(ValueError, match="stacks"):
         plots.plot_stack_weights(weights, ["base", "fr"], tmp_path / "w3.png")
 

@@ -1,10 +1,9 @@
 """Training blocks: code-switched blocks are spread over what a run visits, not where it starts."""
 import torch
+from helpers import char_tokenizer, write_domains
 
 from superpose.training.blocks import MIXED, load_labelled
 from superpose.training.loop import epoch_order
-
-from helpers import char_tokenizer, write_domains
 
 
 def test_switched_blocks_are_spread_over_the_first_epochs_order(tmp_path):

@@ -8,14 +8,20 @@ import math
 
 import pytest
 import torch
+from helpers import kill_at_first_checkpoint, tiny_model
 
 from superpose.core.settings import ModelSettings, SettingsError
 from superpose.model.superposed import SuperposedModel
-from superpose.training.distill import (DistillSettings, distill_kl, distill_loss, make_student, merged_model,
-                                        save_student, topk_kl)
+from superpose.training.distill import (
+    DistillSettings,
+    distill_kl,
+    distill_loss,
+    make_student,
+    merged_model,
+    save_student,
+    topk_kl,
+)
 from superpose.training.teacher_cache import build_topk_cache, kept_mass, tempered_log_probs, top_k_entries
-
-from helpers import kill_at_first_checkpoint, tiny_model
 
 PAD = 0
 
@@ -231,7 +237,8 @@ def test_short_distillation_lowers_the_kl_to_the_teacher_on_held_out_blocks(tmp_
 
 
 def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
-    """A distill process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
+    ("""A distill process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted """
+     """run ends.""")
     from safetensors.torch import load_file
 
     from superpose.cli.commands import main
@@ -256,7 +263,8 @@ def test_sigkilled_distillation_resumes_to_the_same_weights(tmp_path):
     assert record["steps"] == steps and record["steps_this_session"] == steps - saved_step
     assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert not (killed / ".superpose").exists()  # checkpoints and cache removed after the run
-    resumed, whole = load_file(str(killed / "model.safetensors")), load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed, whole = (load_file(str(killed / "model.safetensors")),
+                      load_file(str(tmp_path / "whole" / "model.safetensors")))
     assert resumed.keys() == whole.keys()
     for key, value in whole.items():
         torch.testing.assert_close(resumed[key], value, atol=1e-6, rtol=0, msg=key)
@@ -530,6 +538,7 @@ def test_switched_blocks_reach_the_student_scored_by_the_teacher(tmp_path):
     """--switch-rate: a share of the blocks alternate between the --train files (English lower case, French
     upper case here), built from the training files only, and the teacher scores exactly what the student reads."""
     from helpers import ENGLISH, FRENCH, char_tokenizer
+
     from superpose.training.distill import distill
 
     run, _, _ = _teacher_run(tmp_path)
@@ -560,9 +569,9 @@ def test_switched_blocks_reach_the_student_scored_by_the_teacher(tmp_path):
 
 
 def test_a_lora_student_with_switched_blocks_merges_and_reloads_with_plain_transformers(tmp_path):
+    from helpers import ENGLISH, FRENCH
     from transformers import AutoModelForCausalLM
 
-    from helpers import ENGLISH, FRENCH
     from superpose.cli.commands import main
 
     run, _, _ = _teacher_run(tmp_path)

@@ -12,19 +12,20 @@ import sys
 
 import pytest
 import torch
+from helpers import char_tokenizer, save_pair, write_domains
 from safetensors.torch import load_file
 
 from superpose.cli.commands import build_parser, main
-
-from helpers import char_tokenizer, save_pair, write_domains
 
 TOKENIZER = char_tokenizer()
 
 
 def _train_argv(tmp_path, out, *extra):
     return ["train", "--base", str(tmp_path / "base"), "--expert", f"fr={tmp_path / 'expert'}",
-            "--train", f"base={tmp_path / 'en.txt'}", "--train", f"fr={tmp_path / 'fr.txt'}", "--out", str(tmp_path / out),
-            "--preset", "paper", "--variant", "2d", "--ae-layers", "0,1", "--lr-alpha", "1e-2", "--lr-ae", "1e-2", "--device", "cpu", *extra]
+            "--train", f"base={tmp_path / 'en.txt'}", "--train", f"fr={tmp_path / 'fr.txt'}",
+            "--out", str(tmp_path / out),
+            "--preset", "paper", "--variant", "2d", "--ae-layers", "0,1", "--lr-alpha", "1e-2", "--lr-ae", "1e-2",
+            "--device", "cpu", *extra]
 
 
 def _setup(tmp_path, repeat):
@@ -39,7 +40,8 @@ def _block_lengths(tmp_path, block_size):
 
 
 def _assert_same_weights(tmp_path, run_a, run_b, atol=1e-5):
-    a, b = load_file(str(tmp_path / run_a / "superposed.safetensors")), load_file(str(tmp_path / run_b / "superposed.safetensors"))
+    a, b = (load_file(str(tmp_path / run_a / "superposed.safetensors")),
+            load_file(str(tmp_path / run_b / "superposed.safetensors")))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=atol, rtol=0, msg=f"{run_b} differs from {run_a} in {key}")
@@ -76,7 +78,8 @@ def test_two_processes_launched_by_torchrun_equal_one_process_with_the_same_glob
     _assert_same_weights(tmp_path, "one", "two")
     assert launched.stdout.count("training summary") == 1  # only the main process logs
     one, two = _record(tmp_path, "one"), _record(tmp_path, "two")
-    assert two["throughput_this_session"]["processes"] == 2 and len(two["throughput_this_session"]["peak_memory_mb"]) == 2
+    assert (two["throughput_this_session"]["processes"] == 2
+            and len(two["throughput_this_session"]["peak_memory_mb"]) == 2)
     assert two["throughput_this_session"]["tokens"] == one["throughput_this_session"]["tokens"]  # the same blocks
     assert two["throughput_this_session"]["tokens"] == sum(lengths) * 2  # two epochs, each block once per epoch
     assert two["throughput_this_session"]["tokens_per_second"] > 0
@@ -147,11 +150,12 @@ def test_bf16_autocast_keeps_alpha_states_and_losses_float32():
     alpha, the running blended state, the gradients of the trainable parts and every loss stay float32."""
     from helpers import tiny_pair
 
+    from superpose.core.settings import ModelSettings, TrainSettings
     from superpose.data.text import collate
     from superpose.model.superposed import SuperposedModel
-    from superpose.core.settings import ModelSettings, TrainSettings
     from superpose.training.losses import compute_losses
-    from superpose.training.step import autocast as _autocast, resolve_mixed_precision
+    from superpose.training.step import autocast as _autocast
+    from superpose.training.step import resolve_mixed_precision
 
     torch.manual_seed(0)
     model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(variant="1d", ae_layers=[0]))
@@ -176,8 +180,8 @@ def test_stacks_dispatched_by_a_device_map_train_like_plain_ones(tmp_path):
     forward): the only device-map placement this CPU-only machine can exercise. It trains to the same weights."""
     from transformers import AutoModelForCausalLM
 
-    from superpose.model.superposed import SuperposedModel
     from superpose.core.settings import ModelSettings, TrainSettings
+    from superpose.model.superposed import SuperposedModel
     from superpose.training.loop import train
 
     _setup(tmp_path, repeat=1)
@@ -215,7 +219,8 @@ def test_device_map_needs_one_process(tmp_path, capfd):
     _setup(tmp_path, repeat=1)
     with pytest.raises(Exception, match="superpose train failed"):
         _launch_forked(_train_argv(tmp_path, "run", "--device-map", "auto", "--max-steps", "1"))
-    assert "--device-map spreads one copy of the stacks over the devices: run it as one process" in capfd.readouterr().err
+    assert ("--device-map spreads one copy of the stacks over the devices: run it as one process"
+            in capfd.readouterr().err)
 
 
 def _watch_dtype_changes(monkeypatch) -> list[str]:

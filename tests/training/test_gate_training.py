@@ -8,15 +8,14 @@ import json
 
 import pytest
 import torch
+from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, write_domains
 
 from superpose.cli.commands import main
-from superpose.demo.tiny_experts import train_causal_lm
-from superpose.data.text import tokenize_blocks
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import preset_settings
+from superpose.data.text import tokenize_blocks
+from superpose.demo.tiny_experts import train_causal_lm
+from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import train
-
-from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, write_domains
 
 EN_LINE, FR_LINE = "my friend has a red car", "NOUS AIMONS LA MER"
 
@@ -48,8 +47,8 @@ def _dynamic(experts, **model_overrides):
     model_settings = replace(model_settings, **model_overrides)
 
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(load_causal_lm(str(experts["base"])), {"fr": load_causal_lm(str(experts["fr"]))},
-                                        model_settings)
+    model = SuperposedModel.from_models(load_causal_lm(str(experts["base"])),
+                                        {"fr": load_causal_lm(str(experts["fr"]))}, model_settings)
     return model, train_settings
 
 
@@ -82,8 +81,8 @@ def test_label_free_training_lowers_the_lm_loss_and_separates_the_gates(experts,
 
 
 def _valid_lm(model, tokenizer, files) -> float:
-    from superpose.data.text import collate, load_texts
     from superpose.core.metrics import LMScore
+    from superpose.data.text import collate, load_texts
 
     score = LMScore()
     with torch.no_grad():
@@ -137,7 +136,8 @@ def test_cli_paper_preset_and_overrides(experts, tmp_path):
     assert main([*common, "--preset", "paper", "--out", str(tmp_path / "paper")]) == 0
     paper = json.loads((tmp_path / "paper" / "config.json").read_text())["settings"]
     assert paper["gate"] == "static" and paper["graph"] == "sequential" and paper["head"] == "base"
-    assert main([*common, "--preset", "paper", "--gate", "token", "--ae-residual", "--out", str(tmp_path / "mixed")]) == 0
+    assert main([*common, "--preset", "paper", "--gate", "token", "--ae-residual",
+                 "--out", str(tmp_path / "mixed")]) == 0
     mixed = json.loads((tmp_path / "mixed" / "config.json").read_text())["settings"]
     assert mixed["gate"] == "token" and mixed["ae_residual"] is True and mixed["graph"] == "sequential"
 

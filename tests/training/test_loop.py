@@ -2,13 +2,12 @@ import json
 
 import pytest
 import torch
+from helpers import char_tokenizer, kill_at_first_checkpoint, save_pair, tiny_pair, write_domains
 
 from superpose.cli.commands import main
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import ModelSettings, TrainSettings
+from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import train
-
-from helpers import char_tokenizer, kill_at_first_checkpoint, save_pair, tiny_pair, write_domains
 
 
 def _settings(**overrides):
@@ -174,7 +173,8 @@ def test_unsupported_architecture_names_what_is_missing():
     from superpose.model.architecture import UnsupportedModelError
     bert = BertLMHeadModel(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                                       intermediate_size=32, vocab_size=64, is_decoder=True))
-    with pytest.raises(UnsupportedModelError, match="unsupported architecture BertLMHeadModel.*missing transformer.wte"):
+    with pytest.raises(UnsupportedModelError,
+                       match="unsupported architecture BertLMHeadModel.*missing transformer.wte"):
         SuperposedModel.from_models(bert, bert)
 
 
@@ -309,7 +309,8 @@ def test_step_checkpoints_keep_the_latest(tmp_path):
 
 
 def test_sigkilled_training_resumes_to_the_same_weights(tmp_path):
-    """A training process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted run ends."""
+    ("""A training process killed (SIGKILL) after a step checkpoint, then resumed, ends where an uninterrupted """
+     """run ends.""")
     from safetensors.torch import load_file
 
     base, other = save_pair(tmp_path)

@@ -5,11 +5,10 @@ And `eval --model NAME=DIR` counts a distilled or exported folder as one stack, 
 import json
 
 import yaml
+from helpers import save_pair, write_domains
 
 from superpose.cli.commands import main
 from superpose.training.model_card import EVAL_END, EVAL_START, NO_EVAL
-
-from helpers import save_pair, write_domains
 
 
 def _card(folder):

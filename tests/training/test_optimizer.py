@@ -6,14 +6,13 @@ clipping (SPEC §5, `grad_clip` in `TrainSettings`) leaves alpha's gradient alon
 """
 import pytest
 import torch
+from helpers import char_tokenizer, tiny_pair, write_domains
 
+from superpose.core.settings import ModelSettings, TrainSettings
+from superpose.model.superposed import SuperposedModel
 from superpose.training import step as training_step
 from superpose.training.loop import train
-from superpose.model.superposed import SuperposedModel
-from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.training.step import make_optimizer, optimizer_step
-
-from helpers import char_tokenizer, tiny_pair, write_domains
 
 LR_ALPHA, LR_AE = 3e-2, 2e-3
 

@@ -54,8 +54,8 @@ def _add_analysis_flags(parser: argparse.ArgumentParser, title: str) -> None:
 
 
 def _run_analysis(args: argparse.Namespace, out_dir: str | Path) -> dict:
-    from superpose.report.analysis.run import analyze
     from superpose.data.text import parse_named_paths
+    from superpose.report.analysis.run import analyze
 
     return analyze(
         args.run_dir, parse_named_paths(args.data, flag="--data"), out_dir,
@@ -126,7 +126,8 @@ def add_parsers(sub) -> None:
     _add_analysis_flags(p, "analysis settings (used with --data)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("gates", help="each stack's blend weight at every token of a text (mean over layers, last layer)",
+    p = sub.add_parser("gates",
+                       help="each stack's blend weight at every token of a text (mean over layers, last layer)",
                        description="Print one row per token of --text with, per stack, its blend weight averaged "
                                    "over layers and at the last layer.")
     p.add_argument("run_dir", help="run folder written by `superpose train`")

@@ -5,12 +5,22 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
+from superpose.core.settings import (
+    DEFAULT_PRESET,
+    DTYPES,
+    MODEL_KEYS,
+    PRESETS,
+    RENAMED_SETTINGS,
+    RENAMED_VALUES,
+    TRAIN_KEYS,
+    SettingsError,
+    load_yaml,
+    split_settings,
+    torch_dtype,
+)
 from superpose.data.code_switch import SEGMENTS
-from superpose.core.settings import (DEFAULT_PRESET, DTYPES, MODEL_KEYS, PRESETS, RENAMED_SETTINGS, RENAMED_VALUES,
-                                     TRAIN_KEYS, SettingsError, load_yaml, split_settings, torch_dtype)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +31,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("settings (flags win over --config, which wins over --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS),
-                   help=f"named starting settings (default {DEFAULT_PRESET}: the best measured; paper: the reference's)")
+                   help=f"named starting settings (default {DEFAULT_PRESET}: the best measured; "
+                        "paper: the reference's)")
     g.add_argument("--config", help="YAML file of settings (may name a preset); unknown keys are an error")
     for cls in (ModelSettings, TrainSettings):
         for f in fields(cls):
-            flag, options = "--" + f.name.replace("_", "-"), dict(dest=f.name, default=None, help=f.metadata.get("help"))
+            flag, options = "--" + f.name.replace("_", "-"), dict(dest=f.name, default=None,
+                                                                  help=f.metadata.get("help"))
             if f.type in (bool, "bool"):  # `--ae-residual` alone means true; `--ae-residual false` turns it off
                 g.add_argument(flag, nargs="?", const="true", **options)
                 continue
@@ -74,10 +86,10 @@ def _settings_from(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
-    from superpose.data.text import parse_named_paths
-    from superpose.training.distributed import setup_processes
     from superpose.core.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from superpose.data.text import parse_named_paths
     from superpose.model.superposed import SuperposedModel
+    from superpose.training.distributed import setup_processes
     from superpose.training.loop import UNLABELLED, is_unlabelled, train
 
     model_settings, train_settings, _ = _settings_from(args)
@@ -168,10 +180,10 @@ def _run_record(run_dir: str) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from superpose.data.text import parse_named_paths
-    from superpose.report.evaluation import eval_table, evaluate, write_json
     from superpose.core.loading import load_causal_lm, load_tokenizer, resolve_device
+    from superpose.data.text import parse_named_paths
     from superpose.model.superposed import SuperposedModel
+    from superpose.report.evaluation import eval_table, evaluate, write_json
 
     dtype, device = torch_dtype(args.dtype), resolve_device(args.device)
     model = SuperposedModel.from_pretrained(args.run_dir, dtype=dtype, device=device)
@@ -200,15 +212,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from superpose.training.model_card import update_evaluation
 
     # the latest evaluation goes into the model cards this package wrote (the run's, exports', distilled models')
-    updated = [folder for folder in [args.run_dir, *extra_paths.values()] if update_evaluation(folder, eval_table(result))]
+    updated = [folder for folder in [args.run_dir, *extra_paths.values()]
+               if update_evaluation(folder, eval_table(result))]
     if updated:
         print(f"evaluation table written into the model card (README.md) of {', '.join(map(str, updated))}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from superpose.report.export import export_hard_merge, layer_weights
     from superpose.core.loading import load_tokenizer
     from superpose.model.superposed import SuperposedModel
+    from superpose.report.export import export_hard_merge, layer_weights
 
     model = SuperposedModel.from_pretrained(args.run_dir).eval()
     out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir), run_dir=args.run_dir)
@@ -273,7 +286,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: a base model and N fine-tunes run as one model.")
+    parser = argparse.ArgumentParser(prog="superpose", description="Superposition in Transformers: a base model and "
+                                                                   "N fine-tunes run as one model.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the blend, gates and autoencoders on labelled or unlabelled text")
@@ -308,11 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="perplexity/accuracy per domain vs baselines on held-out text")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
-    p.add_argument("--data", action="append", required=True, help="NAME=FILE held-out text per domain (base or the expert's name); repeat")
-    p.add_argument("--baselines", action="append", help="method or method:p1,p2 (a sweep; fixed_share_mix:r1,r2,... is one grid of "
+    p.add_argument("--data", action="append", required=True,
+                   help="NAME=FILE held-out text per domain (base or the expert's name); repeat")
+    p.add_argument("--baselines", action="append",
+                   help="method or method:p1,p2 (a sweep; fixed_share_mix:r1,r2,... is one grid of "
                         "rates, not a sweep); repeat; default: a full set")
-    p.add_argument("--select", action="append", help="NAME=FILE data that picks each sweep's best point (default: the run's --valid files)")
-    p.add_argument("--model", action="append", help="LABEL=PATH extra plain checkpoint to score (e.g. an export); repeat")
+    p.add_argument("--select", action="append",
+                   help="NAME=FILE data that picks each sweep's best point (default: the run's --valid files)")
+    p.add_argument("--model", action="append",
+                   help="LABEL=PATH extra plain checkpoint to score (e.g. an export); repeat")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--block-size", type=int, help="tokens per scored sequence (default: the run's block size)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
@@ -328,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_flags(p, device_map=False)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="write the hard merge (per-layer stack weights) as a plain Hugging Face checkpoint")
+    p = sub.add_parser("export",
+                       help="write the hard merge (per-layer stack weights) as a plain Hugging Face checkpoint")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--out", required=True, help="folder for the merged checkpoint and tokenizer")
     p.set_defaults(func=cmd_export)

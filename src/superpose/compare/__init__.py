@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from superpose.compare.common import BaselineContext, Method, Point, References, Scorer
 from superpose.compare.registry import (
-    DEFAULT_BASELINES, MERGE_METHODS, METHODS, REGISTRY, WEIGHT_MERGES, build_scorer, holds_model, label,
+    DEFAULT_BASELINES,
+    MERGE_METHODS,
+    METHODS,
+    REGISTRY,
+    WEIGHT_MERGES,
+    build_scorer,
+    holds_model,
+    label,
     parse_baselines,
 )
 from superpose.compare.weight_merge import MergedModelScorer

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from superpose.core.mixtures import bayes_log_weights, mix
 from superpose.compare.common import BaselineContext, Method, Point, References, Scorer
+from superpose.core.mixtures import bayes_log_weights, mix
 
 
 class BayesScorer(Scorer):
@@ -13,7 +13,7 @@ class BayesScorer(Scorer):
     returns_log_probs = True
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "BayesScorer":
+    def build(cls, context: BaselineContext, point: Point) -> BayesScorer:
         return cls()
 
     def log_weights(self, refs: References) -> torch.Tensor:

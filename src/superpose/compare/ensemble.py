@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from superpose.core.mixtures import mix
 from superpose.compare.common import BaselineContext, Method, Point, References, Scorer
+from superpose.core.mixtures import mix
 
 
 class EnsembleScorer(Scorer):
@@ -18,7 +18,7 @@ class EnsembleScorer(Scorer):
         self.weight = weight
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "EnsembleScorer":
+    def build(cls, context: BaselineContext, point: Point) -> EnsembleScorer:
         return cls(point)
 
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from superpose.core.mixtures import fixed_share_log_weights, scored_positions
 from superpose.compare.bayes import BayesScorer
 from superpose.compare.common import BaselineContext, Method, Point, References
+from superpose.core.mixtures import fixed_share_log_weights, scored_positions
 
 
 class FixedShareScorer(BayesScorer):
@@ -16,7 +16,7 @@ class FixedShareScorer(BayesScorer):
         self.rate = rate
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "FixedShareScorer":
+    def build(cls, context: BaselineContext, point: Point) -> FixedShareScorer:
         return cls(point)
 
     def log_weights(self, refs: References) -> torch.Tensor:

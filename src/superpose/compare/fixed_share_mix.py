@@ -26,7 +26,7 @@ class FixedShareMixScorer(BayesScorer):
         self.rates = tuple(rates)
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "FixedShareMixScorer":
+    def build(cls, context: BaselineContext, point: Point) -> FixedShareMixScorer:
         return cls(RATE_GRID if point is None else point)
 
     def log_weights(self, refs: References) -> torch.Tensor:

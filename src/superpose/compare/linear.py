@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from superpose.compare.weight_merge import (
-    Experts, MergedSD, StateDict, as_expert_list, check_finite, merge_state_dicts, single, weight_merge,
+    Experts,
+    MergedSD,
+    StateDict,
+    as_expert_list,
+    check_finite,
+    merge_state_dicts,
+    single,
+    weight_merge,
 )
 
 

@@ -12,7 +12,7 @@ class OracleScorer(Scorer):
     reads_answer = True
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "OracleScorer":
+    def build(cls, context: BaselineContext, point: Point) -> OracleScorer:
         return cls()
 
     def _choice(self, refs: References) -> torch.Tensor:

@@ -12,7 +12,7 @@ class OracleTokenScorer(Scorer):
     returns_log_probs = True
 
     @classmethod
-    def build(cls, context: BaselineContext, point: Point) -> "OracleTokenScorer":
+    def build(cls, context: BaselineContext, point: Point) -> OracleTokenScorer:
         return cls()
 
     def logits(self, input_ids, attention_mask, refs: References) -> torch.Tensor:

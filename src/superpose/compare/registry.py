@@ -5,8 +5,19 @@ Adding a method is one file that declares `METHOD = Method(...)` (or `weight_mer
 from __future__ import annotations
 
 from superpose.compare import (
-    bayes, dare, ensemble, fixed_share, fixed_share_mix, linear, oracle, oracle_token, router, router_lookahead,
-    slerp, task_arithmetic, ties,
+    bayes,
+    dare,
+    ensemble,
+    fixed_share,
+    fixed_share_mix,
+    linear,
+    oracle,
+    oracle_token,
+    router,
+    router_lookahead,
+    slerp,
+    task_arithmetic,
+    ties,
 )
 from superpose.compare.common import BaselineContext, Method, Point, Scorer
 

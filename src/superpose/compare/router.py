@@ -14,8 +14,8 @@ import torch
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from superpose.data.text import DataError, load_texts, tokenize_blocks
 from superpose.compare.common import BaselineContext, Method, Point, References, Scorer, pick_per_token
+from superpose.data.text import DataError, load_texts, tokenize_blocks
 
 
 def bags(blocks: list[torch.Tensor], vocab_size: int) -> sparse.csr_matrix:

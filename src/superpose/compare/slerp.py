@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 
 from superpose.compare.weight_merge import (
-    Experts, MergedSD, StateDict, as_expert_list, check_finite, merge_state_dicts, single, weight_merge,
+    Experts,
+    MergedSD,
+    StateDict,
+    as_expert_list,
+    check_finite,
+    merge_state_dicts,
+    single,
+    weight_merge,
 )
 
 _COLINEAR_EPS = 1e-6  # below this distance of the cosine from ±1, sin(θ) is too small to divide by

@@ -9,7 +9,14 @@ import torch
 from peft.utils import merge_utils as peft_merge
 
 from superpose.compare.weight_merge import (
-    Experts, MergedSD, StateDict, as_expert_list, check_finite, merge_state_dicts, single, weight_merge,
+    Experts,
+    MergedSD,
+    StateDict,
+    as_expert_list,
+    check_finite,
+    merge_state_dicts,
+    single,
+    weight_merge,
 )
 
 

@@ -10,8 +10,18 @@ import torch
 from peft.utils import merge_utils as peft_merge
 
 from superpose.compare.weight_merge import (
-    Experts, MergedSD, StateDict, as_expert_list, check_density, check_finite, density_at_scale, merge_state_dicts,
-    quiet_full_density, uniform_weights, weight_merge, with_scale,
+    Experts,
+    MergedSD,
+    StateDict,
+    as_expert_list,
+    check_density,
+    check_finite,
+    density_at_scale,
+    merge_state_dicts,
+    quiet_full_density,
+    uniform_weights,
+    weight_merge,
+    with_scale,
 )
 
 

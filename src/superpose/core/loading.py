@@ -38,7 +38,8 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         raise SettingsError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1): {err}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SettingsError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+            raise SettingsError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); "
+                                "use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise SettingsError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps" and not torch.backends.mps.is_available():

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import types
-import warnings
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -227,7 +227,8 @@ def _parse_int_list(name: str, text: str) -> list[int]:
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Settings that fix which blocks each step sees: a resumed run must keep them, or its data order breaks.
-DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph", "grad_accum", "switch_rate")
+DATA_ORDER_KEYS = ("batch_size", "block_size", "seed", "max_train_blocks", "training_graph", "grad_accum",
+                   "switch_rate")
 MIXED_PRECISION = ("no", "bf16")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -320,7 +321,7 @@ class TrainSettings(LoopSettings):
                 raise SettingsError(f"device_map must be one of {', '.join(DEVICE_MAPS)} or a device; "
                                     f"got {self.device_map!r}") from None
 
-    def resolved(self, variant: str) -> "TrainSettings":
+    def resolved(self, variant: str) -> TrainSettings:
         """A copy with every None replaced by the variant's reference value."""
         defaults = {
             "1d": dict(lr_blend=2e-4, recon_weight=3.0, lm_weight=1.0, blend_reg_weight=0.0),
@@ -384,7 +385,7 @@ def preset_values(name: str) -> dict:
     return dict(PRESETS[name])
 
 
-def preset_settings(name: str) -> tuple["ModelSettings", "TrainSettings"]:
+def preset_settings(name: str) -> tuple[ModelSettings, TrainSettings]:
     """The model and training settings of a preset, for callers of the Python API."""
     model, train, _ = split_settings(preset_values(name))
     return model, train
@@ -400,7 +401,8 @@ def split_settings(values: dict, allowed_extra: set[str] = frozenset()) -> tuple
     unknown = sorted(set(values) - MODEL_KEYS - TRAIN_KEYS - set(allowed_extra))
     if unknown:
         raise SettingsError(
-            f"unknown setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(MODEL_KEYS | TRAIN_KEYS | set(allowed_extra)))}"
+            f"unknown setting(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted(MODEL_KEYS | TRAIN_KEYS | set(allowed_extra)))}"
         )
     try:
         model = ModelSettings(**{k: v for k, v in values.items() if k in MODEL_KEYS})

@@ -186,8 +186,9 @@ def tokenize_spans(records: list[dict], tokenizer, block_size: int, max_blocks: 
 
 def switched_blocks(texts: dict[str, list[str]], tokenizer, block_size: int, count: int,
                     seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
-    """`count` training blocks whose sentences (or code chunks) alternate between the sources: (token ids, each token's source
-    index into the returned names, NO_SOURCE on the end-of-text tokens between lines)."""
+    ("""`count` training blocks whose sentences (or code chunks) alternate between the sources: """
+     """(token ids, each token's source
+    index into the returned names, NO_SOURCE on the end-of-text tokens between lines).""")
     records = mix_lines(texts, seed=seed, segment="auto", max_lines=max(8, 4 * count))
     sourced = tokenize_spans(records, tokenizer, block_size, max_blocks=count)
     return sourced.blocks, sourced.sources, sourced.names

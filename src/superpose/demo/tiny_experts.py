@@ -19,9 +19,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from superpose.data.text import collate, tokenize_blocks
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.metrics import LMScore
+from superpose.data.text import collate, tokenize_blocks
 
 EOS_TOKEN = "<|endoftext|>"
 # Byte-level BPE starts from all 256 byte symbols plus the special token.
@@ -79,7 +79,8 @@ class ExpertRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size", "base_steps", "finetune_steps", "batch_size"):
+        for name in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size", "base_steps", "finetune_steps",
+                     "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ExpertRecipe.{name} must be a positive int, got {value!r}")
@@ -100,7 +101,7 @@ class ExpertRecipe:
             raise ValueError(f"seed must be an int, got {self.seed!r}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ExpertRecipe":
+    def from_dict(cls, values: dict) -> ExpertRecipe:
         """Recipe from a dict such as `recipe.json`'s `recipe` entry; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -112,7 +113,8 @@ class ExpertRecipe:
 def make_model(recipe: ExpertRecipe, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     """A freshly initialised GPT-2 sized by the recipe, with special-token ids taken from the tokenizer."""
     torch.manual_seed(recipe.seed)
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=recipe.block_size,

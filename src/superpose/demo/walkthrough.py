@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from superpose.demo.bundled_corpus import generate_documents, write_corpus
-from superpose.training.checkpoint import find_checkpoint
-from superpose.report.evaluation import BOUND_NOTE, eval_table, evaluate, write_json
-from superpose.demo.tiny_experts import ExpertRecipe, build_experts
 from superpose.core.loading import load_causal_lm, load_tokenizer, resolve_device
-from superpose.model.superposed import SuperposedModel
 from superpose.core.settings import DEFAULT_PRESET, ModelSettings, preset_settings
 from superpose.core.text_tables import format_table
+from superpose.demo.bundled_corpus import generate_documents, write_corpus
+from superpose.demo.tiny_experts import ExpertRecipe, build_experts
+from superpose.model.superposed import SuperposedModel
+from superpose.report.evaluation import BOUND_NOTE, eval_table, evaluate, write_json
+from superpose.training.checkpoint import find_checkpoint
 from superpose.training.loop import train
 
 DEMO_EXPERTS = Path(__file__).parent.parent / "assets" / "demo_experts"
@@ -88,7 +88,8 @@ def run_demo(
     if not (DEMO_EXPERTS / "base" / "config.json").is_file():
         raise FileNotFoundError(f"demo experts missing under {DEMO_EXPERTS}: run `superpose demo --rebuild`")
     corpus = {f"{lang}/{split}": str(path) for (lang, split), path in write_corpus(out_dir / "corpus").items()}
-    files = {split: {"base": corpus[f"en/{split}"], "fr": corpus[f"fr/{split}"]} for split in ("train", "valid", "test")}
+    files = {split: {"base": corpus[f"en/{split}"], "fr": corpus[f"fr/{split}"]}
+             for split in ("train", "valid", "test")}
     base_path, expert_path = str(DEMO_EXPERTS / "base"), str(DEMO_EXPERTS / "fr")
     placement = None if device.type == "cpu" else device
     base, expert = load_causal_lm(base_path, device_map=placement), load_causal_lm(expert_path, device_map=placement)
@@ -104,7 +105,8 @@ def run_demo(
     if find_checkpoint(run_dir) is not None:
         import shutil
         shutil.rmtree(run_dir)  # a demo always starts from scratch, so reruns give identical numbers
-    history = train(model, tokenizer, files["train"], files["valid"], run_dir, train_settings, progress=progress).history
+    history = train(model, tokenizer, files["train"], files["valid"], run_dir, train_settings,
+                    progress=progress).history
     model.eval()
     result = evaluate(model, tokenizer, files["test"], baselines=None, select_data=files["valid"],
                       train_files=files["train"], block_size=128, batch_size=8, max_blocks=eval_blocks,
@@ -125,13 +127,14 @@ def run_demo(
     for name, per_domain in samples.items():
         for domain, texts in per_domain.items():
             print(f"[{name} | {LANGUAGE[domain]}] {texts[0]}")
-    print(f"\ndemo finished in {seconds / 60:.1f} min; outputs under {out_dir}" + (f"; report: {report}" if report else ""))
+    print(f"\ndemo finished in {seconds / 60:.1f} min; outputs under {out_dir}"
+          + (f"; report: {report}" if report else ""))
     return {"result": result, "samples": samples, "seconds": seconds, "report": report, "summary": summary}
 
 
 def _analysis_and_report(run_dir, test_files, eval_path, out_dir, seed, progress, samples, generations, device):
-    from superpose.report.run_report import build_report
     from superpose.report.analysis.run import analyze
+    from superpose.report.run_report import build_report
 
     analyze(run_dir, test_files, out_dir / "analysis", samples=samples, block_size=64, method="tsne",
             generations=generations, max_new_tokens=24, seed=seed, progress=progress, device=device)

@@ -5,6 +5,8 @@
 * `evidence`: the gates' fixed-share evidence, each stack's running log-posterior.
 * `autoencoders`: the causal autoencoders placed after the blend.
 * `cache`: one KV cache per stack plus the convolution and evidence state.
-* `superposed`: `SuperposedModel`, the sequential and parallel graphs, saving and loading.
-* `speculative`: lossless speculative generation across the stacks (the heaviest stack drafts, the dense model verifies).
+* `graphs`: the sequential and parallel forward graphs, public functions of (model, ids, positions, cache).
+* `superposed`: `SuperposedModel`: its parts, forward, saving and loading.
+* `speculative`: lossless speculative generation across the stacks (the heaviest stack drafts, the dense
+  model verifies).
 """

@@ -160,3 +160,27 @@ def fixed_share_evidence(
     mixture = mix_rates(log_w.reshape(models, count, batch, length).transpose(0, 1), seen)  # (M, B, T)
     rows = torch.cat([rows, mixture.permute(1, 2, 0)[:, :, None].to(rows.dtype)], dim=2)
     return GateEvidence(rows, evidence.permute(1, 2, 0), observed, seen.permute(1, 2, 0)), new_state
+
+
+def stack_evidence(model, source, input_ids: torch.Tensor, token_mask: torch.Tensor | None, cache,
+                   outputs: list[torch.Tensor] | None = None,
+                   log_probs: list[torch.Tensor] | None = None) -> torch.Tensor | None:
+    """(B, T, R, M) the model's gate evidence: the stacks' fixed-share log-posteriors at the setting's rates,
+    read through each stack's own head on `outputs` (the sequential graph's layer outputs) or from those heads'
+    `log_probs` (the parallel graph computes them once). None when the blend reads no evidence. `source` names
+    the evidence's slot in the cache (a layer, or "parallel")."""
+    if not model.blend.uses_evidence:
+        return None
+    normalised = log_probs is not None
+    if log_probs is None:
+        with torch.no_grad():
+            log_probs = [stack.logits(out) for stack, out in zip(model.stacks, outputs)]
+    carried = cache.evidence.get(source) if cache is not None else None
+    kind = model.settings.gate_evidence
+    rates = evidence_rates(model.settings.evidence_rate, kind)
+    evidence, state = fixed_share_evidence(log_probs, input_ids, token_mask, rates, carried, normalised,
+                                           rate_mixture=kind == "fixed_share_mix")
+    if cache is not None:
+        cache.evidence[source] = state
+        evidence.store = cache.evidence  # where each layer's gate predictor carries its own state
+    return evidence

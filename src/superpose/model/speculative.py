@@ -40,10 +40,17 @@ import torch
 from transformers.cache_utils import DynamicCache
 from transformers.generation import GenerationMode
 from transformers.generation.logits_process import (
-    LogitsProcessorList, MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor, MinPLogitsWarper,
-    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessorList,
+    MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria, StoppingCriteriaList
+
+from superpose.model import graphs
 
 START_LENGTH = 6  # adaptive draft length: first guess
 MAX_LENGTH = 16  # adaptive draft length: ceiling
@@ -225,7 +232,7 @@ class SpeculativeDecoder:
 
     def __init__(self, model, prompt: list[int], rules: DecodingRules, draft: DraftLength,
                  stats: SpeculationStats):
-        self.model, self.rules, self.draft, self.stats = model, rules, draft, stats
+        self.model, self.rules, self.lengths, self.stats = model, rules, draft, stats
         self.tokens = list(prompt)
         self.prompt_length = len(prompt)
         self.device = model.device
@@ -257,10 +264,10 @@ class SpeculativeDecoder:
 
     @torch.no_grad()
     def run(self, max_new_tokens: int) -> list[int]:
-        self._prefill()
+        self.prefill()
         stopped = False
         while self.produced < max_new_tokens and not stopped:
-            length = self.draft.next(max_new_tokens - self.produced)
+            length = self.lengths.next(max_new_tokens - self.produced)
             new = self._dense_step() if length == 0 else self._round(length)
             for token in new[: max_new_tokens - self.produced]:  # dense decoding checks after every token
                 self.tokens.append(token)
@@ -270,7 +277,7 @@ class SpeculativeDecoder:
         self.stats.new_tokens = self.produced
         return self.tokens
 
-    def _prefill(self) -> None:
+    def prefill(self) -> None:
         """Every stack over the prompt but its last token, which stays pending (the first draft starts there)."""
         if len(self.tokens) > 1:
             out = self.model(self._ids(self.tokens[:-1]), cache=self.cache, use_cache=True, output_gates=True,
@@ -289,9 +296,9 @@ class SpeculativeDecoder:
 
     def _round(self, length: int) -> list[int]:
         steps = self.stats.stack_steps
-        drafted, draft_scores, drafter_out = self._draft(length)
+        drafted, draft_scores, drafter_out = self.draft(length)
         snapshot = self.cache.side_states()
-        dense_logits, gates, replay = self._verify(drafted, drafter_out)  # (k+1, V), (k+1, M)
+        dense_logits, gates, replay = self.verify(drafted, drafter_out)  # (k+1, V), (k+1, M)
         dense_scores = self.rules.scores(dense_logits, self.tokens + drafted, len(self.tokens))
         if self.rules.do_sample:
             kept, token = accept_sampled(dense_scores, draft_scores, drafted)
@@ -302,13 +309,13 @@ class SpeculativeDecoder:
         self.stats.accepted += kept
         if kept < len(drafted):
             self._rollback(len(drafted) - kept, snapshot, replay, kept + 1)
-        self.draft.update(len(drafted), kept, self.stats.stack_steps - steps)
+        self.lengths.update(len(drafted), kept, self.stats.stack_steps - steps)
         self._pick_drafter(gates[kept])
         return drafted[:kept] + [token]
 
     # ---- draft ---------------------------------------------------------------------------------------
 
-    def _draft(self, length: int):
+    def draft(self, length: int):
         """The drafter alone proposes `length` tokens -> (tokens, (k, V) scores they were drawn from, what the
         verification reuses: the parallel graph's drafter states and logits over the pending token and drafts)."""
         stack = self.model.stacks[self.drafter]
@@ -319,7 +326,7 @@ class SpeculativeDecoder:
             for i in range(length + 1):  # the last step, over the last draft, lets verification score past it
                 out = stack.run_stack(self._ids(feed), None, self._positions(start + i, 1), kv)
                 states.append(out)
-                logits.append(torch.log_softmax(stack.logits(out[-1]).float(), dim=-1))  # (1, 1, V) log-probs
+                logits.append(graphs.own_log_prob(stack, out[-1]))  # (1, 1, V) log-probs
                 if i == length:
                     break
                 drafted.append(self._propose(logits[-1][0], drafted, scores))
@@ -332,7 +339,7 @@ class SpeculativeDecoder:
         kv = self.standalone.setdefault(self.drafter, DynamicCache(config=stack.config))
         seen = kv.get_seq_length()
         feed = self.tokens[seen:]  # catch up on everything since this stack last drafted, in one pass
-        for i in range(length):
+        for _ in range(length):
             out = stack.run_stack(self._ids(feed), None, self._positions(seen, len(feed)), kv)
             seen += len(feed)
             drafted.append(self._propose(stack.logits(out[-1][:, -1:])[0], drafted, scores))
@@ -351,7 +358,7 @@ class SpeculativeDecoder:
 
     # ---- verify ------------------------------------------------------------------------------------
 
-    def _verify(self, drafted: list[int], drafter_out):
+    def verify(self, drafted: list[int], drafter_out):
         """The dense model over the pending token and the drafts -> ((k+1, V) logits, (k+1, M) last-layer
         weights, what a rollback needs to replay the side path)."""
         model, ids = self.model, self._ids(self.tokens[-1:] + drafted)  # (1, k+1)
@@ -359,10 +366,10 @@ class SpeculativeDecoder:
         positions = self._positions(start, ids.shape[1])
         if not self.parallel:  # the full model; each layer's stack outputs are kept for a rollback's replay
             static, layer_outputs = model.static_weights(), []
-            states, gates = model._sequential(ids, None, positions, None, self.cache, static, record=layer_outputs)
-            logits = model._logits(states[-1], static, gates[-1], None, None)  # (1, k+1, V)
+            result = graphs.sequential(model, ids, positions, self.cache, static=static, record=layer_outputs)
+            logits = graphs.head_logits(model, result, static)  # (1, k+1, V)
             self.stats.stack_steps += len(model.stacks)
-            return logits[0], gates[-1][0], (layer_outputs, ids, positions, static)
+            return logits[0], result.gates[-1][0], (layer_outputs, ids, positions, static)
         layers, drafter_logits = drafter_out
         stack_states, own = [], []
         for m, stack in enumerate(model.stacks):  # the other stacks: one batched pass each, from their caches
@@ -370,17 +377,15 @@ class SpeculativeDecoder:
                 states, logits = layers, drafter_logits
             else:
                 states = stack.run_stack(ids, None, positions, self.cache.stacks[m])
-                # log-probabilities, as the model's side path takes them (`SuperposedModel._side_path`)
-                logits = torch.log_softmax(stack.logits(states[-1]).float(), dim=-1) if self.own_logits else None
+                logits = graphs.own_log_prob(stack, states[-1]) if self.own_logits else None
             stack_states.append(states)
             own.append(logits)
         self.stats.stack_steps += len(model.stacks) - 1
         own = own if self.own_logits else None
         static = model.static_weights()
-        states, gates, head_inputs, head_logits = model._side_path(stack_states, ids, positions, None, self.cache,
-                                                                   static, own_logits=own)
-        logits = model._logits(states[-1], static, gates[-1], head_inputs, head_logits)  # (1, k+1, V)
-        return logits[0], gates[-1][0], (stack_states, own, ids, positions, static)
+        result = graphs.parallel(model, stack_states, ids, positions, self.cache, static=static, own_logits=own)
+        logits = graphs.head_logits(model, result, static)  # (1, k+1, V)
+        return logits[0], result.gates[-1][0], (stack_states, own, ids, positions, static)
 
     # ---- roll back ---------------------------------------------------------------------------------
 
@@ -393,16 +398,16 @@ class SpeculativeDecoder:
             if self.cache.has_side_states():  # the layers' stack outputs are known: replay the side path alone
                 layer_outputs, ids, positions, static = replay
                 self.cache.restore_side_states(snapshot)
-                self.model._sequential(ids[:, :kept_positions], None, positions[:, :kept_positions], None,
-                                       self.cache, static,
-                                       stored=[[o[:, :kept_positions] for o in outs] for outs in layer_outputs])
+                graphs.sequential(self.model, ids[:, :kept_positions], positions[:, :kept_positions], self.cache,
+                                  static=static,
+                                  stored=[[o[:, :kept_positions] for o in outs] for outs in layer_outputs])
             return
         if self.cache.has_side_states():  # the stacks' states are known: replay the side path alone
             stack_states, own, ids, positions, static = replay
             self.cache.restore_side_states(snapshot)
-            self.model._side_path([[s[:, :kept_positions] for s in states] for states in stack_states],
-                                  ids[:, :kept_positions], positions[:, :kept_positions], None, self.cache, static,
-                                  own_logits=None if own is None else [lg[:, :kept_positions] for lg in own])
+            graphs.parallel(self.model, [[s[:, :kept_positions] for s in states] for states in stack_states],
+                            ids[:, :kept_positions], positions[:, :kept_positions], self.cache, static=static,
+                            own_logits=None if own is None else [lg[:, :kept_positions] for lg in own])
 
     def _sync_standalone(self) -> None:
         """Sequential graph: drop the drafter's cached positions beyond what is kept (pending token + kept)."""

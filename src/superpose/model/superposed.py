@@ -1,8 +1,8 @@
 """The superposed model: a frozen base and N frozen experts (M = N + 1 stacks), blended layer by layer.
 
-Two graphs (`graph` setting), trained and served the same way:
+Two graphs (`graph` setting, defined in `graphs.py`), trained and served the same way:
 
-* sequential (SPEC §4): the stacks share one running state,
+* sequential (the paper's superposition): the stacks share one running state,
       h = Σ_m w_emb[m] Embed_m(x);  for each layer l:  h = Σ_m w[l, t, m] Block_m[l](h);  h = AE_l(h)
 * parallel: each stack runs on its own states with its own cache; the blends, autoencoders and gates form a
   side path from the stacks' states to the head (the reference's training graph), so each stack's evidence
@@ -30,13 +30,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreT
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
+from superpose.core.settings import ModelSettings
+from superpose.model import graphs
 from superpose.model.architecture import adapter_for, check_compatible
 from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
-from superpose.model.evidence import evidence_rates, fixed_share_evidence
-from superpose.core.mixtures import mix
-from superpose.core.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
 TRAINABLE_PREFIXES = ("blend.", "autoencoders.")
@@ -130,7 +129,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         self.blend = Blend(settings, n_layers, hidden, len(self.stacks))
         ae_class = AUTOENCODERS[settings.variant]
         self.autoencoders = nn.ModuleDict(
-            {str(layer): ae_class(hidden, settings.resolved_bottleneck(), settings.conv_padding) for layer in self.ae_layers}
+            {str(layer): ae_class(hidden, settings.resolved_bottleneck(), settings.conv_padding)
+             for layer in self.ae_layers}
         )
         if settings.ae_residual:
             for autoencoder in self.autoencoders.values():
@@ -170,7 +170,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         expert_paths: dict[str, str] | None = None,
         *old_positional,
         **deprecated,
-    ) -> "SuperposedModel":
+    ) -> SuperposedModel:
         """Superpose loaded models: `experts` maps name -> model (one model alone is named "expert").
 
         The paths recorded (`expert_paths`: name -> local path or hub id; default each model's
@@ -220,7 +220,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         device: str | torch.device | None = "cpu",
         device_map: str | None = None,
         **ignored,
-    ) -> "SuperposedModel":
+    ) -> SuperposedModel:
         """Restore a saved superposed model in inference mode, as `transformers` does.
 
         The base and experts are reloaded from the paths in its config straight into `dtype` and onto
@@ -238,7 +238,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         run_dir = Path(run_dir)
         weights = run_dir / WEIGHTS_NAME
         if not (run_dir / "config.json").is_file() or not weights.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a superposed model folder (needs config.json and {WEIGHTS_NAME})")
+            raise FileNotFoundError(f"{run_dir} is not a superposed model folder "
+                                    f"(needs config.json and {WEIGHTS_NAME})")
         config = SuperposedConfig.from_pretrained(run_dir)
         from superpose.core.loading import ModelLoadError, load_causal_lm
 
@@ -253,7 +254,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
             experts = {name: given.get(name) or load_causal_lm(config.experts[name], dtype, placement)
                        for name in config.expert_names}
         except ModelLoadError as err:
-            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; pass base=/experts= to override)") from err
+            raise ModelLoadError(f"{err} (named in {run_dir / 'config.json'}; "
+                                 "pass base=/experts= to override)") from err
         model = cls(config, base, experts)
         model.load_trainable_state_dict(load_file(str(weights)))
         model.place_trainable(device)
@@ -289,7 +291,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         # Trainable parts initialise themselves as the paper does; the stacks must not be touched.
         return
 
-    def train(self, mode: bool = True) -> "SuperposedModel":
+    def train(self, mode: bool = True) -> SuperposedModel:
         super().train(mode)
         for stack in self.stack_models:
             stack.eval()  # frozen experts run deterministically (no dropout)
@@ -319,73 +321,6 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """The frozen stacks' dtype; the running blended state is float32 and is cast to this for each block."""
         return self.base.dtype
 
-    @staticmethod
-    def _mix(outputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-        """Σ_m w[..., m, :] * outputs[m] in float32 on the first output's device (a device map may split stacks)."""
-        home = outputs[0].device
-        weights = weights.to(home)
-        mixed = weights[..., 0, :] * outputs[0].float()
-        for m in range(1, len(outputs)):
-            mixed = mixed + weights[..., m, :] * outputs[m].float().to(home)
-        return mixed
-
-    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        base_embeds = self.stacks[0].embed(input_ids, position_ids).float()  # (B, T, d)
-        if self.settings.embed_blend == "base":
-            return base_embeds
-        weights = static.mean(0)  # (M,) or (M, d): each stack's weight, averaged over layers
-        weights = weights.unsqueeze(-1) if weights.dim() == 1 else weights
-        embeds = [base_embeds] + [stack.embed(input_ids, position_ids) for stack in self.stacks[1:]]
-        return self._mix(embeds, weights)
-
-    def _logits(self, hidden: torch.Tensor, static: torch.Tensor, last_weights: torch.Tensor,
-                head_inputs: list[torch.Tensor] | None = None,
-                head_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """`head_inputs`: the state each stack's head reads under `head: mixture` (default: `hidden` for all);
-        `head_logits`: those heads' logits when already computed (the parallel graph's evidence needs them)."""
-        head = self.settings.head
-        hidden = hidden.to(self.stack_dtype)
-        if head in ("base", "first_expert"):
-            return self.stacks[0 if head == "base" else 1].logits(hidden)
-        if head == "blend":
-            weights = static.reshape(static.shape[0], static.shape[1], -1).mean(dim=(0, 2))  # (M,)
-            return self._mix([stack.logits(hidden) for stack in self.stacks], weights[:, None])
-        # mixture: log Σ_m w[last, t, m] softmax(head_m(norm_m(h_m))), a proper log-probability
-        if head_logits is None:  # (given ones are the parallel graph's log-probabilities, see `_side_path`)
-            head_inputs = head_inputs or [hidden] * len(self.stacks)
-            head_logits = [torch.log_softmax(stack.logits(h.to(self.stack_dtype)).float(), dim=-1)
-                           for stack, h in zip(self.stacks, head_inputs)]
-        log_w = torch.log(last_weights.clamp(min=1e-30))  # (B|1, T|1, M)
-        return mix(head_logits, log_w.movedim(-1, 0))
-
-    def _autoencode(self, layer: int, hidden: torch.Tensor, token_mask, cache) -> torch.Tensor:
-        state = cache.conv_states.get(layer) if cache is not None else None
-        out, new_state = self.autoencoders[str(layer)](hidden, token_mask, state)
-        if cache is not None:
-            cache.conv_states[layer] = new_state
-        out = out.float()  # under bf16 autocast the AE computes in bf16; the running state stays float32
-        return hidden + out if self.settings.ae_residual else out
-
-    def _evidence(self, source, outputs: list[torch.Tensor] | None, input_ids, token_mask, cache,
-                  logits: list[torch.Tensor] | None = None) -> torch.Tensor | None:
-        """(B, T, R, M) fixed-share log-posteriors of the stacks at R rates, read from `outputs` through each
-        stack's own head (or from those heads' `logits`, when already computed)."""
-        if not self.blend.uses_evidence:
-            return None
-        normalised = logits is not None  # the parallel graph's heads come as log-probabilities
-        if logits is None:
-            with torch.no_grad():
-                logits = [stack.logits(out) for stack, out in zip(self.stacks, outputs)]
-        carried = cache.evidence.get(source) if cache is not None else None
-        kind = self.settings.gate_evidence
-        rates = evidence_rates(self.settings.evidence_rate, kind)
-        evidence, state = fixed_share_evidence(logits, input_ids, token_mask, rates, carried, normalised,
-                                               rate_mixture=kind == "fixed_share_mix")
-        if cache is not None:
-            cache.evidence[source] = state
-            evidence.store = cache.evidence  # where each layer's gate predictor carries its own state
-        return evidence
-
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -407,103 +342,20 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
-        token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
-        head_inputs = head_logits = None
         static = self.static_weights()  # the spline, computed once per forward
         if self.settings.graph == "sequential":
-            states, gates = self._sequential(input_ids, attention_mask, position_ids, token_mask, cache, static)
+            result = graphs.sequential(self, input_ids, position_ids, cache, attention_mask, static)
         else:
-            stack_states = self._run_stacks(input_ids, attention_mask, position_ids, cache)
-            states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids,
-                                                                      token_mask, cache, static)
-        hidden, last_weights = states[-1], gates[-1]
-        if logits_to_keep:
-            hidden, last_weights = hidden[:, -logits_to_keep:], last_weights[:, -logits_to_keep:]
-            head_inputs = [h[:, -logits_to_keep:] for h in head_inputs] if head_inputs else None
-            head_logits = [lg[:, -logits_to_keep:] for lg in head_logits] if head_logits else None
-        logits = self._logits(hidden, static, last_weights, head_inputs, head_logits)
+            token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
+            stack_states = graphs.run_stacks(self, input_ids, position_ids, cache, attention_mask)
+            result = graphs.parallel(self, stack_states, input_ids, position_ids, cache, token_mask, static)
+        logits = graphs.head_logits(self, result.keep_last(logits_to_keep), static)
+        states, gates = result.states, result.gates
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SuperposedOutput(
             loss=loss, logits=logits, cache=cache, hidden_states=tuple(states) if output_hidden_states else None,
             gate_weights=tuple(gates) if output_gates else None,
         )
-
-    @staticmethod
-    def _per_stack(weights: torch.Tensor, batch: int, length: int) -> torch.Tensor:
-        """(B|1, T|1, M, k) -> (B, T, M): each stack's weight, averaged over the hidden size (2d)."""
-        return weights.mean(-1).expand(batch, length, -1)
-
-    def _sequential(self, input_ids, attention_mask, position_ids, token_mask, cache, static, record=None,
-                    stored=None):
-        """The shared running state; returns the state after the embedding and after each layer, and each
-        layer's weights (B, T, M).
-
-        `record` (a list) receives each layer's stack outputs; `stored` gives them instead of running the
-        layers: speculative decoding replays the side path (evidence, gates, autoencoders) over the positions a
-        rejected draft kept without running any stack again (causal: their outputs do not change)."""
-        batch, length = input_ids.shape
-        hidden = self._embed(input_ids, position_ids, static)  # (B, T, d) float32
-        stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
-        if stored is None:
-            contexts = [stack.prepare(hidden.to(self.stack_dtype), attention_mask, position_ids, stack_cache)
-                        for stack, stack_cache in zip(self.stacks, stack_caches)]
-        states, gates = [hidden], []
-        for layer in range(static.shape[0]):
-            x = hidden.to(self.stack_dtype)
-            if stored is not None:
-                outputs = stored[layer]
-            else:
-                outputs = [stack.run_layer(layer, x, context, stack_cache)
-                           for stack, context, stack_cache in zip(self.stacks, contexts, stack_caches)]
-            if record is not None:
-                record.append(outputs)
-            # the evidence at layer l reads each stack's own head on its layer-l output (positions < t score x_≤t)
-            evidence = self._evidence(layer, outputs, input_ids, token_mask, cache)
-            weights = self.blend.weights(layer, static, hidden, evidence)  # (B|1, T|1, M, k)
-            hidden = self._mix(outputs, weights)  # (B, T, d) float32
-            if layer in self.ae_layers:
-                hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
-            states.append(hidden)
-            gates.append(self._per_stack(weights, batch, length))
-        return states, gates
-
-    def _run_stacks(self, input_ids, attention_mask, position_ids, cache) -> list[list[torch.Tensor]]:
-        """Each stack alone on its own states (and its own cache): the state after every layer, per stack."""
-        stack_caches = cache.stacks if cache is not None else [None] * len(self.stacks)
-        return [stack.run_stack(input_ids, attention_mask, position_ids, stack_cache)
-                for stack, stack_cache in zip(self.stacks, stack_caches)]
-
-    def _side_path(self, stack_states, input_ids, position_ids, token_mask, cache, static, own_logits=None):
-        """Parallel graph: at each layer the gate reads the side path's previous state, the blend mixes the
-        stacks' own layer-l states, an autoencoder may follow; the last layer's result reaches the head.
-
-        Also returns what each head reads under `head: mixture`: its own stack's last state plus the last
-        autoencoder's correction of the blend, so with no autoencoder after the last layer the model mixes
-        the experts' own next-token distributions; those heads' logits are then the evidence's, computed once
-        (or given as `own_logits`: speculative decoding reuses the drafter's)."""
-        batch, length = input_ids.shape
-        hidden = self._embed(input_ids, position_ids, static)
-        if own_logits is None and (self.blend.uses_evidence or self.settings.head == "mixture"):
-            with torch.no_grad():  # the frozen stacks' own states: no gradient reaches them in this graph
-                # log-probabilities, normalised once here for both the evidence and the mixture head
-                own_logits = [torch.log_softmax(stack.logits(states_m[-1]).float(), dim=-1)
-                              for stack, states_m in zip(self.stacks, stack_states)]
-        evidence = self._evidence("parallel", None, input_ids, token_mask, cache, logits=own_logits)
-        states, gates = [hidden], []
-        for layer in range(static.shape[0]):
-            outputs = [states_m[layer] for states_m in stack_states]
-            weights = self.blend.weights(layer, static, hidden.to(outputs[0].device), evidence)
-            blended = hidden = self._mix(outputs, weights)
-            if layer in self.ae_layers:
-                hidden = self._autoencode(layer, hidden, _on(token_mask, hidden.device), cache)
-            states.append(hidden)
-            gates.append(self._per_stack(weights, batch, length))
-        reusable = self.settings.head == "mixture" and static.shape[0] - 1 not in self.ae_layers
-        if reusable:  # the heads read the stacks' own states: their log-probabilities are already computed
-            return states, gates, None, own_logits
-        correction = hidden - blended  # zero unless an autoencoder follows the last layer
-        head_inputs = [out.float().to(hidden.device) + correction for out in outputs]
-        return states, gates, head_inputs, None
 
     def _cache_for(self, cache, use_cache: bool | None) -> SuperposedCache | None:
         if isinstance(cache, SuperposedCache):
@@ -522,8 +374,13 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         """`transformers` generation; batch-1 greedy and sampled decoding run speculatively (`speculative.py`):
         the same output, fewer stack steps. `speculative`: "auto" (adaptive draft length), K drafted tokens
         per round, or 0 for plain dense decoding. `self.speculation_stats` then describes the last call."""
-        from superpose.model.speculative import DenseFallback, SpeculationStats, dense_reason, draft_mode, \
-            speculative_loop
+        from superpose.model.speculative import (
+            DenseFallback,
+            SpeculationStats,
+            dense_reason,
+            draft_mode,
+            speculative_loop,
+        )
 
         if self.settings.conv_padding == "symmetric" and self.ae_layers:
             # Symmetric convolutions read the next token, so every step recomputes the whole prefix.
@@ -541,7 +398,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     # ---- training helpers -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def independent_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[torch.Tensor]]:
+    def independent_states(self, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor | None) -> list[list[torch.Tensor]]:
         """Each stack run alone (no grad): the state after every layer, per stack (base first)."""
         return [stack.run_stack(input_ids, attention_mask) for stack in self.stacks]
 
@@ -553,10 +411,8 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         It is the served graph when `graph: parallel`, and the reference's training graph otherwise."""
         position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         static = self.static_weights()
-        states, gates, head_inputs, head_logits = self._side_path(stack_states, input_ids, position_ids, token_mask,
-                                                                  None, static)
-        logits = self._logits(states[-1], static, gates[-1], head_inputs, head_logits)
-        return dict(enumerate(states[1:])), logits, gates
+        result = graphs.parallel(self, stack_states, input_ids, position_ids, None, token_mask, static)
+        return dict(enumerate(result.states[1:])), graphs.head_logits(self, result, static), result.gates
 
 
 def _current_key(key: str) -> str:
@@ -571,10 +427,6 @@ def _renamed_argument(given: dict, old: str, new: str | None):
     warnings.warn(f"{old}= is deprecated" + (f": use {new}= (a mapping name -> ...)" if new else ""), FutureWarning,
                   stacklevel=3)
     return given.pop(old)
-
-
-def _on(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return tensor.to(device) if tensor is not None else None
 
 
 # Lets AutoConfig / AutoTokenizer read a run folder, and AutoModelForCausalLM.from_pretrained(run_dir) load it.

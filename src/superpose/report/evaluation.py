@@ -25,15 +25,22 @@ import torch
 from tqdm.auto import tqdm
 
 from superpose.compare import (
-    REGISTRY, BaselineContext, MergedModelScorer, References, Scorer, build_scorer, holds_model, label,
+    REGISTRY,
+    BaselineContext,
+    MergedModelScorer,
+    References,
+    Scorer,
+    build_scorer,
+    holds_model,
+    label,
     parse_baselines,
 )
+from superpose.core.metrics import DistributionAgreement, LMScore, token_nll_and_hits
+from superpose.core.text_tables import format_table
 from superpose.data.code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
 from superpose.data.text import DataError, collate, load_texts, tokenize_blocks
-from superpose.training.distributed import peak_memory_mb
-from superpose.core.metrics import DistributionAgreement, LMScore, token_nll_and_hits
 from superpose.model.superposed import SuperposedModel
-from superpose.core.text_tables import format_table
+from superpose.training.distributed import peak_memory_mb
 
 SWITCH_WINDOW = 8  # tokens after a switch of language whose perplexity is reported on its own
 
@@ -417,7 +424,7 @@ def evaluate(
     every_point: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Per set and model: perplexity, accuracy, tokens and throughput; with `agreement`, also the mean per-token
+    ("""Per set and model: perplexity, accuracy, tokens and throughput; with `agreement`, also the mean per-token
     Jensen-Shannon divergence and cosine similarity to each stack's distribution and to their average.
 
     A set named like a model (`base`, an expert's name) is that model's labelled domain; any other name is an
@@ -425,8 +432,9 @@ def evaluate(
     first tokens after each switch, and, for methods with per-token weights, the share of tokens whose heaviest
     weight is on the source's own model. `other_runs` are further superposed models over the same stacks,
     `extra_models` plain causal LMs (e.g. an exported hard merge). Weight merges are built and scored one at a
-    time; of a swept merge only the chosen point is scored on `data` unless `every_point`; `peak_rss_mb` (and `peak_cuda_mb` on a GPU) is the process's peak memory so far.
-    """
+    time; of a swept merge only the chosen point is scored on `data` unless `every_point`; `peak_rss_mb` (and """
+     """`peak_cuda_mb` on a GPU) is the process's peak memory so far.
+    """)
     if not data:
         raise DataError("no evaluation data: pass --data NAME=FILE")
     model.eval()
@@ -450,8 +458,8 @@ def evaluate(
                 "baselines": {m: [list(p) if isinstance(p, tuple) else p for p in points]
                               for m, points in sweeps.items()},
                 "block_size": block_size, "batch_size": batch_size, "max_blocks": max_blocks, "seed": seed,
-                "agreement": agreement, "every_point": every_point, "base": model.config.base_model, "experts": model.config.experts,
-                "superposed": model.config.settings}
+                "agreement": agreement, "every_point": every_point, "base": model.config.base_model,
+                "experts": model.config.experts, "superposed": model.config.settings}
     return assemble_result(model, sets, plan, results, compute, best, selection, set(extra_models or {}), settings)
 
 

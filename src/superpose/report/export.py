@@ -35,7 +35,8 @@ def _end_weights(model: SuperposedModel, per_layer: list[list[float]]) -> tuple[
     mean = [sum(layer[m] for layer in per_layer) / len(per_layer) for m in range(stacks)]
     one_hot = [[1.0 if m == k else 0.0 for m in range(stacks)] for k in range(stacks)]
     embed = mean if model.settings.embed_blend == "mean_weights" else one_hot[0]
-    head = {"base": one_hot[0], "first_expert": one_hot[1], "blend": mean, "mixture": per_layer[-1]}[model.settings.head]
+    head = {"base": one_hot[0], "first_expert": one_hot[1], "blend": mean,
+            "mixture": per_layer[-1]}[model.settings.head]
     return embed, head
 
 

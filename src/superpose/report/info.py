@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from superpose.core.text_tables import format_table
 
 
@@ -20,8 +18,8 @@ def parameter_counts(model) -> dict[str, int]:
 
 
 def describe(run_dir: str | Path) -> str:
-    from superpose.report.export import layer_weights
     from superpose.model.superposed import SuperposedModel
+    from superpose.report.export import layer_weights
 
     model = SuperposedModel.from_pretrained(run_dir).eval()
     counts = parameter_counts(model)

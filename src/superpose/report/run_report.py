@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from superpose.report.html import ReportSection, detail_tables_from_eval, table_from_eval, write_report
 from superpose.core.settings import ModelSettings
 from superpose.report.analysis.collect import MODELS
 from superpose.report.analysis.run import ANALYSIS_JSON, GATES_FIGURE, GENERATION_METRICS, STACK_WEIGHTS_FIGURE
+from superpose.report.html import ReportSection, detail_tables_from_eval, table_from_eval, write_report
 
 __all__ = ["build_report", "figure_caption"]
 

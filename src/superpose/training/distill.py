@@ -27,24 +27,58 @@ from pathlib import Path
 import torch
 
 from superpose.core.loading import load_tokenizer
-from superpose.core.settings import (DATA_ORDER_KEYS, DTYPES, LoopSettings, SettingsError, check_counts,
-                                     check_positive, setting, torch_dtype)
+from superpose.core.settings import (
+    DATA_ORDER_KEYS,
+    DTYPES,
+    LoopSettings,
+    SettingsError,
+    check_counts,
+    check_positive,
+    setting,
+    torch_dtype,
+)
 from superpose.data.text import DataError, collate
 from superpose.model.superposed import SuperposedModel
 from superpose.training.blocks import load_labelled
 from superpose.training.checkpoint import find_checkpoint, save_checkpoint
-from superpose.training.distill_folder import (RunInfo, finish_work, inspect_run, prepare_out_dir,
-                                               weights_fingerprint, work_folder)
-from superpose.training.distill_report import (DISTILL_FILE, describe_truncation, evaluate_student,
-                                               evaluation_table, teacher_kl, write_outputs)
+from superpose.training.distill_folder import (
+    RunInfo,
+    finish_work,
+    inspect_run,
+    prepare_out_dir,
+    weights_fingerprint,
+    work_folder,
+)
+from superpose.training.distill_report import (
+    DISTILL_FILE,
+    describe_truncation,
+    evaluate_student,
+    evaluation_table,
+    teacher_kl,
+    write_outputs,
+)
 from superpose.training.distributed import setup_processes
-from superpose.training.loop import (LoopState, describe_throughput, epoch_order, history_table, resume_from,
-                                     run_epochs, throughput_record)
+from superpose.training.loop import (
+    LoopState,
+    describe_throughput,
+    epoch_order,
+    history_table,
+    resume_from,
+    run_epochs,
+    throughput_record,
+)
 from superpose.training.losses import distill_kl, distill_loss, lm_loss, topk_kl
 from superpose.training.resume import data_order
 from superpose.training.step import autocast, optimizer_step, process_chunks, resolve_mixed_precision, sum_gradients
-from superpose.training.student import (Student, lr_factor, make_student, merged_model, new_student, save_student,
-                                        trainable_parameters)
+from superpose.training.student import (
+    Student,
+    lr_factor,
+    make_student,
+    merged_model,
+    new_student,
+    save_student,
+    trainable_parameters,
+)
 from superpose.training.teacher_cache import build_topk_cache, kept_mass, teacher_log_probs
 
 # settings a resumed distillation may change (the others fix what each step computes)
@@ -79,7 +113,8 @@ class DistillSettings(LoopSettings):
                 check_positive(name, getattr(self, name))
         check_positive("teacher_weight", self.teacher_weight, allow_zero=True)
         if self.teacher_weight > 1:
-            raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; got {self.teacher_weight}")
+            raise SettingsError(f"teacher_weight λ mixes KL and LM loss, so it lies in [0, 1]; "
+                                f"got {self.teacher_weight}")
         if self.lora_alpha is not None and self.lora is None:
             raise SettingsError("lora_alpha is the scale of a LoRA adapter: give --lora R too")
         if self.top_k is not None and self.teacher_weight == 0:
@@ -289,7 +324,7 @@ class DistillStep:
             return distill_loss(logits, labels, settings.teacher_weight, settings.temperature, live, cached)
 
 
-def measure(result: "DistillResult", student: Student, teacher, valid_blocks: dict, train_blocks: list,
+def measure(result: DistillResult, student: Student, teacher, valid_blocks: dict, train_blocks: list,
             settings: DistillSettings, pad_id: int, precision: str, device: torch.device) -> None:
     """The student on held-out text (against the teacher), and with --top-k what the truncation hides."""
     uses_teacher = settings.teacher_weight > 0

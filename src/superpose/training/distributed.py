@@ -2,7 +2,8 @@
 
 Every process holds every frozen stack and its own copy of the blend and the autoencoders. After a step's
 local backward passes, only the trainable parts' gradients are summed across processes (all-reduce,
-tensor by tensor), so every process takes the same optimiser step. The model is deliberately not wrapped in `DistributedDataParallel` (or `Accelerator.prepare`):
+tensor by tensor), so every process takes the same optimiser step. The model is deliberately not wrapped
+in `DistributedDataParallel` (or `Accelerator.prepare`):
 DDP broadcasts every parameter and buffer of the wrapped module when it is built (the frozen stacks
 too: gigabytes for 8B models) and syncs only through `forward`, while training also runs
 `forward_parallel` and the stacks alone. accelerate sets up the process group and the device of

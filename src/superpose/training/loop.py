@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -26,14 +26,21 @@ from superpose.core.settings import DTYPES, SettingsError, TrainSettings
 from superpose.core.text_tables import format_table
 from superpose.data.text import DataError
 from superpose.model.superposed import SuperposedModel
-from superpose.training.blocks import (MIXED, UNLABELLED, LabelledBlocks, batches, domain_names, is_unlabelled,
-                                       load_labelled, to_device)
+from superpose.training.blocks import (
+    MIXED,
+    UNLABELLED,
+    LabelledBlocks,
+    batches,
+    domain_names,
+    is_unlabelled,
+    load_labelled,
+    to_device,
+)
 from superpose.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from superpose.training.distributed import Processes, peak_memory_mb, setup_processes
 from superpose.training.losses import compute_losses
 from superpose.training.resume import check_resumable, data_order
-from superpose.training.step import (SequenceSeededDropout, autocast, make_optimizer, resolve_mixed_precision,
-                                     train_step)
+from superpose.training.step import SequenceSeededDropout, autocast, make_optimizer, resolve_mixed_precision, train_step
 
 RUN_FILE = "run.json"
 __all__ = ["train", "run_epochs", "LoopState", "TrainResult", "validate", "RUN_FILE", "UNLABELLED", "MIXED",
@@ -125,7 +132,8 @@ def history_table(history: list[dict], title: str) -> str:
 def describe_throughput(record: dict) -> str:
     """One line: training tokens/s (all processes, and per process) and each process's peak memory."""
     peaks = ", ".join(
-        f"{p['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in p else f"{p.get('peak_rss_mb', float('nan')):.0f} MB RSS"
+        (f"{p['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in p
+         else f"{p.get('peak_rss_mb', float('nan')):.0f} MB RSS")
         for p in record["peak_memory_mb"])
     return (f"throughput: {record['tokens_per_second']:.0f} training tokens/s over {record['processes']} "
             f"process(es) ({record['tokens_per_second_per_process']:.0f} per process; {record['tokens']} tokens in "
@@ -174,7 +182,7 @@ class LoopState:
                 "running": self.running, "counted": self.counted}
 
     @classmethod
-    def from_record(cls, saved: dict) -> "LoopState":
+    def from_record(cls, saved: dict) -> LoopState:
         return cls(epoch=saved["epoch"], batch=saved.get("batch", 0), step=saved["step"], history=saved["history"],
                    running=dict(saved.get("running", {})), counted=saved.get("counted", 0))
 
@@ -260,7 +268,8 @@ def throughput_record(state: LoopState, processes: Processes, global_batch: int,
     return {
         "processes": processes.count, "grad_accum": grad_accum, "global_batch": global_batch,
         "device": str(processes.device), "mixed_precision": precision, "tokens": state.tokens,
-        "train_seconds": state.seconds, "tokens_per_second": rate, "tokens_per_second_per_process": rate / processes.count,
+        "train_seconds": state.seconds, "tokens_per_second": rate,
+        "tokens_per_second_per_process": rate / processes.count,
         "peak_memory_mb": processes.gather(peak_memory_mb(processes.device)),
     }
 
@@ -348,7 +357,7 @@ def _settings_json(model: SuperposedModel) -> dict:
 
 
 def write_run(model: SuperposedModel, run_dir: Path, settings: TrainSettings, train_files: dict[str, str],
-              valid_files: dict[str, str] | None, result: "TrainResult") -> None:
+              valid_files: dict[str, str] | None, result: TrainResult) -> None:
     """The trained weights, the config naming the stacks, and `run.json` (settings, data, history, throughput)."""
     model.save_pretrained(run_dir)
     (run_dir / RUN_FILE).write_text(json.dumps({
@@ -412,7 +421,8 @@ def train(
     finally:
         dropout.remove()
     result = TrainResult(run_dir, state.history, state.step, time.perf_counter() - started,
-                         throughput_record(state, processes, global_batch, settings.grad_accum, settings.mixed_precision))
+                         throughput_record(state, processes, global_batch, settings.grad_accum,
+                                           settings.mixed_precision))
     model.eval()
     if processes.is_main:
         write_run(model, run_dir, settings, train_files, valid_files, result)

@@ -11,7 +11,9 @@ from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel, causal_lm_loss
 from superpose.training.blocks import MIXED
 
-def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor, variant: str) -> torch.Tensor:
+
+def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor,
+                        variant: str) -> torch.Tensor:
     """Masked MSE (1d); 0.9 MSE + 0.1 mean per-token L2 distance (2d). Always float32, on `predicted`'s device."""
     predicted, target = predicted.float(), target.to(predicted.device).float()
     mask = token_mask.to(predicted.device, predicted.dtype).unsqueeze(-1)  # (B, T, 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from superpose.core.settings import DATA_ORDER_KEYS, SettingsError, TrainSettings
 
+
 def _file_fingerprint(path: str) -> dict:
     """Path, size and content hash: a resumed run must read the very same data."""
     path = Path(path).resolve()
@@ -52,7 +53,8 @@ def check_resumable(saved: dict, now: dict, run_dir: Path) -> None:
                     differences.append(f"train file {name!r} ({'added' if name in new else 'removed'})")
                 elif old[name] != new[name]:
                     what = "path" if old[name]["path"] != new[name]["path"] else "content"
-                    differences.append(f"train file {name!r} ({what} changed: {old[name]['path']} -> {new[name]['path']})")
+                    differences.append(f"train file {name!r} ({what} changed: "
+                                       f"{old[name]['path']} -> {new[name]['path']})")
         elif key == "stacks" and key not in saved:
             continue  # a checkpoint from before the stacks were recorded
         elif saved.get(key, _DATA_ORDER_DEFAULTS.get(key)) != now.get(key, _DATA_ORDER_DEFAULTS.get(key)):

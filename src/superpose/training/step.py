@@ -15,6 +15,7 @@ from superpose.training.blocks import LabelledBlocks, seed_of, to_device
 from superpose.training.distributed import Processes
 from superpose.training.losses import LOGGED, WEIGHTS, compute_losses
 
+
 def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.optim.AdamW:
     groups = [{"params": list(model.blend.spline.parameters()), "lr": settings.lr_blend, "name": "blend"}]
     if model.blend.gate is not None:
@@ -61,7 +62,8 @@ class SequenceSeededDropout:
         self.seeds: list[int] = []
         self.length = length  # masks are drawn for this many positions and cut to the batch's padded length
         dropouts = [m for m in model.autoencoders.modules() if isinstance(m, nn.Dropout)]
-        self._handles = [m.register_forward_hook(functools.partial(self._drop, index)) for index, m in enumerate(dropouts)]
+        self._handles = [m.register_forward_hook(functools.partial(self._drop, index))
+                         for index, m in enumerate(dropouts)]
 
     def _drop(self, index: int, module: nn.Dropout, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not module.training or module.p == 0:

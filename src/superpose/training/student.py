@@ -23,7 +23,7 @@ class Student:
     optimizer: torch.optim.Optimizer
 
 
-def make_student(stack: torch.nn.Module, settings: "DistillSettings") -> torch.nn.Module:
+def make_student(stack: torch.nn.Module, settings: DistillSettings) -> torch.nn.Module:
     """A float32 trainable copy of `stack`; with `lora`, wrapped in a PEFT LoRA adapter (only it trains)."""
     student = copy.deepcopy(stack).float()
     student.requires_grad_(True)
@@ -74,7 +74,7 @@ def lr_factor(step: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def new_student(stack, settings: "DistillSettings", device: torch.device) -> Student:
+def new_student(stack, settings: DistillSettings, device: torch.device) -> Student:
     model = make_student(stack, settings).to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(list(params.values()), lr=settings.resolved_lr, betas=(0.9, 0.95),

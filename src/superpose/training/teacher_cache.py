@@ -8,7 +8,8 @@ lower bound of the full KL (merging outcomes never increases a KL) and equals it
 distribution over the other tokens is proportional to the teacher's; `truncation_cost` measures the gap.
 
 Layout of `DIR/.superpose/teacher-topk/` (`distill`'s work folder): `meta.json` (k, temperature, the
-fingerprint of the run, its weights and the data) and `shard-NNNNN.safetensors` files, each holding `blocks` (S,) block indices, `lengths` (S,),
+fingerprint of the run, its weights and the data) and `shard-NNNNN.safetensors` files, each holding
+`blocks` (S,) block indices, `lengths` (S,),
 `indices` (S, T, k) int32, `log_probs` (S, T, k) float32 and `rest` (S, T) float32. Each shard is written
 under a temporary name and renamed, so an interrupted build keeps its finished shards and resumes.
 
@@ -52,7 +53,8 @@ def teacher_logits(teacher, input_ids: torch.Tensor, attention_mask: torch.Tenso
         return teacher(input_ids, attention_mask=attention_mask).logits
 
 
-def teacher_log_probs(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def teacher_log_probs(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
     return tempered_log_probs(teacher_logits(teacher, input_ids, attention_mask), temperature)
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 
 from superpose.demo.bundled_corpus.syntax import NP, Clause, as_pronoun, person_index
 from superpose.demo.bundled_corpus.tables import FR_ETRE, FR_IRREGULAR, FR_NUM, H_ASPIRE, Adj
-
 
 _FR_VOWELS = "aeiouàâäéèêëîïôöûùüœæ"
 
@@ -31,7 +30,7 @@ def _fr_strong_stem(stem: str) -> str:
     return stem
 
 
-@lru_cache(maxsize=None)
+@cache
 def fr_conj(inf: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     """Présent and imparfait (6 persons) and past participle."""
     if inf in FR_IRREGULAR:

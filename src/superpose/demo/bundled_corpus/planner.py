@@ -8,17 +8,46 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 
 from superpose.demo.bundled_corpus.syntax import NP, PP, Clause, as_pronoun
-from superpose.demo.bundled_corpus.tables import (ADJ_BY_KEY, ADJECTIVES, ADVERBS_FOR, BOXES, CLASHES, COUNTED, DAYS, EN_NUM, FAST, FIRST_NAMES,
-                     FR_NUM, FREQ_PAIRS, KIN, LOUD, MANNER_PAIRS, NOUN_BY_KEY, NOUNS, ONCE, STATES, STILL, SURFACES,
-                     SURNAMES, TIMES, TITLES, TOWN_PARTS, VERBS, WEATHER_ROWS, Adj, Noun, Verb)
+from superpose.demo.bundled_corpus.tables import (
+    ADJ_BY_KEY,
+    ADJECTIVES,
+    ADVERBS_FOR,
+    BOXES,
+    CLASHES,
+    COUNTED,
+    DAYS,
+    EN_NUM,
+    FAST,
+    FIRST_NAMES,
+    FR_NUM,
+    FREQ_PAIRS,
+    KIN,
+    LOUD,
+    MANNER_PAIRS,
+    NOUN_BY_KEY,
+    NOUNS,
+    ONCE,
+    STATES,
+    STILL,
+    SURFACES,
+    SURNAMES,
+    TIMES,
+    TITLES,
+    TOWN_PARTS,
+    VERBS,
+    WEATHER_ROWS,
+    Adj,
+    Noun,
+    Verb,
+)
 
 THEMES = "vtnfscwk"  # village, travel, nature/weather, family, sea, city, work, kitchen/food
 
 
-@lru_cache(maxsize=None)
+@cache
 def _noun_pool(spec: tuple[str, ...], theme: str) -> tuple[list[Noun], list[float]]:
     """Nouns named by categories or keys, with cumulative weights favouring the document's theme."""
     pool = [n for s in spec for n in (NOUNS[s] if s in NOUNS else [NOUN_BY_KEY[s]])]
@@ -26,20 +55,20 @@ def _noun_pool(spec: tuple[str, ...], theme: str) -> tuple[list[Noun], list[floa
     return pool, list(itertools.accumulate(weights))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _places_for(noun: Noun) -> tuple[str, ...]:
     """Places where a thing plausibly is: those sharing one of its themes (a cow: farm, barn, field)."""
     tags = set(noun.themes) - set("hri")
     return tuple(p.en for p in NOUNS["place"] if tags & set(p.themes))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adjective_pool(noun: Noun, predicative: bool) -> list[Adj]:
     pool = [ADJ_BY_KEY[a] for a in noun.adjs] if noun.adjs else [a for a in ADJECTIVES if a.fits(noun)]
     return [a for a in pool if not a.has("A" if predicative else "P")]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _verb_pool(frames: str, tense: str, animal: str) -> list[Verb]:
     """Verbs that fit the frames, the tense and the subject (a person, or the key of an animal)."""
     return [v for v in VERBS if v.frame in frames and not (v.stative and tense in ("fut", "perf", "imp"))

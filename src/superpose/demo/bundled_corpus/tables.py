@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import yaml
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables() -> dict:
     """The data file, parsed once (with PyYAML's C loader where it is built; the result is the same)."""
     text = (resources.files("superpose") / "assets" / "bundled_corpus.yaml").read_text(encoding="utf-8")

@@ -1,7 +1,6 @@
 """Sentences and documents: the planner's clauses realised in English or French, with dialogue."""
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 
 from superpose.demo.bundled_corpus.english import en_be, en_clause, en_contract, en_np, en_question, en_rest, en_vp

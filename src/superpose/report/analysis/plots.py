@@ -232,7 +232,8 @@ def plot_stack_weights(
     if w.ndim == 3:
         w = w.mean(axis=2)  # (L, M)
     if w.ndim != 2 or w.size == 0 or w.shape[1] != len(stack_names):
-        raise ValueError(f"weights must be (L, M) or (L, M, D) with M = {len(stack_names)} stacks, got {np.shape(weights)}")
+        raise ValueError(f"weights must be (L, M) or (L, M, D) with M = {len(stack_names)} stacks, "
+                         f"got {np.shape(weights)}")
     fig = Figure(figsize=(7.0, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

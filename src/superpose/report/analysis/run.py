@@ -19,13 +19,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm.auto import tqdm
 
-from superpose.data.code_switch import split_sentences
-from superpose.data.text import DataError, load_texts, tokenize_blocks
-from superpose.report.gate_view import token_gates, visible_token
 from superpose.core.settings import SettingsError
 from superpose.core.text_tables import format_table
+from superpose.data.code_switch import split_sentences
+from superpose.data.text import DataError, load_texts, tokenize_blocks
 from superpose.report.analysis import plots, stats
 from superpose.report.analysis.collect import DomainStates, collect_states, model_labels, model_pairs, pair_name
+from superpose.report.gate_view import token_gates, visible_token
 
 __all__ = ["analyze", "ANALYSIS_JSON", "FIGURES", "GATES_FIGURE", "STACK_WEIGHTS_FIGURE", "PROMPT_TOKENS",
            "EMBED_POINTS"]
