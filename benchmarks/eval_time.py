@@ -34,7 +34,7 @@ from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import build_experts
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_SECONDS = 300  # issue 17: the default baselines in under 5 minutes on 2 CPU cores
+TARGET_SECONDS = 300  # the evaluation-time target: the default baselines in under 5 minutes on 2 CPU cores
 # label: (run folder, `superpose train` flags)
 RUNS = {"default preset (dynamic)": ("dynamic", []), "--preset paper": ("paper", ["--preset", "paper"])}
 

@@ -1,4 +1,4 @@
-"""One-stack yardsticks on real text (issue 16): replay and distillation, all weights and LoRA, against the
+"""One-stack yardsticks on real text: replay and distillation, all weights and LoRA, against the
 superposed teacher they come from and the causal mixtures.
 
 Run through `python benchmarks/real_text.py --corpus ../shared/corpus --part one-stack [--stacks 2 3]`. Each row
@@ -119,7 +119,7 @@ def markdown(out: Path, hardware: str) -> str | None:
     records = [json.loads(p.read_text()) for p in sorted((out / "one_stack").glob("one_stack_*.json"))]
     if not records:
         return None
-    lines = ["## One stack: replay and distillation (issue 16)", "",
+    lines = ["## One stack: replay and distillation", "",
              f"Produced by `python benchmarks/real_text.py --corpus ../shared/corpus --part one-stack` on {hardware}. "
              "Each one-stack row starts from the French expert and trains for the budget of the superposed rows "
              f"({records[0]['budget']['steps']} steps × batch {records[0]['budget']['batch_size']} × block "

@@ -90,7 +90,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md")
     parser.add_argument("--part", choices=["all", "paper", "dynamic", "one-stack"], default="all",
                         help="paper: the static blends vs baselines; dynamic: the dynamic preset with 2 and 3 experts; "
-                             "one-stack: replay and distillation rows (issue 16), not part of `all`")
+                             "one-stack: replay and distillation rows, not part of `all`")
     parser.add_argument("--stacks", type=_group, nargs="+", default=[2, 3, "code2", "code3"],
                         help="dynamic part: which groups to train (2: base + fr, 3: + de, code2: base + code, code3: "
                              "base + fr + code); 0: only rewrite BENCHMARKS.md from the groups' saved records")

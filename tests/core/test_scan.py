@@ -1,4 +1,4 @@
-"""The vectorised fixed-share scan equals the step-by-step update it replaces (issue 15, item 4)."""
+"""The vectorised fixed-share scan equals the step-by-step update it replaces."""
 import math
 
 import pytest

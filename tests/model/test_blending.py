@@ -44,14 +44,14 @@ def test_2d_regularisation_is_the_spec_formula_on_known_control_points():
     with torch.no_grad():
         alpha.control.copy_(torch.tensor(control))
         alpha.layer_bias.copy_(torch.tensor(bias))
-    # SPEC §2: 0.1*smooth + 0.1*central + 0.05*(0.75*meanbias + 0.25*varbias); var as torch's (unbiased)
+    # the paper's regulariser: 0.1*smooth + 0.1*central + 0.05*(0.75*meanbias + 0.25*varbias); var as torch's (unbiased)
     smooth = np.mean((control[1:] - control[:-1]) ** 2)
     central = np.mean(control**2)
     mean_bias = np.mean(bias) ** 2
     var_bias = (np.var(bias, ddof=1) - 0.02) ** 2
     expected = 0.1 * smooth + 0.1 * central + 0.05 * (0.75 * mean_bias + 0.25 * var_bias)
     assert alpha.regularisation().item() == pytest.approx(expected, rel=1e-6)
-    assert Alpha1D(4, 3).regularisation().item() == 0.0  # SPEC: the 1D variant has no alpha regulariser
+    assert Alpha1D(4, 3).regularisation().item() == 0.0  # the paper: the 1D variant has no alpha regulariser
 
 
 def test_set_constant():

@@ -205,7 +205,7 @@ def test_rate_mixture_evidence_carries_across_chunks():
 
 
 def test_one_expert_static_blend_is_the_papers_formula():
-    """w = (1 - alpha, alpha) per layer, the running state shared (SPEC §4), written out by hand."""
+    """w = (1 - alpha, alpha) per layer, the running state shared (the paper's graph), written out by hand."""
     model = _model("gpt2", 1, ae_layers=[])
     with torch.no_grad():
         model.blend.spline.control.copy_(torch.linspace(0.1, 0.9, model.blend.spline.control.numel()))

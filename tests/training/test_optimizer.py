@@ -2,7 +2,7 @@
 
 alpha's gradients are about a thousand times smaller than the autoencoders'. One global clip would
 therefore shrink alpha's step along with the autoencoders' and all but freeze it; per-group
-clipping (SPEC §5, `grad_clip` in `TrainSettings`) leaves alpha's gradient alone.
+clipping (as the paper does, `grad_clip` in `TrainSettings`) leaves alpha's gradient alone.
 """
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Causal Bayesian mixture: each model weighted by its posterior given the tokens seen so far (SPEC §10)."""
+"""Causal Bayesian mixture: each model weighted by its posterior given the tokens seen so far."""
 from __future__ import annotations
 
 import torch

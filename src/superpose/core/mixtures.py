@@ -1,4 +1,4 @@
-"""Causal output mixtures of M models' next-token distributions (SPEC §10), in log space.
+"""Causal output mixtures of M models' next-token distributions, in log space.
 
 Position t's logits predict token t+1. The weight of model m at position t may depend only on the
 tokens x_1..x_t already seen, through the log-likelihood each model gave them:

@@ -140,7 +140,7 @@ def _boolean(name: str, value: object) -> bool:
 
 @dataclass
 class ModelSettings:
-    """How the stacks are blended (SPEC §2-§4)."""
+    """How the stacks are blended."""
 
     variant: str = setting("1d", "1d: one alpha per layer + linear-conv AEs; 2d: an alpha vector per layer + "
                                  "dual-path AEs", ("1d", "2d"))
@@ -279,7 +279,7 @@ class LoopSettings:
 
 @dataclass
 class TrainSettings(LoopSettings):
-    """Optimisation (SPEC §5); None values take the variant's reference value. The loop's own settings are
+    """Optimisation; None values take the variant's reference value. The loop's own settings are
     `LoopSettings`'."""
 
     lr_blend: float | None = setting(None, "learning rate of the blend's spline (the paper's alpha; default 2e-4 "

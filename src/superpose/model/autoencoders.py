@@ -1,4 +1,4 @@
-"""Autoencoders placed after the blend at selected layers (SPEC §3).
+"""Autoencoders placed after the blend at selected layers.
 
 Their convolutions run over the sequence axis. `padding="causal"` (default) pads on the left only,
 so position t never reads t+1; `padding="symmetric"` is the reference's kernel-3/padding-1 form,

@@ -2,7 +2,7 @@
 
 Every way of computing them lives here, behind `Blend`:
 
-* static (SPEC §2): a B-spline over depth. With one expert it is exactly the paper's alpha, w = (1 - alpha,
+* static (the paper's): a B-spline over depth. With one expert it is exactly the paper's alpha, w = (1 - alpha,
   alpha); with several experts each stack has its own spline and a softmax runs across stacks.
 * token: w[l, t] = softmax(prior_l + g_l(features_t)), where prior_l is the static spline's log-weights (so an
   untrained gate, whose last layer starts at zero, is the static model) and g_l reads only position t: the

@@ -1,7 +1,7 @@
 """Gate evidence: each stack's fixed-share log-posterior over the tokens already seen, at several rates.
 
 Position t's evidence uses tokens x_1..x_t only: stack m scores x_t with the prediction it made at
-position t-1, and the scores are folded into fixed-share weights (SPEC §10) that may follow a switch of
+position t-1, and the scores are folded into fixed-share weights that may follow a switch of
 language inside a sequence. Two kinds (the `gate_evidence` setting):
 
 * `fixed_share`: a slow, a middle and a fast rate (`RATE_FACTORS` × the setting) let a gate tell a long run of one

@@ -1,4 +1,4 @@
-"""Train the blend weights, gates and autoencoders (SPEC §5), on the graph we serve, with or without labels.
+"""Train the blend weights, gates and autoencoders, on the graph we serve, with or without labels.
 
 Labelled text (`--train NAME=FILE`) gives reconstruction targets from one independent no-grad run of
 each stack per batch (a token of domain m should reproduce stack m's states) and, with
@@ -58,7 +58,7 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
     """Token-weighted losses over the validation blocks, and the served graph's perplexity per domain.
 
     Each batch's mean is weighted by the tokens it covers (scored next-token positions for the LM loss,
-    real tokens for the reconstruction), so a short last batch counts for what it holds (SPEC §8). With
+    real tokens for the reconstruction), so a short last batch counts for what it holds. With
     several processes each scores every P-th block and the sums are added up.
     """
     device = _home(model)

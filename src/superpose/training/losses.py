@@ -1,4 +1,4 @@
-"""The training objective (SPEC §5): reconstruction of each labelled token's stack, the LM loss, the spline
+"""The training objective: reconstruction of each labelled token's stack, the LM loss, the spline
 regulariser, and for the gates a label cross-entropy and a load-balance term. Gates that compete with the rate
 filters (`gate_evidence: fixed_share_mix`) also learn from their own next-token NLL (`gate_own`, weighted like
 the LM loss): through the mixture alone, a gate that fell behind the filters would get almost no gradient."""

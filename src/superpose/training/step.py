@@ -44,7 +44,7 @@ def autocast(mode: str, device: torch.device):
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
-    """Clip each parameter group's gradient norm on its own (SPEC §5), then step."""
+    """Clip each parameter group's gradient norm on its own (as the paper does), then step."""
     for group in optimizer.param_groups:
         torch.nn.utils.clip_grad_norm_(group["params"], grad_clip)
     optimizer.step()

@@ -1,4 +1,4 @@
-"""The paper's analyses of a trained run (SPEC §7).
+"""The paper's analyses of a trained run.
 
 * `collect`: batched hidden-state collection, keeping only what the analyses need.
 * `stats`: the statistics, on plain numpy arrays so they run without any model.

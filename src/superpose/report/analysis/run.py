@@ -1,4 +1,4 @@
-"""The paper's analyses of a trained run (SPEC §7): figures a person can look at plus every number in JSON.
+"""The paper's analyses of a trained run: figures a person can look at plus every number in JSON.
 
 `analyze` loads a run, collects hidden states of the superposed model and of each stack (the base and
 every expert) run alone on text of each domain, and writes one PNG per analysis and `analysis.json` into
@@ -396,7 +396,7 @@ def analyze(
     device_map: str | None = None,
     gate_texts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run every analysis of SPEC §7 on a trained run and write its figures and `analysis.json` to `out_dir`.
+    """Run every analysis of the paper on a trained run and write its figures and `analysis.json` to `out_dir`.
 
     `gate_texts` maps a name to a text file whose first document (its first tokens) gets a gate heat map of its
     own, `gates_<name>.png`: e.g. a README paragraph that mixes prose and code.
