@@ -397,7 +397,8 @@ def train_speed_runs(corpus: Path, out: Path, experts_dir: Path, steps: int, bat
 def random_weight_rows(layers: int = 12, hidden: int = 768, heads: int = 12, vocab: int = 50257,
                        new_tokens: int = 64) -> dict:
     """GPT-2-124M-shaped stacks with random weights: per-step cost only. The experts are copies of the base, so
-    every draft is kept (the cost of speculation at full acceptance); forward at batch 2 x 256 as in the speed targets."""
+    every draft is kept (the cost of speculation at full acceptance); forward at batch 2 x
+    256 as in the speed targets."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, vocab_size=vocab, n_positions=512,

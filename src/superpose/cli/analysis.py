@@ -103,7 +103,8 @@ def cmd_gates(args: argparse.Namespace) -> None:
 
 def add_parsers(sub) -> None:
     """Add the `analyze`, `report` and `gates` subcommands to an argparse subparsers object."""
-    p = sub.add_parser("analyze", help="figures and statistics of hidden states, neurons and generations (the paper's analyses)",
+    p = sub.add_parser("analyze",
+                       help="figures and statistics of hidden states, neurons and generations (the paper's analyses)",
                        description="Write one PNG per analysis and analysis.json (every number) to --out.")
     p.add_argument("run_dir", help="run folder written by `superpose train`")
     p.add_argument("--data", action="append", required=True, metavar="NAME=FILE",
