@@ -27,7 +27,8 @@ import torch
 from dynamic_bench import ALL_GROUPS, LANGS, group_files
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.data.text import load_texts, tokenize_blocks
+from superpose.evaluation.scoring import scoring_batches
 from superpose.model.superposed import SuperposedModel
 from superpose.training.checkpoint import list_checkpoints, load_checkpoint
 from superpose.training.distill import DistillSettings, distill
@@ -45,9 +46,7 @@ QUICK = dict(steps=20, batch_size=8, block_size=64, every=10, eval_blocks=8)  # 
 def block_nlls(model, blocks: list[torch.Tensor], pad_id: int, batch_size: int = 8) -> torch.Tensor:
     """(N,) each block's summed next-token NLL (float64): perplexities and per-block oracles are built from it."""
     out = []
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start : start + batch_size]
-        batch = collate(chunk, [0] * len(chunk), pad_id)
+    for _, batch in scoring_batches(blocks, batch_size, pad_id, "cpu"):
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
         labels = batch.labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")

@@ -21,8 +21,9 @@ from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.settings import preset_settings
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import ExpertRecipe, finetune_expert
+from superpose.evaluation.evaluate import evaluate, write_json
 from superpose.model.superposed import SuperposedModel
-from superpose.report.evaluation import eval_table, evaluate, write_json
+from superpose.report.eval_tables import eval_table
 from superpose.training.loop import UNLABELLED, train
 
 LANGS = {"base": "en", "fr": "fr", "de": "de", "code": "code"}  # expert name -> corpus folder

@@ -23,15 +23,16 @@ import torch
 from dynamic_bench import collect, markdown, run_dynamic
 from halves import MIXED_LINES, split_halves
 
+from superpose.compare.hard_merge import export_hard_merge
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.core.text_tables import format_table
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import ExpertRecipe, build_experts
 from superpose.demo.walkthrough import demo_settings
+from superpose.evaluation.evaluate import evaluate, write_json
 from superpose.model.superposed import SuperposedModel
-from superpose.report.evaluation import eval_table, evaluate, write_json
-from superpose.report.export import export_hard_merge
+from superpose.report.eval_tables import eval_table
 from superpose.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,7 +33,8 @@ from superpose.core.mixtures import (
 from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
-from superpose.data.text import collate, load_texts, tokenize_blocks
+from superpose.data.text import load_texts, tokenize_blocks
+from superpose.evaluation.scoring import scoring_batches
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
 
@@ -44,8 +45,7 @@ BLOCKS = 80
 @torch.no_grad()
 def ppl(score_batch, blocks: list[torch.Tensor]) -> float:
     score = LMScore()
-    for start in range(0, len(blocks), 16):
-        batch = collate(blocks[start : start + 16], [0] * len(blocks[start : start + 16]), 0)
+    for _, batch in scoring_batches(blocks, 16, 0, "cpu"):
         score.update(score_batch(batch), batch.labels)
     return score.ppl
 

@@ -8,7 +8,8 @@ import pytest
 import superpose
 
 SRC = Path(superpose.__file__).parent
-LAYERS = ["core", "data", "model", "training", "compare", "report", "demo", "cli"]  # each imports only those before it
+# each imports only those before it
+LAYERS = ["core", "data", "model", "compare", "evaluation", "training", "report", "demo", "cli"]
 
 
 def _modules() -> dict[str, Path]:

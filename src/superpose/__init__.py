@@ -5,10 +5,13 @@ The packages, lowest first; each imports only the packages above it in this list
 
 * `core/`: settings and presets, checkpoint loading, metrics, log-space mixtures, text tables.
 * `data/`: text files to token blocks; code-switched lines.
-* `model/`: the superposed model: architectures, blend weights and gates, evidence, autoencoders, cache.
-* `training/`: the training loop, checkpoints and resume, data-parallel processes.
-* `compare/`: what the model is compared with: weight merges, output mixtures, routers, oracles.
-* `report/`: evaluation, the one-stack export, run info, gate views, the paper's analyses, HTML.
+* `model/`: the superposed model: architectures, blend weights and gates, evidence, autoencoders, cache, the
+  two forward graphs, speculative decoding, model cards.
+* `compare/`: what the model is compared with: weight merges, output mixtures, routers, oracles; the hard-merge
+  export.
+* `evaluation/`: the one held-out scoring loop, and `evaluate` (the model against every comparison).
+* `training/`: the training loop, checkpoints and resume, data-parallel processes, distillation.
+* `report/`: evaluation tables, run info, gate views, the paper's analyses, HTML.
 * `demo/`: the offline demo, its tiny experts and bundled corpus.
 * `cli/`: the `superpose` command.
 

@@ -9,8 +9,8 @@ from superpose.cli.commands import main
 from superpose.compare import BaselineContext, References, build_scorer
 from superpose.compare.router import RouterScorer
 from superpose.core.settings import ModelSettings
+from superpose.evaluation.evaluate import evaluate
 from superpose.model.superposed import SuperposedModel
-from superpose.report.evaluation import evaluate
 
 
 def _refs(models: dict, ids: torch.Tensor, domain=None) -> References:
@@ -143,14 +143,14 @@ def test_code_switched_set_reports_languages_switches_and_weights(tmp_path, caps
 
 
 def test_own_weight_share_counts_tokens_whose_heaviest_weight_is_their_sources_model():
-    from superpose.report.evaluation import _count_own_weight, _Tally
+    from superpose.evaluation.scoring import Tally, count_own_weight
     # position t predicts token t+1; sources of tokens 0..5: base base fr fr <eos> fr
     sources = torch.tensor([[0, 0, 1, 1, -1, 1]])
     labels = torch.tensor([[4, 5, 6, 7, 0, 8]])
     weights = torch.tensor([[[0.9, 0.2, 0.4, 0.6, 0.5, 0.3]]]).expand(1, 1, 6)  # weight on model 0 ...
     weights = torch.cat([weights, 1 - weights])  # (M=2, B=1, T=6)
-    tally = _Tally()
-    _count_own_weight(tally, weights, sources, labels, torch.tensor([0, 1]))
+    tally = Tally()
+    count_own_weight(tally, weights, sources, labels, torch.tensor([0, 1]))
     # targets 1..5: base (heaviest 0 at t=0: right), fr (t=1: heaviest 1, right), fr (t=2: 1, right),
     # <eos> (not counted), fr (t=4: tie 0.5 -> argmax 0, wrong)
     assert tally.own_weight == [3, 4]

@@ -8,10 +8,10 @@ from helpers import tiny_pair
 
 import superpose.compare as compare
 from superpose.compare import DEFAULT_BASELINES, METHODS, REGISTRY, WEIGHT_MERGES, parse_baselines
+from superpose.compare import hard_merge as export
 from superpose.compare.linear import linear
 from superpose.core.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
-from superpose.report import export
 
 
 def test_every_method_file_is_in_the_registry_and_nothing_else_is():

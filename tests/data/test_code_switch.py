@@ -116,8 +116,8 @@ def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
     from helpers import tiny_pair
 
     from superpose.core.settings import ModelSettings
+    from superpose.evaluation.evaluate import evaluate
     from superpose.model.superposed import SuperposedModel
-    from superpose.report.evaluation import evaluate
     records = mix_lines({"base": EN, "fr": FR}, seed=2)
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from superpose.cli.commands import main
 from superpose.compare import WEIGHT_MERGES, parse_baselines
+from superpose.compare.hard_merge import export_hard_merge
 from superpose.core.settings import ModelSettings
+from superpose.evaluation.evaluate import evaluate
 from superpose.model.superposed import SuperposedModel
-from superpose.report.evaluation import evaluate
-from superpose.report.export import export_hard_merge
 
 
 @pytest.fixture
@@ -291,7 +291,7 @@ def test_cli_eval_and_export(tmp_path, capsys):
 
 
 def test_selection_data_is_used_only_for_sweeps_and_never_the_reported_files(tmp_path):
-    from superpose.report.evaluation import selection_data
+    from superpose.evaluation.evaluate import selection_data
 
     report, select = {"base": str(tmp_path / "a.txt")}, {"base": str(tmp_path / "b.txt")}
     assert selection_data({"linear": [0.1, 0.5]}, report, select) == select
@@ -303,7 +303,7 @@ def test_selection_data_is_used_only_for_sweeps_and_never_the_reported_files(tmp
 
 def test_the_plan_shares_one_pass_holds_merges_apart_and_skips_what_cannot_be_built(setup):
     from superpose.compare import BaselineContext
-    from superpose.report.evaluation import add_models, plan_scorers, stack_models
+    from superpose.evaluation.evaluate import add_models, plan_scorers, stack_models
 
     model, tokenizer, _ = setup
     context = BaselineContext(stack_models(model), tokenizer)  # no training files: the router cannot be built
@@ -322,7 +322,7 @@ def test_the_plan_shares_one_pass_holds_merges_apart_and_skips_what_cannot_be_bu
 
 
 def test_best_point_and_throughput_steps():
-    from superpose.report.evaluation import choose_best, throughput
+    from superpose.evaluation.evaluate import choose_best, throughput
 
     chosen = {"linear:0.1": {"a": {"ppl": 4.0}, "b": {"ppl": 9.0}},
               "linear:0.5": {"a": {"ppl": 5.0}, "b": {"ppl": 5.0}},

@@ -8,7 +8,7 @@ import yaml
 from helpers import save_pair, write_domains
 
 from superpose.cli.commands import main
-from superpose.training.model_card import EVAL_END, EVAL_START, NO_EVAL
+from superpose.model.model_card import EVAL_END, EVAL_START, NO_EVAL
 
 
 def _card(folder):

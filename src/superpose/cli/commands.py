@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     finally:
         processes.finish()
     if processes.is_main:
-        from superpose.training.model_card import write_run_card
+        from superpose.model.model_card import write_run_card
 
         write_run_card(args.out)
         print(result.summary())
@@ -182,8 +182,9 @@ def _run_record(run_dir: str) -> dict:
 def cmd_eval(args: argparse.Namespace) -> None:
     from superpose.core.loading import load_causal_lm, load_tokenizer, resolve_device
     from superpose.data.text import parse_named_paths
+    from superpose.evaluation.evaluate import evaluate, write_json
     from superpose.model.superposed import SuperposedModel
-    from superpose.report.evaluation import eval_table, evaluate, write_json
+    from superpose.report.eval_tables import eval_table
 
     dtype, device = torch_dtype(args.dtype), resolve_device(args.device)
     model = SuperposedModel.from_pretrained(args.run_dir, dtype=dtype, device=device)
@@ -209,7 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(eval_table(result))
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
-    from superpose.training.model_card import update_evaluation
+    from superpose.model.model_card import update_evaluation
 
     # the latest evaluation goes into the model cards this package wrote (the run's, exports', distilled models')
     updated = [folder for folder in [args.run_dir, *extra_paths.values()]
@@ -219,9 +220,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from superpose.compare.hard_merge import export_hard_merge, layer_weights
     from superpose.core.loading import load_tokenizer
     from superpose.model.superposed import SuperposedModel
-    from superpose.report.export import export_hard_merge, layer_weights
 
     model = SuperposedModel.from_pretrained(args.run_dir).eval()
     out = export_hard_merge(model, args.out, load_tokenizer(args.run_dir), run_dir=args.run_dir)

@@ -9,10 +9,11 @@ declares its `METHOD` (name, builder, default sweep, point parsing) plus one ent
 * `registry`: the list of methods; the default sweeps and the default baseline set derive from it.
 * `common`: what every method shares (`Method`, `Scorer`, the batch's `References`, the models).
 * `weight_merge`: what every weight merge shares (checks, the per-tensor driver, the merged model's scorer).
-* weight merges, one model each: `linear` (whose weighted sum is also the hard-merge export),
+* weight merges, one model each: `linear` (whose weighted sum is also `hard_merge`'s export),
   `task_arithmetic`, `ties`, `dare`, `slerp`.
 * output mixtures of the M models: `ensemble`, `bayes`, `fixed_share`, `fixed_share_mix` (a mixture over rates).
 * routers that pick one model: `router` (causal), `router_lookahead` (reads the whole sequence: a bound).
+* `hard_merge`: the paper's hard merge of a trained model, written as a plain Hugging Face checkpoint.
 * bounds that read the answer: `oracle` (one model per sequence), `oracle_token` (one per token).
 """
 from __future__ import annotations

@@ -6,6 +6,6 @@
 * `mixtures`: causal log-space mixtures of M next-token distributions (Bayes, fixed share).
 * `text_tables`: plain-text tables for command summaries.
 
-Layering (each package imports only those before it): core < data < model < training < compare < report
-< demo < cli.
+Layering (each package imports only those before it): core < data < model < compare < evaluation < training
+< report < demo < cli.
 """

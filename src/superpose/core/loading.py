@@ -1,6 +1,8 @@
-"""Load base/expert checkpoints and their tokenizer from local folders or hub ids, with clear errors."""
+"""Load base/expert checkpoints and their tokenizer from local folders or hub ids, with clear errors; devices and
+the process's peak memory."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -77,3 +79,18 @@ def load_tokenizer(name_or_path: str):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere
     return tokenizer
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """This process's peak resident memory (and peak CUDA memory allocated by torch on a GPU), in MiB."""
+    peaks = {}
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        resource = None
+    if resource is not None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        peaks["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+    if device.type == "cuda":
+        peaks["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peaks

@@ -84,6 +84,14 @@ class Batch:
     domains: torch.Tensor  # (B,) index of the domain (0 = base, -1 = unlabelled or mixed)
     token_domains: torch.Tensor | None = None  # (B, T) each token's domain (-1 = none, padding included)
 
+    def to(self, device: str | torch.device) -> Batch:
+        """The batch moved to `device`, in place (returned for chaining)."""
+        for key in ("input_ids", "attention_mask", "labels", "domains", "token_domains"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, value.to(device))
+        return self
+
 
 def collate(blocks: list[torch.Tensor], domains: list[int], pad_id: int = 0,
             token_domains: list[torch.Tensor | None] | None = None) -> Batch:

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.metrics import LMScore
 from superpose.data.text import collate, tokenize_blocks
+from superpose.evaluation.scoring import causal_lm, perplexities
 
 EOS_TOKEN = "<|endoftext|>"
 # Byte-level BPE starts from all 256 byte symbols plus the special token.
@@ -205,11 +205,7 @@ def held_out_ppl(model: GPT2LMHeadModel, blocks: list[torch.Tensor], batch_size:
     was_training = model.training
     model.eval()
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    score = LMScore()
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start : start + batch_size]
-        batch = collate(chunk, [0] * len(chunk), pad_id)
-        score.update(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
+    score = perplexities({"model": causal_lm(model)}, blocks, pad_id, batch_size, model.device)["model"]
     model.train(was_training)
     return score.ppl
 

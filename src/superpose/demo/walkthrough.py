@@ -17,8 +17,9 @@ from superpose.core.settings import DEFAULT_PRESET, ModelSettings, preset_settin
 from superpose.core.text_tables import format_table
 from superpose.demo.bundled_corpus import generate_documents, write_corpus
 from superpose.demo.tiny_experts import ExpertRecipe, build_experts
+from superpose.evaluation.evaluate import evaluate, write_json
 from superpose.model.superposed import SuperposedModel
-from superpose.report.evaluation import BOUND_NOTE, eval_table, evaluate, write_json
+from superpose.report.eval_tables import BOUND_NOTE, eval_table
 from superpose.training.checkpoint import find_checkpoint
 from superpose.training.loop import train
 

@@ -9,4 +9,5 @@
 * `superposed`: `SuperposedModel`: its parts, forward, saving and loading.
 * `speculative`: lossless speculative generation across the stacks (the heaviest stack drafts, the dense
   model verifies).
+* `model_card`: the `README.md` model card of run folders, exports and distilled models.
 """

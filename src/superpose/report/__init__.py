@@ -1,7 +1,6 @@
-"""What a person reads about a model: scores, the one-stack export, settings, gates and analyses.
+"""What a person reads about a model: tables of scores, settings, gates, analyses and the HTML report.
 
-* `evaluation`: the superposed model and every comparison scored per held-out set.
-* `export`: the paper's hard merge as a plain Hugging Face checkpoint.
+* `eval_tables`: the tables `superpose eval` prints (the scores come from `superpose.evaluation`).
 * `info`: what a run holds (settings, parameters, blend weights per layer).
 * `gate_view`: which stack each token is routed to, layer by layer.
 * `analysis/`: the paper's analyses (statistics, figures, hidden-state collection).

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from superpose.report.evaluation import GROUPS, model_group
+from superpose.evaluation.evaluate import GROUPS, model_group
 
 __all__ = ["ReportSection", "write_report", "table_from_eval", "detail_tables_from_eval"]
 

@@ -18,8 +18,8 @@ def parameter_counts(model) -> dict[str, int]:
 
 
 def describe(run_dir: str | Path) -> str:
+    from superpose.compare.hard_merge import layer_weights
     from superpose.model.superposed import SuperposedModel
-    from superpose.report.export import layer_weights
 
     model = SuperposedModel.from_pretrained(run_dir).eval()
     counts = parameter_counts(model)

@@ -13,5 +13,4 @@
 * `distill_folder`: the run `distill` reads and the folder it writes, checked before any work.
 * `distill_report`: the student against its teacher on held-out text, `distill.json` and the model card.
 * `teacher_cache`: the teacher's top-k log-probabilities, computed once into safetensors shards.
-* `model_card`: the `README.md` model card of run folders, exports and distilled models.
 """

@@ -92,14 +92,3 @@ def load_labelled(
     return data
 
 
-def batches(data: LabelledBlocks, batch_size: int, pad_id: int, order: torch.Tensor):
-    for start in range(0, len(order), batch_size):
-        yield data.collate(order[start : start + batch_size].tolist(), pad_id)
-
-
-def to_device(batch, device: str | torch.device):
-    for key in ("input_ids", "attention_mask", "labels", "domains", "token_domains"):
-        setattr(batch, key, getattr(batch, key).to(device))
-    return batch
-
-

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from superpose.core.settings import torch_dtype
-from superpose.data.text import collate
+from superpose.evaluation.scoring import scoring_batches
+from superpose.model.model_card import write_card
 from superpose.training.distill_folder import RunInfo
 from superpose.training.losses import distill_kl, next_scored, topk_kl
-from superpose.training.model_card import write_card
 from superpose.training.student import save_student
 from superpose.training.teacher_cache import teacher_logits
 
@@ -27,14 +27,13 @@ def evaluate_student(student, teacher, blocks: dict[str, list[torch.Tensor]], pa
     result = {}
     for name, rows in blocks.items():
         student_score, teacher_score, kl_sum, tokens = LMScore(), LMScore(), 0.0, 0
-        for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size], [0] * len(rows[start : start + batch_size]), pad_id)
-            ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+        for _, batch in scoring_batches(rows, batch_size, pad_id, device):
+            ids, mask = batch.input_ids, batch.attention_mask
             logits = student(input_ids=ids, attention_mask=mask).logits
-            student_score.update(logits, batch.labels.to(device))
+            student_score.update(logits, batch.labels)
             if teacher is not None:
                 served = teacher_logits(teacher, ids, mask)
-                teacher_score.update(served, batch.labels.to(device))
+                teacher_score.update(served, batch.labels)
                 count = int(next_scored(batch.labels).sum())
                 kl_sum += float(distill_kl(logits, torch.log_softmax(served.float(), -1), batch.labels)) * count
                 tokens += count
@@ -55,10 +54,8 @@ def teacher_kl(teacher, student, blocks: list[torch.Tensor], pad_id: int, temper
     device = next(student.parameters()).device
     totals = {"kl_full": 0.0, "kl_topk": 0.0, "rest_mass": 0.0}
     tokens = 0
-    for start in range(0, len(blocks), batch_size):
-        chunk = blocks[start : start + batch_size]
-        batch = collate(chunk, [0] * len(chunk), pad_id)
-        ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+    for _, batch in scoring_batches(blocks, batch_size, pad_id, device):
+        ids, mask = batch.input_ids, batch.attention_mask
         log_p = teacher_log_probs(teacher, ids, mask, temperature)
         logits = student(input_ids=ids, attention_mask=mask).logits
         count = int(next_scored(batch.labels).sum())
@@ -113,7 +110,7 @@ def write_outputs(result, student, tokenizer, info: RunInfo, run_dir: Path,
 
 def distill_card(run_dir: Path, info: RunInfo, settings, train_files: dict[str, str],
                   valid_files: dict[str, str], result) -> str:
-    from superpose.training.model_card import one_stack_card
+    from superpose.model.model_card import one_stack_card
 
     what = ("replay: fine-tuned on the text alone (teacher weight 0)" if settings.teacher_weight == 0 else
             f"distilled from the superposed model (λ = {settings.teacher_weight:g}, T = {settings.temperature:g})")

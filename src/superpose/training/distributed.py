@@ -12,7 +12,6 @@ each process (gloo on CPU, NCCL on CUDA).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -107,18 +106,3 @@ def setup_processes(device: str | None) -> Processes:
         requested = torch.device("cuda", local)
         torch.cuda.set_device(requested)
     return Processes(index, count, requested)
-
-
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    """This process's peak resident memory (and peak CUDA memory allocated by torch on a GPU), in MiB."""
-    peaks = {}
-    try:
-        import resource  # not on Windows
-    except ImportError:
-        resource = None
-    if resource is not None:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-        peaks["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
-    if device.type == "cuda":
-        peaks["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return peaks

@@ -21,23 +21,23 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from superpose.core.loading import peak_memory_mb
 from superpose.core.metrics import LMScore
 from superpose.core.settings import DTYPES, SettingsError, TrainSettings
 from superpose.core.text_tables import format_table
 from superpose.data.text import DataError
+from superpose.evaluation.scoring import scoring_batches
 from superpose.model.superposed import SuperposedModel
 from superpose.training.blocks import (
     MIXED,
     UNLABELLED,
     LabelledBlocks,
-    batches,
     domain_names,
     is_unlabelled,
     load_labelled,
-    to_device,
 )
 from superpose.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from superpose.training.distributed import Processes, peak_memory_mb, setup_processes
+from superpose.training.distributed import Processes, setup_processes
 from superpose.training.losses import compute_losses
 from superpose.training.resume import check_resumable, data_order
 from superpose.training.step import SequenceSeededDropout, autocast, make_optimizer, resolve_mixed_precision, train_step
@@ -69,8 +69,7 @@ def validate(model: SuperposedModel, data: LabelledBlocks, settings: TrainSettin
     names = [*data.names, UNLABELLED]
     totals = torch.zeros(4 + 3 * len(names), dtype=torch.float64)
     rows = torch.arange(len(data))[processes.index :: processes.count]
-    for batch in batches(data, settings.batch_size, pad_id, rows):
-        batch = to_device(batch, device)
+    for _, batch in scoring_batches(data, settings.batch_size, pad_id, device, rows):
         with autocast(precision, device):
             losses = compute_losses(model, batch, settings)
             logits = losses["logits"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel
-from superpose.training.blocks import LabelledBlocks, seed_of, to_device
+from superpose.training.blocks import LabelledBlocks, seed_of
 from superpose.training.distributed import Processes
 from superpose.training.losses import LOGGED, WEIGHTS, compute_losses
 
@@ -133,7 +133,7 @@ def train_step(model: SuperposedModel, optimizer: torch.optim.Optimizer, data: L
     optimizer.zero_grad(set_to_none=True)
     totals = torch.zeros(len(LOGGED), dtype=torch.float64)
     for chunk, picked in process_chunks(rows, size, processes):
-        batch = to_device(data.collate(picked, pad_id), device)
+        batch = data.collate(picked, pad_id).to(device)
         dropout.seeds = [seed_of(settings.seed, epoch, first + chunk * size + j) for j in range(len(picked))]
         chunk_tokens = sum(lengths[chunk * size : (chunk + 1) * size])
         chunk_labelled = sum(labelled[chunk * size : (chunk + 1) * size])

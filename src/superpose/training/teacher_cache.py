@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from superpose.core.settings import SettingsError
-from superpose.data.text import collate
+from superpose.evaluation.scoring import scoring_batches
 
 CACHE_DIR = "teacher-topk"
 SHARD_BLOCKS = 256
@@ -132,16 +132,16 @@ def build_topk_cache(teacher, blocks: list[torch.Tensor], needed: list[int], out
         indices = torch.zeros(len(shard_blocks), length, k, dtype=torch.int32)
         kept = torch.full((len(shard_blocks), length, k), float("-inf"))
         rest = torch.full((len(shard_blocks), length), float("-inf"))
-        for start in range(0, len(shard_blocks), batch_size):
-            rows = shard_blocks[start : start + batch_size]
-            batch = collate([blocks[i] for i in rows], [0] * len(rows), pad_id)
-            log_probs = teacher_log_probs(teacher, batch.input_ids.to(device), batch.attention_mask.to(device),
-                                          temperature).cpu()  # (B, T, V)
+        start = 0  # the batch's first row in the shard
+        for rows, batch in scoring_batches(blocks, batch_size, pad_id, device, shard_blocks):
+            # (B, T, V)
+            log_probs = teacher_log_probs(teacher, batch.input_ids, batch.attention_mask, temperature).cpu()
             top_i, top_lp, top_rest = top_k_entries(log_probs, k)
             width = log_probs.shape[1]
             indices[start : start + len(rows), :width] = top_i.int()
             kept[start : start + len(rows), :width] = top_lp
             rest[start : start + len(rows), :width] = top_rest
+            start += len(rows)
         tmp = folder / f".{final.name}.tmp"
         save_file({"blocks": torch.tensor(shard_blocks, dtype=torch.int64),
                    "lengths": torch.tensor([blocks[i].numel() for i in shard_blocks], dtype=torch.int32),

@@ -9,40 +9,34 @@ merges are built, scored and replaced one at a time in one reusable model (peak:
 
 `evaluate` is a short sequence of steps, each its own function: `selection_data` (which files choose the
 sweeps), `plan_scorers` and `add_models` (what is scored, under which names), `run_plan` (the passes over
-the data), `choose_best` (each sweep's point) and `assemble_result` (with `throughput`).
+the data, through `scoring.score`), `choose_best` (each sweep's point) and `assemble_result` (with
+`throughput`).
 """
 from __future__ import annotations
 
 import gc
 import json
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from superpose.compare import (
     REGISTRY,
     BaselineContext,
     MergedModelScorer,
-    References,
     Scorer,
     build_scorer,
     holds_model,
     label,
     parse_baselines,
 )
-from superpose.core.metrics import DistributionAgreement, LMScore, token_nll_and_hits
-from superpose.core.text_tables import format_table
-from superpose.data.code_switch import NO_SOURCE, SourcedBlocks, load_spans, tokenize_spans
-from superpose.data.text import DataError, collate, load_texts, tokenize_blocks
+from superpose.core.loading import peak_memory_mb
+from superpose.data.text import DataError
+from superpose.evaluation.scoring import EvalSet, load_sets, score
 from superpose.model.superposed import SuperposedModel
-from superpose.training.distributed import peak_memory_mb
-
-SWITCH_WINDOW = 8  # tokens after a switch of language whose perplexity is reported on its own
 
 
 class SuperposedScorer(Scorer):
@@ -75,151 +69,6 @@ class ReferenceScorer(Scorer):
 
     def extra_seconds(self, refs):
         return refs.seconds[self.name]
-
-
-@dataclass
-class EvalSet:
-    """The blocks of one --data file. `label` names the model whose domain it is (None: an unlabelled set);
-    `sourced` holds each token's source for code-switched files (JSONL with spans)."""
-
-    blocks: list[torch.Tensor]
-    label: str | None
-    sourced: SourcedBlocks | None = None
-
-
-@dataclass
-class _Tally:
-    score: LMScore = field(default_factory=LMScore)
-    subsets: dict[str, LMScore] = field(default_factory=dict)  # e.g. "source:fr", "after_switch"
-    own_weight: list[int] = field(default_factory=lambda: [0, 0])  # [tokens whose heaviest weight is right, tokens]
-    agreement: dict[str, DistributionAgreement] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
-def load_sets(data: dict[str, str], names: list[str], tokenizer, block_size: int,
-              max_blocks: int | None) -> dict[str, EvalSet]:
-    """NAME=FILE sets: labelled when NAME is a model's name, unlabelled otherwise; JSONL with spans is code-switched."""
-    sets = {}
-    for name, path in data.items():
-        records = load_spans(path) if Path(path).is_file() else None
-        if records is not None:
-            sourced = tokenize_spans(records, tokenizer, block_size, max_blocks)
-            sets[name] = EvalSet(sourced.blocks, name if name in names else None, sourced)
-        else:
-            blocks = tokenize_blocks(load_texts(path), tokenizer, block_size, max_blocks)
-            sets[name] = EvalSet(blocks, name if name in names else None)
-    return sets
-
-
-def _pad(rows: list[torch.Tensor], length: int, fill) -> torch.Tensor:
-    out = torch.full((len(rows), length), fill, dtype=rows[0].dtype)
-    for i, row in enumerate(rows):
-        out[i, : row.numel()] = row
-    return out
-
-
-def _subsets(sourced: SourcedBlocks, start: int, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Labels restricted to each source's tokens and to the first tokens after each switch; (B, T) sources."""
-    size, length = labels.shape
-    sources = _pad(sourced.sources[start : start + size], length, NO_SOURCE).to(labels.device)
-    since = _pad(sourced.segment_start[start : start + size], length, 0).to(labels.device)
-    switched = _pad(sourced.switched[start : start + size], length, False).to(labels.device)
-    subsets = {f"source:{name}": labels.masked_fill(sources != index, -100) for index, name in enumerate(sourced.names)}
-    subsets["after_switch"] = labels.masked_fill(~(switched & (since < SWITCH_WINDOW)), -100)
-    return subsets, sources
-
-
-def _count_own_weight(tally: _Tally, weights: torch.Tensor, sources: torch.Tensor, labels: torch.Tensor,
-                      source_to_model: torch.Tensor) -> None:
-    """Tokens whose heaviest per-token weight is on the model named like the token's source."""
-    heaviest = weights[:, :, :-1].argmax(0)  # (B, T-1): position t predicts token t+1
-    target_source = sources[:, 1:]  # (B, T-1)
-    own = source_to_model[target_source.clamp(min=0)]  # (B, T-1), -1 where the source is no model
-    valid = (labels[:, 1:] != -100) & (target_source != NO_SOURCE) & (own >= 0)
-    tally.own_weight[0] += int(((heaviest == own) & valid).sum())
-    tally.own_weight[1] += int(valid.sum())
-
-
-def score(
-    scorers: dict[str, Scorer],
-    sets: dict[str, EvalSet],
-    stacks: dict[str, torch.nn.Module],
-    pad_id: int,
-    batch_size: int,
-    agreement_for: set[str] = frozenset(),
-    progress: bool = True,
-    desc: str = "eval",
-) -> dict[str, dict[str, dict]]:
-    """{model: {set: metrics}}; each set's metrics carry 'seconds' (the model's compute) for throughput.
-
-    `stacks` are the base and every expert ("base" first); they run on a batch only when a scorer reads their
-    logits or agreement is measured.
-    """
-    agreement_for = set(agreement_for) & set(scorers)
-    need_refs = bool(agreement_for) or any(scorer.uses_references for scorer in scorers.values())
-    device = next(iter(stacks.values())).device
-    tallies = {name: {set_name: _Tally() for set_name in sets} for name in scorers}
-    total = sum(math.ceil(len(s.blocks) / batch_size) for s in sets.values())
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
-    for set_name, eval_set in sets.items():
-        sourced = eval_set.sourced
-        source_to_model = None
-        if sourced is not None:
-            source_to_model = torch.tensor([list(stacks).index(n) if n in stacks else -1 for n in sourced.names],
-                                           device=device)
-        for start in range(0, len(eval_set.blocks), batch_size):
-            chunk = eval_set.blocks[start : start + batch_size]
-            batch = collate(chunk, [0] * len(chunk), pad_id)
-            ids, mask, labels = batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device)
-            logits_of, seconds_of = {}, {}
-            if need_refs:
-                with torch.no_grad():
-                    for name, stack in stacks.items():
-                        logits_of[name], seconds_of[name] = _timed(lambda: stack(ids, attention_mask=mask).logits)
-            refs = References(logits_of, seconds_of, labels, eval_set.label)
-            subsets, sources = _subsets(sourced, start, labels) if sourced is not None else ({}, None)
-            log_refs = None
-            for name, scorer in scorers.items():
-                scorer.last_weights = None
-                logits, seconds = _timed(lambda: scorer.logits(ids, mask, refs))
-                tally = tallies[name][set_name]
-                tally.seconds += seconds + scorer.extra_seconds(refs)
-                # (B, T-1) each, once for the whole batch and every subset of its tokens
-                nll, hits = token_nll_and_hits(logits, labels, scorer.returns_log_probs)
-                tally.score.add(nll, hits, labels)
-                for key, subset in subsets.items():
-                    tally.subsets.setdefault(key, LMScore()).add(nll, hits, subset)
-                if sources is not None and scorer.last_weights is not None:
-                    _count_own_weight(tally, scorer.last_weights, sources, labels, source_to_model)
-                if name in agreement_for:
-                    if log_refs is None:
-                        log_refs = {**dict(zip(refs.names, refs.log_probs())), "mixture": refs.mixture()}
-                    for ref_name, ref in log_refs.items():
-                        tally.agreement.setdefault(ref_name, DistributionAgreement()).update(logits, ref, labels)
-            bar.update(1)
-    bar.close()
-    return {name: {set_name: _metrics(tally) for set_name, tally in per_set.items()}
-            for name, per_set in tallies.items()}
-
-
-def _metrics(tally: _Tally) -> dict:
-    metrics = tally.score.as_dict()
-    for key, subset in tally.subsets.items():
-        metrics[f"ppl_{key}"] = subset.ppl if subset.tokens else float("nan")
-        metrics[f"tokens_{key}"] = subset.tokens
-    if tally.own_weight[1]:
-        metrics["own_weight_share"] = tally.own_weight[0] / tally.own_weight[1]
-    for ref_name, agreement in tally.agreement.items():
-        metrics[f"js_{ref_name}"] = agreement.js
-        metrics[f"cos_{ref_name}"] = agreement.cosine
-    metrics["seconds"] = tally.seconds
-    return metrics
 
 
 def _mean_log_ppl(per_domain: dict[str, dict]) -> float:
@@ -483,49 +332,6 @@ def assemble_result(model: SuperposedModel, sets: dict[str, EvalSet], plan: Plan
         **peak_memory_mb(model.base.device),
         "settings": settings,
     }
-
-
-BOUND_NOTE = "† reads the tokens it scores: a bound, not a usable model"
-
-
-def eval_table(result: dict) -> str:
-    domains = result["domains"]
-    best = set(result.get("best", {}).values())
-    bounds = set(result.get("reads_answer", []))
-    compute = result.get("stacks_per_token", {})
-    headers = ["model", *[f"{d} ppl" for d in domains], *[f"{d} acc" for d in domains], "stacks", "tok/s"]
-    rows = []
-    for name, per_domain in result["models"].items():
-        rows.append([name + (" ★" if name in best else "") + (" †" if name in bounds else ""),
-                     *[per_domain[d]["ppl"] for d in domains],
-                     *[per_domain[d]["accuracy"] for d in domains],
-                     compute.get(name, float("nan")),
-                     round(result["throughput_tokens_per_s"][name])])
-    notes = ["★ = best point of its sweep, chosen on the selection data"] if best else []
-    if bounds:
-        notes.append(BOUND_NOTE)
-    unlabelled = [d for d in domains if result.get("labels", {}).get(d, d) is None]
-    title = "evaluation (token-weighted perplexity, next-token accuracy; stacks = model stacks run per token)"
-    if unlabelled:
-        title += f"; unlabelled sets: {', '.join(unlabelled)}"
-    table = format_table(headers, rows, title=title)
-    for set_name, sources in result.get("sources", {}).items():
-        table += "\n\n" + switch_table(result, set_name, sources)
-    return table + "".join(f"\n{note}" for note in notes)
-
-
-def switch_table(result: dict, set_name: str, sources: list[str]) -> str:
-    """Code-switched set: perplexity per source language, right after each switch, and own-weight share."""
-    bounds = set(result.get("reads_answer", []))
-    headers = ["model", *[f"{s} ppl" for s in sources], f"first {SWITCH_WINDOW} after switch ppl",
-               "heaviest weight on own model"]
-    rows = []
-    for name, per_set in result["models"].items():
-        metrics = per_set[set_name]
-        share = metrics.get("own_weight_share")
-        rows.append([name + (" †" if name in bounds else ""), *[metrics[f"ppl_source:{s}"] for s in sources],
-                     metrics["ppl_after_switch"], "" if share is None else f"{share:.3f}"])
-    return format_table(headers, rows, title=f"code-switched set {set_name!r}")
 
 
 def write_json(result: dict, path: str | Path) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from superpose.compare.linear import weighted_merge
+from superpose.model.model_card import one_stack_card, write_card
 from superpose.model.superposed import SuperposedModel
-from superpose.training.model_card import one_stack_card, write_card
 
 
 def layer_weights(model: SuperposedModel) -> list[list[float]]:
