@@ -3,10 +3,10 @@ blended layer by layer, so that one model keeps every skill.
 
 The packages, lowest first; each imports only the packages above it in this list:
 
-* `core/`: settings and presets, checkpoint loading, metrics, log-space mixtures, text tables.
+* `core/`: what settings share, checkpoint loading, metrics, log-space mixtures, text tables.
 * `data/`: text files to token blocks; code-switched lines.
-* `model/`: the superposed model: architectures, blend weights and gates, evidence, autoencoders, cache.
-* `training/`: the training loop, checkpoints and resume, data-parallel processes.
+* `model/`: the superposed model: its settings, architectures, blend weights and gates, evidence, autoencoders, cache.
+* `training/`: training settings and the presets, the training loop, checkpoints and resume, data-parallel processes.
 * `compare/`: what the model is compared with: weight merges, output mixtures, routers, oracles.
 * `report/`: evaluation, the one-stack export, run info, gate views, the paper's analyses, HTML.
 * `demo/`: the offline demo, its tiny experts and bundled corpus.
@@ -14,9 +14,11 @@ The packages, lowest first; each imports only the packages above it in this list
 
 `__main__` runs the command line (`python -m superpose`).
 """
-from superpose.core.settings import ModelSettings, TrainSettings, preset_settings
+from superpose.model.settings import ModelSettings
 from superpose.model.superposed import SuperposedConfig, SuperposedModel
 from superpose.training.loop import train
+from superpose.training.presets import preset_settings
+from superpose.training.settings import TrainSettings
 
 __all__ = ["SuperposedConfig", "SuperposedModel", "ModelSettings", "TrainSettings", "preset_settings", "train"]
 __version__ = "0.1.0"
