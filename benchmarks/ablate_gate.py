@@ -24,12 +24,12 @@ from halves import docs_halves, split_halves
 from select_preset import output_mixture, ppl
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
+from superpose.training.presets import preset_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80

@@ -18,13 +18,13 @@ import torch
 from halves import docs_halves, split_halves
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.settings import preset_settings
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import ExpertRecipe, finetune_expert
 from superpose.evaluation.evaluate import evaluate, write_json
 from superpose.model.superposed import SuperposedModel
 from superpose.report.eval_tables import eval_table
 from superpose.training.loop import UNLABELLED, train
+from superpose.training.presets import preset_settings
 
 LANGS = {"base": "en", "fr": "fr", "de": "de", "code": "code"}  # expert name -> corpus folder
 BASELINES = ["linear:0.3,0.5,0.7", "ensemble:0.5", "bayes", "fixed_share:0.005,0.02,0.1", "fixed_share_mix", "router",

@@ -26,7 +26,6 @@ from dynamic_bench import GROUPS, LANGS
 from halves import split_halves
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.settings import preset_settings
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import finetune_expert
 from superpose.evaluation.evaluate import evaluate, write_json
@@ -34,6 +33,7 @@ from superpose.model.superposed import SuperposedModel
 from superpose.report.eval_tables import eval_table
 from superpose.training.distill import DistillSettings, distill
 from superpose.training.loop import train
+from superpose.training.presets import preset_settings
 
 ROWS = {  # label -> (teacher weight λ, LoRA rank)
     "replay, all weights": (0.0, None),

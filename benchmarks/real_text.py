@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,6 @@ from halves import MIXED_LINES, split_halves
 
 from superpose.compare.hard_merge import export_hard_merge
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.core.text_tables import format_table
 from superpose.data.text import load_texts
 from superpose.demo.tiny_experts import ExpertRecipe, build_experts
@@ -34,6 +33,7 @@ from superpose.evaluation.evaluate import evaluate, write_json
 from superpose.model.superposed import SuperposedModel
 from superpose.report.eval_tables import eval_table
 from superpose.training.loop import train
+from superpose.training.presets import preset_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,11 +47,13 @@ QUICK = dict(
                         finetune_steps=30, batch_size=8, seed=0),
     train_steps=20, batch_size=8, block_size=64, max_eval_blocks=24,
 )
+PAPER_MODEL, PAPER_TRAIN = preset_settings("paper")
 # (label, model settings, training graph): ours (1d, 2d) and the paper-faithful reproduction
 VARIANTS = [
-    ("superposed-1d", ModelSettings(variant="1d"), "sequential"),
-    ("superposed-2d", ModelSettings(variant="2d"), "sequential"),
-    ("repro-1d (symmetric conv, parallel graph)", ModelSettings(variant="1d", conv_padding="symmetric"), "parallel"),
+    ("superposed-1d", replace(PAPER_MODEL, variant="1d"), "sequential"),
+    ("superposed-2d", replace(PAPER_MODEL, variant="2d"), "sequential"),
+    ("repro-1d (symmetric conv, parallel graph)", replace(PAPER_MODEL, variant="1d", conv_padding="symmetric"),
+     "parallel"),
     ("superposed-1d-demo (last-layer AE, expert head)", None, "sequential"),  # the demo's settings, see demo.py
 ]
 LEARNING_RATES = dict(lr_blend=2e-3, lr_ae=1e-3)  # the paper's rates are for 10 epochs; we have a few hundred steps
@@ -193,9 +195,9 @@ def run_paper(args, corpus: Path, out: Path, config: dict) -> None:
         model = SuperposedModel.from_models(base, expert, settings, str(experts_dir / "base"), "fr",
                                             str(experts_dir / "fr"))
         run_dir = out / "runs" / label.split(" ")[0]
-        train_settings = TrainSettings(epochs=1, max_steps=config["train_steps"], batch_size=config["batch_size"],
-                                       block_size=config["block_size"], training_graph=graph, seed=0,
-                                       max_valid_blocks=16, **LEARNING_RATES)
+        train_settings = replace(PAPER_TRAIN, epochs=1, max_steps=config["train_steps"],
+                                 batch_size=config["batch_size"], block_size=config["block_size"],
+                                 training_graph=graph, seed=0, max_valid_blocks=16, **LEARNING_RATES)
         if run_dir.exists():
             import shutil
             shutil.rmtree(run_dir)

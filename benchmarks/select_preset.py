@@ -30,13 +30,13 @@ from superpose.core.mixtures import (
     scored_positions,
     token_log_probs,
 )
-from superpose.core.settings import preset_settings
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
 from superpose.evaluation.scoring import scoring_batches
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import UNLABELLED, train
+from superpose.training.presets import preset_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80

@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from superpose import ModelSettings, SuperposedModel, TrainSettings, preset_settings
+from superpose import SuperposedModel, preset_settings
 from superpose.core.text_tables import format_table
 from superpose.data.text import collate
 from superpose.training.losses import compute_losses
@@ -48,11 +48,12 @@ def main() -> None:
                         vocab_size=args.vocab, n_positions=max(256, args.length + args.new_tokens + 16))
     base, expert, third = (GPT2LMHeadModel(config).eval() for _ in range(3))
     dynamic, _ = preset_settings("dynamic")
+    paper, paper_train = preset_settings("paper")
     models = {
         "base alone": base,
-        "superposed 1d, no AE": SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[])).eval(),
-        "superposed 1d": SuperposedModel.from_models(base, expert, ModelSettings(variant="1d")).eval(),
-        "superposed 2d": SuperposedModel.from_models(base, expert, ModelSettings(variant="2d")).eval(),
+        "superposed 1d, no AE": SuperposedModel.from_models(base, expert, replace(paper, ae_layers=[])).eval(),
+        "superposed 1d": SuperposedModel.from_models(base, expert, replace(paper, variant="1d")).eval(),
+        "superposed 2d": SuperposedModel.from_models(base, expert, replace(paper, variant="2d")).eval(),
         "dynamic preset, 2 stacks": SuperposedModel.from_models(base, expert, dynamic).eval(),
         "dynamic preset, 3 stacks": SuperposedModel.from_models(base, {"x": expert, "y": third}, dynamic).eval(),
         "dynamic, sequential graph, 2 stacks": SuperposedModel.from_models(
@@ -79,7 +80,7 @@ def main() -> None:
         reference = reference or {"forward": forward_tps, "cached": cached_tps}
         step = float("nan")
         if isinstance(model, SuperposedModel):
-            train_settings = preset_settings("dynamic")[1] if model.blend.gate is not None else TrainSettings()
+            train_settings = preset_settings("dynamic")[1] if model.blend.gate is not None else paper_train
             settings = replace(train_settings, batch_size=args.batch, block_size=args.length).resolved(
                 model.settings.variant)
             optimizer = make_optimizer(model, settings)

@@ -1,6 +1,7 @@
-"""Tiny random-config models and a character tokenizer, built in-process (no network)."""
+"""Tiny random-config models and a character tokenizer, built in-process (no network); the paper's settings."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,9 +18,21 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from superpose import ModelSettings, TrainSettings, preset_settings
+
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,'!?éèàçêôÉÈÀÇ")
 VOCAB = 96
 ARCHS = ("gpt2", "llama", "qwen2", "mistral")
+
+
+def paper_model(**values) -> ModelSettings:
+    """The paper preset's model settings with `values` changed (`ModelSettings()` is the dynamic preset)."""
+    return replace(preset_settings("paper")[0], **values)
+
+
+def paper_train(**values) -> TrainSettings:
+    """The paper preset's training settings with `values` changed (`TrainSettings()` is the dynamic preset)."""
+    return replace(preset_settings("paper")[1], **values)
 
 
 def tiny_config(arch: str, layers: int = 2, init: float = 0.02):

@@ -3,12 +3,11 @@ import json
 
 import pytest
 import torch
-from helpers import VOCAB, char_tokenizer, tiny_model, tiny_pair, write_domains
+from helpers import VOCAB, char_tokenizer, paper_model, tiny_model, tiny_pair, write_domains
 
 from superpose.cli.commands import main
 from superpose.compare import BaselineContext, References, build_scorer
 from superpose.compare.router import RouterScorer
-from superpose.core.settings import ModelSettings
 from superpose.evaluation.evaluate import evaluate
 from superpose.model.superposed import SuperposedModel
 
@@ -98,7 +97,7 @@ def test_oracle_token_is_below_every_model_at_every_token(peaked):
 
 def test_unlabelled_set_scored_without_labels_and_its_oracle_picks_each_sequence_in_hindsight(tmp_path):
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1])).eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(ae_layers=[1])).eval()
     en, fr = write_domains(tmp_path, repeat=2)
     mixed = tmp_path / "both.txt"
     mixed.write_text(en.read_text() + "\n" + fr.read_text())
@@ -116,7 +115,7 @@ def test_code_switched_set_reports_languages_switches_and_weights(tmp_path, caps
     base, expert = tiny_pair("gpt2", init=0.5)
     for name, m in (("base", base), ("fr", expert)):
         m.save_pretrained(tmp_path / name)
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1]), str(tmp_path / "base"),
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(ae_layers=[1]), str(tmp_path / "base"),
                                         {"fr": str(tmp_path / "fr")})
     model.save_pretrained(tmp_path / "run")
     char_tokenizer().save_pretrained(tmp_path / "run")

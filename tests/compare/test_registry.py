@@ -4,13 +4,12 @@ import pkgutil
 
 import pytest
 import torch
-from helpers import tiny_pair
+from helpers import paper_model, tiny_pair
 
 import superpose.compare as compare
 from superpose.compare import DEFAULT_BASELINES, METHODS, REGISTRY, WEIGHT_MERGES, parse_baselines
 from superpose.compare import hard_merge as export
 from superpose.compare.linear import linear
-from superpose.core.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 
 
@@ -47,7 +46,7 @@ def test_each_method_parses_its_own_points():
 def test_the_hard_merge_export_is_the_linear_merge_when_every_weight_is_the_same(monkeypatch):
     base, expert = tiny_pair("gpt2")
     model = SuperposedModel.from_models(base, {"fr": expert},
-                                        ModelSettings(ae_layers=[], embed_blend="mean_weights", head="blend"))
+                                        paper_model(ae_layers=[], embed_blend="mean_weights", head="blend"))
     layers = base.config.n_layer
     monkeypatch.setattr(export, "layer_weights", lambda m: [[0.75, 0.25]] * layers)
     merged = export.hard_merge_state_dict(model)

@@ -1,12 +1,19 @@
-"""Settings: YAML numbers, flags generated from the dataclasses, clear errors."""
+"""Settings: one default (the dynamic preset), the paper preset pinned, Literal choices, YAML numbers, flags
+generated from the dataclasses, clear errors."""
 import json
-from dataclasses import fields
+import typing
+from dataclasses import asdict, fields
 
 import pytest
 from helpers import save_pair, write_domains
 
-from superpose.cli.commands import build_parser, main
-from superpose.core.settings import ModelSettings, SettingsError, TrainSettings
+from superpose import preset_settings
+from superpose.cli.commands import build_parser, main, settings_from_args
+from superpose.core.settings import DTYPES, SettingsError, field_choices
+from superpose.model.settings import ModelSettings
+from superpose.training.distill import DistillSettings
+from superpose.training.presets import split_settings
+from superpose.training.settings import TrainSettings
 
 # Every flag name the command line had before flags were generated from the settings dataclasses.
 EARLIER_FLAGS = ["--config", "--variant", "--ae-layers", "--bottleneck", "--conv-padding", "--embed-blend", "--head",
@@ -65,8 +72,6 @@ def test_yaml_exponent_numbers_reach_training(tmp_path, capsys):
 
 
 def test_old_setting_names_and_values_still_work_with_a_notice():
-    from superpose.core.settings import split_settings
-
     with pytest.warns(FutureWarning, match="lr_alpha is deprecated: use lr_blend"):
         model, train, _ = split_settings({"lr_alpha": 5e-3, "alpha_reg_weight": 0.2, "head": "expert",
                                           "embed_blend": "mean_alpha"})
@@ -77,20 +82,91 @@ def test_old_setting_names_and_values_still_work_with_a_notice():
 
 
 def test_old_flag_still_sets_the_renamed_setting(capsys):
-    from superpose.cli.commands import _settings_from, build_parser
-
     args = build_parser().parse_args(["train", "--base", "b", "--expert", "e", "--train", "x.txt", "--out", "o",
                                       "--lr-alpha", "0.003"])
     assert "--lr-alpha is deprecated" in capsys.readouterr().err
-    _, train, _ = _settings_from(args)
+    _, train, _ = settings_from_args(args)
     assert train.lr_blend == 0.003
 
 
 def test_old_setting_value_passes_the_flag_and_is_upgraded(capsys):
-    from superpose.cli.commands import _settings_from, build_parser
-
     args = build_parser().parse_args(["train", "--base", "b", "--expert", "e", "--train", "x.txt", "--out", "o",
                                       "--head", "expert"])
     with pytest.warns(FutureWarning, match="head: expert is deprecated"):
-        model, _, _ = _settings_from(args)
+        model, _, _ = settings_from_args(args)
     assert model.head == "first_expert"
+
+
+# The paper preset as it was when the dataclass defaults were the paper's: `--preset paper` must not move.
+PAPER_MODEL = {"variant": "1d", "ae_layers": None, "bottleneck": None, "conv_padding": "causal",
+               "embed_blend": "mean_weights", "head": "base", "gate": "static", "gate_hidden": 0,
+               "gate_evidence": "none", "evidence_rate": 0.02, "graph": "sequential", "ae_residual": False,
+               "n_control_points": 16, "spline_degree": 3}
+PAPER_TRAIN = {"epochs": 1, "max_steps": None, "batch_size": 32, "grad_accum": 1, "block_size": 128, "seed": 0,
+               "weight_decay": 0.01, "grad_clip": 1.0, "switch_rate": 0.0, "max_train_blocks": None,
+               "max_valid_blocks": 64, "save_every": None, "keep_checkpoints": 2, "device": None,
+               "mixed_precision": None, "lr_blend": None, "lr_ae": 1e-4, "lr_gate": 1e-3, "recon_weight": None,
+               "lm_weight": None, "blend_reg_weight": None, "gate_label_weight": 0.0, "load_balance_weight": 0.0,
+               "training_graph": "sequential", "device_map": None, "dtype": "float32"}
+# The dynamic preset, chosen on the real-text benchmark: the paper's values but these.
+DYNAMIC = {"graph": "parallel", "head": "mixture", "gate": "token", "gate_evidence": "fixed_share_mix",
+           "gate_hidden": 32, "ae_layers": [], "recon_weight": 0.0, "gate_label_weight": 0.1, "lr_gate": 1e-2,
+           "switch_rate": 0.2}
+
+
+def _train_args(*flags):
+    return build_parser().parse_args(["train", "--base", "b", "--expert", "e", "--train", "x.txt", "--out", "o",
+                                      *flags])
+
+
+def test_the_paper_preset_keeps_its_values():
+    model, train = preset_settings("paper")
+    assert asdict(model) == PAPER_MODEL and asdict(train) == PAPER_TRAIN
+    model, train, _ = settings_from_args(_train_args("--preset", "paper"))
+    assert asdict(model) == PAPER_MODEL and asdict(train) == PAPER_TRAIN
+
+
+def test_the_dataclass_defaults_the_command_line_and_the_dynamic_preset_agree(capsys):
+    model, train = preset_settings("dynamic")
+    assert ModelSettings() == model and TrainSettings() == train
+    both = {**PAPER_MODEL, **PAPER_TRAIN, **DYNAMIC}
+    assert asdict(model) == {k: both[k] for k in PAPER_MODEL} and asdict(train) == {k: both[k] for k in PAPER_TRAIN}
+    assert settings_from_args(_train_args())[:2] == (ModelSettings(), TrainSettings())
+    assert "default preset 'dynamic'" in capsys.readouterr().err
+    assert split_settings({})[:2] == (ModelSettings(), TrainSettings())
+
+
+def test_distill_keeps_its_own_loop_defaults():
+    """`switch_rate` defaults to the dynamic preset's 0.2 for `train` only: distillation's loop keeps 0."""
+    assert DistillSettings().switch_rate == 0.0 and TrainSettings().switch_rate == 0.2
+
+
+def test_settings_saved_without_a_key_take_the_paper_value():
+    """Runs saved before a setting existed were trained with that day's default, the paper's value."""
+    assert ModelSettings.from_saved({}) == ModelSettings.from_saved(None) == preset_settings("paper")[0]
+    assert ModelSettings.from_saved({"variant": "2d", "gate": "token"}) == ModelSettings(
+        **{**PAPER_MODEL, "variant": "2d", "gate": "token"})
+    assert ModelSettings.from_saved(asdict(ModelSettings())) == ModelSettings()
+
+
+@pytest.mark.parametrize("cls, name, choices", [
+    (ModelSettings, "variant", ("1d", "2d")), (ModelSettings, "conv_padding", ("causal", "symmetric")),
+    (ModelSettings, "embed_blend", ("mean_weights", "base")),
+    (ModelSettings, "head", ("base", "first_expert", "blend", "mixture")), (ModelSettings, "gate", ("static", "token")),
+    (ModelSettings, "gate_evidence", ("none", "fixed_share", "fixed_share_mix")),
+    (ModelSettings, "graph", ("sequential", "parallel")), (TrainSettings, "training_graph", ("sequential", "parallel")),
+    (TrainSettings, "mixed_precision", ("no", "bf16")), (TrainSettings, "dtype", DTYPES),
+    (DistillSettings, "dtype", DTYPES), (ModelSettings, "ae_layers", None), (TrainSettings, "device", None),
+])
+def test_choices_come_from_the_literal_types_for_checks_and_flags(cls, name, choices):
+    assert field_choices(cls, name) == choices
+    if choices is None:
+        return
+    assert typing.Literal in {typing.get_origin(a) for a in (typing.get_type_hints(cls)[name],
+                                                             *typing.get_args(typing.get_type_hints(cls)[name]))}
+    with pytest.raises(SettingsError, match=f"{name} must be one of {', '.join(choices)}; got 'nonsense'"):
+        cls(**{name: "nonsense"})
+    if cls is not DistillSettings:
+        flag = _train_flags()["--" + name.replace("_", "-")]
+        renamed = name in ("head", "embed_blend")  # old values pass the flag and are upgraded with a notice
+        assert (flag.choices, flag.metavar) == ((None, "{" + ",".join(choices) + "}") if renamed else (choices, None))

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from helpers import char_tokenizer
+from helpers import char_tokenizer, paper_model
 
 from superpose.cli.commands import main
 from superpose.data.code_switch import (
@@ -115,14 +115,13 @@ def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
     import torch
     from helpers import tiny_pair
 
-    from superpose.core.settings import ModelSettings
     from superpose.evaluation.evaluate import evaluate
     from superpose.model.superposed import SuperposedModel
     records = mix_lines({"base": EN, "fr": FR}, seed=2)
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[]), expert_name="fr").eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[]), expert_name="fr").eval()
     tok = char_tokenizer()
     result = evaluate(model, tok, {"switch": str(path)}, baselines=[], block_size=40, batch_size=3, progress=False)
     got = result["models"]["base"]["switch"]

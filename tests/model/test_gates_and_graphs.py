@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_model
+from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, paper_model, tiny_model
 
-from superpose.core.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 
 PAD = 0
@@ -29,7 +28,7 @@ def _model(arch: str = "gpt2", n: int = 2, randomise: bool = True, **settings) -
     """A superposed model whose gates (if any) read their features: trained-looking random gate weights."""
     torch.manual_seed(0)
     model = SuperposedModel.from_models(tiny_model(arch, seed=0, init=0.5), _experts(arch, n),
-                                        ModelSettings(**settings))
+                                        paper_model(**settings))
     if randomise and model.blend.gate is not None:
         with torch.no_grad():
             for name, param in model.blend.gate.named_parameters():
@@ -333,7 +332,7 @@ def test_a_gate_that_predicts_badly_fades_to_the_rate_mixture():
 def test_a_gate_of_the_earlier_preset_scores_as_the_earlier_code_did():
     """The numbers below were computed by the code before the rate mixture existed (three fixed-share rates, here
     tiny ones whose log-weights reach -23): a run trained with that preset keeps its outputs."""
-    settings = ModelSettings(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share",
+    settings = paper_model(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share",
                              gate_hidden=8, ae_layers=[], evidence_rate=1e-9)
     torch.manual_seed(0)
     model = SuperposedModel.from_models(tiny_model("gpt2", 0, init=0.5), {"fr": tiny_model("gpt2", 1, init=0.5)},

@@ -6,9 +6,8 @@ never leak into it. Every test compares against a run that has no cache or no ba
 """
 import pytest
 import torch
-from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, tiny_pair
+from helpers import assert_left_padded_batch_generates_as_each_prompt_alone, paper_model, tiny_pair
 
-from superpose.core.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 
 PAD = 0
@@ -17,7 +16,7 @@ PAD = 0
 def _model(arch: str, variant: str) -> SuperposedModel:
     base, expert = tiny_pair(arch, init=0.5)  # large weights: varied, context-dependent greedy tokens
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1]))
+    model = SuperposedModel.from_models(base, expert, paper_model(variant=variant, ae_layers=[0, 1]))
     return model.eval()  # the 2d autoencoders have dropout
 
 

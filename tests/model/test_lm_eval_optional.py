@@ -8,11 +8,10 @@ import pytest
 import torch
 
 pytest.importorskip("lm_eval")
-from helpers import char_tokenizer, tiny_pair  # noqa: E402
+from helpers import char_tokenizer, paper_model, tiny_pair  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
-from superpose.core.settings import ModelSettings  # noqa: E402
 from superpose.model.superposed import SuperposedModel  # noqa: E402
 
 
@@ -20,7 +19,7 @@ from superpose.model.superposed import SuperposedModel  # noqa: E402
 def setup():
     base, expert = tiny_pair("gpt2", init=0.5)  # large weights: peaked, context-dependent next tokens
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[0, 1])).eval()
     tok = char_tokenizer()
     return model, tok, HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
 

@@ -9,10 +9,9 @@ import copy
 
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import paper_model, tiny_model
 from transformers import GenerationConfig, GenerationMixin, pipeline
 
-from superpose.core.settings import ModelSettings
 from superpose.model.speculative import (
     DecodingRules,
     DraftLength,
@@ -58,7 +57,7 @@ def _model(arch: str, stacks: int, preset: str, seed: int = 0, scale: float = NO
     base = tiny_model(arch, 0, init=0.5)
     experts = {f"e{i}": _fine_tune(base, i, scale) for i in range(1, stacks)}
     torch.manual_seed(seed)
-    model = SuperposedModel.from_models(base, experts, ModelSettings(**SETTINGS[preset])).eval()
+    model = SuperposedModel.from_models(base, experts, paper_model(**SETTINGS[preset])).eval()
     with torch.no_grad():  # trained-looking parts: gates that read the state, autoencoders that change it
         for name, param in model.named_parameters():
             if name.startswith("blend.gate.nets") or (name.startswith("autoencoders.") and param.dim() > 1):
@@ -390,7 +389,7 @@ def test_cli_generate_speculative_flag_and_verbose(tmp_path, capsys):
 
     base_dir, expert_dir = save_pair(tmp_path)
     base, expert = (type(tiny_model()).from_pretrained(str(d)) for d in (base_dir, expert_dir))
-    settings = ModelSettings(**SETTINGS["dynamic"])
+    settings = paper_model(**SETTINGS["dynamic"])
     model = SuperposedModel.from_models(base, {"fr": expert}, settings, str(base_dir),
                                         expert_paths={"fr": str(expert_dir)})
     model.save_pretrained(tmp_path / "run")

@@ -1,10 +1,9 @@
 
 import pytest
 import torch
-from helpers import ARCHS, VOCAB, char_tokenizer, tiny_pair
+from helpers import ARCHS, VOCAB, char_tokenizer, paper_model, tiny_pair
 from transformers import pipeline
 
-from superpose.core.settings import ModelSettings
 from superpose.model.superposed import WEIGHTS_NAME, SuperposedModel
 
 
@@ -23,13 +22,13 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
     base, expert = tiny_pair(arch)
     snapshot = {k: v.clone() for k, v in base.state_dict().items()}
     ids, mask = _inputs(pad_row=padded)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="base", head="base"))
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[], embed_blend="base", head="base"))
     assert all(torch.equal(snapshot[k], v) for k, v in base.state_dict().items()), "construction touched the base"
     model.blend.spline.set_constant(0.0)
     with torch.no_grad():
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, base(ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=0)
-        model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="mean_weights",
+        model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[], embed_blend="mean_weights",
                                                                         head="first_expert"))
         model.blend.spline.set_constant(1.0)
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, expert(ids, attention_mask=mask).logits,
@@ -39,7 +38,7 @@ def test_alpha_zero_equals_base_and_alpha_one_equals_expert(arch, padded):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_2d_alpha_one_equals_expert(arch):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant="2d", ae_layers=[],
+    model = SuperposedModel.from_models(base, expert, paper_model(variant="2d", ae_layers=[],
                                                                     embed_blend="mean_weights", head="first_expert"))
     model.blend.spline.set_constant(1.0)
     ids, mask = _inputs()
@@ -61,10 +60,10 @@ def _future_leak(model, t=5):
 @pytest.mark.parametrize("variant", ["1d", "2d"])
 def test_causal_by_default_and_symmetric_padding_leaks(arch, variant):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(variant=variant, ae_layers=[0, 1])).eval()
     assert _future_leak(model) == 0.0
     with pytest.warns(UserWarning, match="leaks|next token"):
-        leaky = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1],
+        leaky = SuperposedModel.from_models(base, expert, paper_model(variant=variant, ae_layers=[0, 1],
                                                                         conv_padding="symmetric"))
     leaky.load_state_dict(model.state_dict())
     assert _future_leak(leaky.eval()) > 1e-4  # the reference's convolution reads position t+1
@@ -74,7 +73,7 @@ def test_causal_by_default_and_symmetric_padding_leaks(arch, variant):
 @pytest.mark.parametrize("variant", ["1d", "2d"])
 def test_cached_generation_equals_uncached(arch, variant):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(variant=variant, ae_layers=[0, 1])).eval()
     ids, _ = _inputs(batch=1, length=6, pad_row=False)
     with torch.no_grad():
         cached = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True,
@@ -92,7 +91,7 @@ def test_cached_generation_equals_uncached(arch, variant):
 
 def test_left_padded_batch_matches_single_sequences():
     base, expert = tiny_pair("llama")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[0, 1])).eval()
     short = torch.tensor([[5, 6, 7]])
     long = torch.tensor([[9, 10, 11, 12, 13]])
     batch = torch.tensor([[0, 0, 5, 6, 7], [9, 10, 11, 12, 13]])
@@ -109,7 +108,7 @@ def test_save_load_round_trip_writes_only_trained_weights(tmp_path, variant):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant=variant), str(tmp_path / "base"),
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(variant=variant), str(tmp_path / "base"),
                                         {"fr": str(tmp_path / "expert")}).eval()
     with torch.no_grad():
         model.blend.spline.control.add_(0.05)  # trained-looking, not the init
@@ -128,9 +127,34 @@ def test_save_load_round_trip_writes_only_trained_weights(tmp_path, variant):
                                    atol=0, rtol=0)
 
 
+def test_a_run_saved_without_newer_settings_loads_with_the_values_it_was_trained_with(tmp_path):
+    """A config.json written before a setting existed lacks its key; the run was trained with that day's default,
+    the paper's value, so loading fills it from there and not from today's defaults (the dynamic preset's)."""
+    import json
+
+    base, expert = tiny_pair("gpt2")
+    base.save_pretrained(tmp_path / "base")
+    expert.save_pretrained(tmp_path / "expert")
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(), str(tmp_path / "base"),
+                                        {"fr": str(tmp_path / "expert")}).eval()
+    with torch.no_grad():
+        model.blend.spline.control.add_(0.05)
+    model.save_pretrained(tmp_path / "run")
+    config_file = tmp_path / "run" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["settings"] = {"variant": "1d"}  # no ae_layers, head, gate, gate_hidden, gate_evidence, graph, ...
+    config_file.write_text(json.dumps(config))
+    loaded = SuperposedModel.from_pretrained(tmp_path / "run").eval()
+    assert loaded.settings == model.settings == paper_model()
+    ids, mask = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits,
+                                   atol=0, rtol=0)
+
+
 def test_pipeline_accepts_the_model():
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model()).eval()
     generator = pipeline("text-generation", model=model, tokenizer=char_tokenizer())
     out = generator("the cat", max_new_tokens=5, do_sample=False)
     assert out[0]["generated_text"].startswith("the cat")
@@ -138,7 +162,7 @@ def test_pipeline_accepts_the_model():
 
 def test_labels_give_the_mean_next_token_loss():
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model()).eval()
     ids, mask = _inputs()
     labels = ids.masked_fill(mask == 0, -100)
     with torch.no_grad():
@@ -151,7 +175,7 @@ def test_labels_give_the_mean_next_token_loss():
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_each_stack_runs_each_block_exactly_once_per_forward(arch):
     base, expert = tiny_pair(arch)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[0, 1])).eval()
     calls = []
     for name, _stack in (("base", base), ("expert", expert)):
         for index, layer in enumerate(model.stacks[0 if name == "base" else 1].layers):
@@ -167,7 +191,7 @@ def test_auto_model_loads_a_saved_run(tmp_path):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(), str(tmp_path / "base"),
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(), str(tmp_path / "base"),
                                         {"fr": str(tmp_path / "expert")})
     model.save_pretrained(tmp_path / "run")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
@@ -179,7 +203,7 @@ def test_auto_model_loads_a_saved_run(tmp_path):
 
 def test_incremental_forward_with_cache_or_past_key_values_equals_full_forward():
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1])).eval()
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[0, 1])).eval()
     ids, _ = _inputs(batch=1, length=12, pad_row=False)
     with torch.no_grad():
         full = model(ids).logits
@@ -200,7 +224,7 @@ def test_a_run_saved_with_the_old_names_still_loads_and_scores_the_same(tmp_path
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(head="first_expert", ae_layers=[1]),
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(head="first_expert", ae_layers=[1]),
                                         str(tmp_path / "base"), {"fr": str(tmp_path / "expert")}).eval()
     with torch.no_grad():
         model.blend.spline.control.add_(0.1)
@@ -223,15 +247,15 @@ def test_a_run_saved_with_the_old_names_still_loads_and_scores_the_same(tmp_path
 def test_old_keyword_arguments_still_work_with_a_notice(tmp_path):
     base, expert = tiny_pair("gpt2")
     with pytest.warns(FutureWarning, match="expert_name_or_path= is deprecated"):
-        model = SuperposedModel.from_models(base, expert, ModelSettings(), "b", expert_name="fr",
+        model = SuperposedModel.from_models(base, expert, paper_model(), "b", expert_name="fr",
                                             expert_name_or_path="./fr")
     assert model.config.experts == {"fr": "./fr"} and model.stack_names == ["base", "fr"]
     with pytest.raises(TypeError, match="unexpected keyword"):
-        SuperposedModel.from_models(base, expert, ModelSettings(), "b", expert_nmae="fr")
+        SuperposedModel.from_models(base, expert, paper_model(), "b", expert_nmae="fr")
 
 
 def test_the_old_positional_form_names_the_one_expert(tmp_path):
     base, expert = tiny_pair("gpt2")
     with pytest.warns(FutureWarning):
-        model = SuperposedModel.from_models(base, expert, ModelSettings(), "b", "fr", "./fr")
+        model = SuperposedModel.from_models(base, expert, paper_model(), "b", "fr", "./fr")
     assert model.config.experts == {"fr": "./fr"}

@@ -8,10 +8,9 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, tiny_pair, write_domains
+from helpers import ENGLISH, FRENCH, char_tokenizer, paper_model, tiny_model, tiny_pair, write_domains
 
 from superpose.cli.analysis import add_parsers
-from superpose.core.settings import ModelSettings
 from superpose.data.text import DataError
 from superpose.model.superposed import SuperposedModel
 from superpose.report.analysis import stats
@@ -41,7 +40,7 @@ def run(tmp_path_factory):
     for name, model in (("base", base), ("expert", expert)):
         model.save_pretrained(tmp / name)
         char_tokenizer().save_pretrained(tmp / name)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[0, 1]), str(tmp / "base"), "fr",
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[0, 1]), str(tmp / "base"), "fr",
                                         str(tmp / "expert"))
     model.save_pretrained(tmp / "run")
     char_tokenizer().save_pretrained(tmp / "run")
@@ -137,7 +136,7 @@ def three_stacks(run):
     char_tokenizer().save_pretrained(tmp / "de")
     loaded = {n: SuperposedModel.from_pretrained(run["dir"]).stack_models[i] for i, n in enumerate(["base", "fr"])}
     model = SuperposedModel.from_models(loaded["base"], {"fr": loaded["fr"], "de": de_model},
-                                        ModelSettings(ae_layers=[0], gate="token"), str(tmp / "base"),
+                                        paper_model(ae_layers=[0], gate="token"), str(tmp / "base"),
                                         expert_paths={"fr": str(tmp / "expert"), "de": str(tmp / "de")})
     model.save_pretrained(tmp / "run3")
     char_tokenizer().save_pretrained(tmp / "run3")

@@ -6,13 +6,12 @@ import weakref
 
 import pytest
 import torch
-from helpers import char_tokenizer, tiny_model, tiny_pair, write_domains
+from helpers import char_tokenizer, paper_model, tiny_model, tiny_pair, write_domains
 from transformers import AutoModelForCausalLM
 
 from superpose.cli.commands import main
 from superpose.compare import WEIGHT_MERGES, parse_baselines
 from superpose.compare.hard_merge import export_hard_merge
-from superpose.core.settings import ModelSettings
 from superpose.evaluation.evaluate import evaluate
 from superpose.model.superposed import SuperposedModel
 
@@ -20,7 +19,7 @@ from superpose.model.superposed import SuperposedModel
 @pytest.fixture
 def setup(tmp_path):
     base, expert = tiny_pair("gpt2")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[1])).eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(ae_layers=[1])).eval()
     en, fr = write_domains(tmp_path, repeat=3)
     return model, char_tokenizer(), {"base": str(en), "fr": str(fr)}
 
@@ -110,7 +109,7 @@ def test_sweep_best_point_is_chosen_on_selection_data_not_on_the_reported_data(t
     _fit(base, en, tokenizer)
     expert = copy.deepcopy(base)
     _fit(expert, fr, tokenizer)  # a French fine-tune of an English base
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(ae_layers=[])).eval()
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(ae_layers=[])).eval()
     # reported: English text under both names (the base models it better); selection: French (the expert's)
     report = {"base": str(en), "fr": str(tmp_path / "en_copy.txt")}
     (tmp_path / "en_copy.txt").write_text(en.read_text())
@@ -216,7 +215,7 @@ def test_baseline_parsing():
 def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, tmp_path):
     model, tokenizer, _ = setup
     plain = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
-                                        ModelSettings(ae_layers=[], embed_blend="base"))
+                                        paper_model(ae_layers=[], embed_blend="base"))
     plain.blend.spline.set_constant(0.0)
     export_hard_merge(plain, tmp_path / "merged", tokenizer)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
@@ -225,14 +224,14 @@ def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, 
         # so a wrongly blended final norm would show
         next(iter(model.experts.values())).transformer.ln_f.weight.add_(1.0)
     mixed = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
-                                        ModelSettings(ae_layers=[], head="base"))
+                                        paper_model(ae_layers=[], head="base"))
     export_hard_merge(mixed, tmp_path / "mixed")  # tied head: the head follows the embeddings, not ln_f
     mixed_sd = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").state_dict()
     torch.testing.assert_close(mixed_sd["transformer.ln_f.weight"], model.base.state_dict()["transformer.ln_f.weight"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model.base(ids).logits, atol=1e-5, rtol=0)
     one = SuperposedModel.from_models(model.base, next(iter(model.experts.values())),
-                                      ModelSettings(ae_layers=[], head="first_expert"))
+                                      paper_model(ae_layers=[], head="first_expert"))
     one.blend.spline.set_constant(1.0)
     export_hard_merge(one, tmp_path / "expert_like")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "expert_like").eval()
@@ -244,7 +243,7 @@ def test_export_loads_with_plain_transformers_and_alpha_zero_is_the_base(setup, 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_export_merges_each_layer_with_its_own_alpha(arch, tmp_path):
     base, expert = tiny_pair(arch, layers=4)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[], embed_blend="base", head="base"))
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[], embed_blend="base", head="base"))
     with torch.no_grad():
         model.blend.spline.control.copy_(
             torch.linspace(0.05, 0.95, model.blend.spline.control.numel()))  # alpha rises with depth

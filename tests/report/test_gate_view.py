@@ -1,10 +1,11 @@
 """`superpose gates`: one row per token, each stack's weights summing to 1, clear errors, static runs noted."""
 import pytest
 import torch
-from helpers import char_tokenizer, tiny_model
+from helpers import char_tokenizer, paper_model, tiny_model
 
 from superpose.cli.commands import main
-from superpose.core.settings import ModelSettings, SettingsError
+from superpose.core.settings import SettingsError
+from superpose.model.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.report.gate_view import STATIC_NOTE, gates_table, show_gates, token_gates, visible_token
 
@@ -32,8 +33,8 @@ def _save_run(tmp, name: str, experts: list[str], settings: ModelSettings, rando
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gates")
-    return {"token": _save_run(tmp, "token-run", ["fr", "de"], ModelSettings(gate="token"), random_gate=True),
-            "static": _save_run(tmp, "static-run", ["fr"], ModelSettings(), random_gate=False)}
+    return {"token": _save_run(tmp, "token-run", ["fr", "de"], paper_model(gate="token"), random_gate=True),
+            "static": _save_run(tmp, "static-run", ["fr"], paper_model(), random_gate=False)}
 
 
 def _rows(printed: str) -> list[list[str]]:

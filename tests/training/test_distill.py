@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from helpers import kill_at_first_checkpoint, tiny_model
+from helpers import kill_at_first_checkpoint, paper_model, tiny_model
 
-from superpose.core.settings import ModelSettings, SettingsError
+from superpose.core.settings import SettingsError
 from superpose.model.superposed import SuperposedModel
 from superpose.training.distill import (
     DistillSettings,
@@ -30,7 +30,7 @@ def _one_hot_run(arch: str = "gpt2", stack: int = 1) -> SuperposedModel:
     """A two-expert superposed model whose every layer and head is exactly stack `stack`."""
     experts = {"fr": tiny_model(arch, seed=1, init=0.5), "de": tiny_model(arch, seed=2, init=0.5)}
     model = SuperposedModel.from_models(tiny_model(arch, seed=0, init=0.5), experts,
-                                        ModelSettings(head="mixture", ae_layers=[], graph="parallel"))
+                                        paper_model(head="mixture", ae_layers=[], graph="parallel"))
     with torch.no_grad():
         model.blend.set_stack(stack)
     return model.eval()
@@ -190,7 +190,7 @@ def _teacher_run(tmp_path):
     torch.manual_seed(0)
     model = SuperposedModel.from_models(
         load_causal_lm(paths["base"]), {n: load_causal_lm(paths[n]) for n in ("fr", "de")},
-        ModelSettings(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", ae_layers=[]),
+        paper_model(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", ae_layers=[]),
         paths["base"], expert_paths={"fr": paths["fr"], "de": paths["de"]})
     with torch.no_grad():
         for param in model.blend.parameters():

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from helpers import char_tokenizer, save_pair, write_domains
+from helpers import char_tokenizer, paper_model, paper_train, save_pair, write_domains
 from safetensors.torch import load_file
 
 from superpose.cli.commands import build_parser, main
@@ -150,7 +150,6 @@ def test_bf16_autocast_keeps_alpha_states_and_losses_float32():
     alpha, the running blended state, the gradients of the trainable parts and every loss stay float32."""
     from helpers import tiny_pair
 
-    from superpose.core.settings import ModelSettings, TrainSettings
     from superpose.data.text import collate
     from superpose.model.superposed import SuperposedModel
     from superpose.training.losses import compute_losses
@@ -158,10 +157,10 @@ def test_bf16_autocast_keeps_alpha_states_and_losses_float32():
     from superpose.training.step import resolve_mixed_precision
 
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(variant="1d", ae_layers=[0]))
-    settings = TrainSettings(mixed_precision="bf16").resolved("1d")
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(variant="1d", ae_layers=[0]))
+    settings = paper_train(mixed_precision="bf16").resolved("1d")
     assert resolve_mixed_precision(settings, torch.device("cpu"), torch.float32) == "bf16"
-    assert resolve_mixed_precision(TrainSettings(), torch.device("cpu"), torch.bfloat16) == "no"
+    assert resolve_mixed_precision(paper_train(), torch.device("cpu"), torch.bfloat16) == "no"
     batch = collate([torch.arange(3, 19), torch.arange(5, 15)], [0, 1])
     alphas = model.alphas()
     with _autocast("bf16", torch.device("cpu")):
@@ -180,7 +179,6 @@ def test_stacks_dispatched_by_a_device_map_train_like_plain_ones(tmp_path):
     forward): the only device-map placement this CPU-only machine can exercise. It trains to the same weights."""
     from transformers import AutoModelForCausalLM
 
-    from superpose.core.settings import ModelSettings, TrainSettings
     from superpose.model.superposed import SuperposedModel
     from superpose.training.loop import train
 
@@ -188,14 +186,14 @@ def test_stacks_dispatched_by_a_device_map_train_like_plain_ones(tmp_path):
     files = {"base": str(tmp_path / "en.txt"), "fr": str(tmp_path / "fr.txt")}
     placement = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu",
                  "transformer.h.0": "cpu", "transformer.h.1": "disk", "transformer.ln_f": "cpu", "lm_head": "cpu"}
-    settings = TrainSettings(max_steps=3, batch_size=4, block_size=16, lr_blend=1e-2, lr_ae=1e-2, device="cpu")
+    settings = paper_train(max_steps=3, batch_size=4, block_size=16, lr_blend=1e-2, lr_ae=1e-2, device="cpu")
     results = {}
     for name, device_map in (("plain", None), ("dispatched", placement)):
         base = AutoModelForCausalLM.from_pretrained(tmp_path / "base", device_map=device_map,
                                                     offload_folder=str(tmp_path / "offload"))
         expert = AutoModelForCausalLM.from_pretrained(tmp_path / "expert")
         torch.manual_seed(0)
-        model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant="2d", ae_layers=[1]))
+        model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(variant="2d", ae_layers=[1]))
         train(model, TOKENIZER, files, files, tmp_path / name, settings, progress=False)
         results[name] = model
     assert hasattr(results["dispatched"].base.transformer.h[1], "_hf_hook")

@@ -11,11 +11,11 @@ import torch
 from helpers import ENGLISH, FRENCH, char_tokenizer, tiny_model, write_domains
 
 from superpose.cli.commands import main
-from superpose.core.settings import preset_settings
 from superpose.data.text import tokenize_blocks
 from superpose.demo.tiny_experts import train_causal_lm
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import train
+from superpose.training.presets import preset_settings
 
 EN_LINE, FR_LINE = "my friend has a red car", "NOUS AIMONS LA MER"
 

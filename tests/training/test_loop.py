@@ -2,18 +2,27 @@ import json
 
 import pytest
 import torch
-from helpers import char_tokenizer, kill_at_first_checkpoint, save_pair, tiny_pair, write_domains
+from helpers import (
+    char_tokenizer,
+    kill_at_first_checkpoint,
+    paper_model,
+    paper_train,
+    save_pair,
+    tiny_pair,
+    write_domains,
+)
 
 from superpose.cli.commands import main
-from superpose.core.settings import ModelSettings, TrainSettings
+from superpose.model.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.training.loop import train
+from superpose.training.settings import TrainSettings
 
 
 def _settings(**overrides):
     values = dict(epochs=2, batch_size=8, block_size=32, lr_blend=1e-2, lr_ae=1e-2, max_valid_blocks=8, seed=0)
     values.update(overrides)
-    return TrainSettings(**values)
+    return paper_train(**values)
 
 
 @pytest.mark.parametrize("variant", ["1d", "2d"])
@@ -21,7 +30,7 @@ def test_training_lowers_loss_and_states_follow_the_right_expert(tmp_path, varia
     # A wider weight init gives the random stacks clearly different states for the AEs to tell apart.
     base, expert = tiny_pair("gpt2", init=0.3)
     en, fr = write_domains(tmp_path, repeat=12)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(variant=variant, ae_layers=[0, 1]))
+    model = SuperposedModel.from_models(base, expert, paper_model(variant=variant, ae_layers=[0, 1]))
     files = {"base": str(en), "expert": str(fr)}
     settings = _settings(epochs=20, lr_blend=3e-2, lr_ae=3e-2)
     result = train(model, char_tokenizer(), files, files, tmp_path / "run", settings, progress=False)
@@ -46,7 +55,7 @@ def test_training_lowers_loss_and_states_follow_the_right_expert(tmp_path, varia
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, variant):
     en, fr = write_domains(tmp_path)
     files = {"base": str(en), "expert": str(fr)}
-    settings = ModelSettings(variant=variant, ae_layers=[1])
+    settings = paper_model(variant=variant, ae_layers=[1])
 
     def fresh():
         torch.manual_seed(0)
@@ -68,7 +77,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, variant
 def test_resume_after_max_steps_mid_epoch_continues_the_same_epoch(tmp_path):
     en, fr = write_domains(tmp_path)
     files = {"base": str(en), "expert": str(fr)}
-    settings = ModelSettings(variant="2d", ae_layers=[1])  # 2d: dropout must draw the same masks after resuming
+    settings = paper_model(variant="2d", ae_layers=[1])  # 2d: dropout must draw the same masks after resuming
 
     def fresh():
         torch.manual_seed(0)
@@ -89,7 +98,7 @@ def test_resume_after_max_steps_mid_epoch_continues_the_same_epoch(tmp_path):
 def test_existing_checkpoint_needs_resume(tmp_path):
     en, fr = write_domains(tmp_path)
     files = {"base": str(en), "expert": str(fr)}
-    model = SuperposedModel.from_models(*tiny_pair("gpt2"))
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model())
     train(model, char_tokenizer(), files, None, tmp_path / "run", _settings(epochs=1), progress=False)
     with pytest.raises(ValueError, match="--resume"):
         train(model, char_tokenizer(), files, None, tmp_path / "run", _settings(epochs=1), progress=False)
@@ -185,7 +194,7 @@ def test_bad_setting_values():
     with pytest.raises(SettingsError, match="batch_size"):
         TrainSettings(batch_size=0)
     with pytest.raises(SettingsError, match="do not exist"):
-        SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[5]))
+        SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(ae_layers=[5]))
 
 
 def test_bf16_experts_train_alpha_and_autoencoders_in_float32(tmp_path):
@@ -193,11 +202,11 @@ def test_bf16_experts_train_alpha_and_autoencoders_in_float32(tmp_path):
     base, expert = base.to(torch.bfloat16), expert.to(torch.bfloat16)
     en, fr = write_domains(tmp_path)
     torch.manual_seed(0)
-    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[1]))
+    model = SuperposedModel.from_models(base, expert, paper_model(ae_layers=[1]))
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     # the paper's learning rates: a step of ~1e-4 on control points near 0.5 is below bf16's resolution there
-    settings = TrainSettings(epochs=1, max_steps=20, batch_size=4, block_size=16, seed=0)
+    settings = paper_train(epochs=1, max_steps=20, batch_size=4, block_size=16, seed=0)
     result = train(model, char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run", settings,
                    progress=False)
     assert result.steps == 20
@@ -229,7 +238,7 @@ def test_a_loaded_run_is_in_inference_mode(tmp_path, loader):
     base, expert = tiny_pair("gpt2")
     base.save_pretrained(tmp_path / "base")
     expert.save_pretrained(tmp_path / "expert")
-    model = SuperposedModel.from_models(base, {"fr": expert}, ModelSettings(variant="2d", ae_layers=[0, 1]),
+    model = SuperposedModel.from_models(base, {"fr": expert}, paper_model(variant="2d", ae_layers=[0, 1]),
                                         str(tmp_path / "base"), {"fr": str(tmp_path / "expert")})
     model.save_pretrained(tmp_path / "run")
     cls = SuperposedModel if loader == "superposed" else AutoModelForCausalLM
@@ -243,7 +252,7 @@ def test_a_loaded_run_is_in_inference_mode(tmp_path, loader):
 def test_max_steps_is_the_length_of_training(tmp_path):
     en, fr = write_domains(tmp_path, repeat=2)
     files = {"base": str(en), "expert": str(fr)}
-    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(ae_layers=[1]))
     result = train(model, char_tokenizer(), files, None, tmp_path / "run", _settings(epochs=1, max_steps=15),
                    progress=False)
     steps_per_epoch = result.history[0]["step"]
@@ -255,7 +264,7 @@ def test_validation_losses_are_token_weighted(tmp_path):
     from superpose.training.loop import domain_names, load_labelled, validate
     en, fr = write_domains(tmp_path, repeat=2)
     files = {"base": str(en), "expert": str(fr)}
-    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1])).eval()
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(ae_layers=[1])).eval()
     tokenizer = char_tokenizer()
     settings = _settings(batch_size=3, block_size=40).resolved("1d")
     data = load_labelled(files, domain_names(model), tokenizer, settings.block_size, None)
@@ -277,7 +286,7 @@ def test_resume_refuses_changed_data_order_settings(tmp_path):
     files = {"base": str(en), "expert": str(fr)}
 
     def run(settings, files=files):
-        model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+        model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(ae_layers=[1]))
         return train(model, char_tokenizer(), files, None, tmp_path / "run", settings, resume=True, progress=False)
 
     run(_settings(epochs=1, max_steps=2))
@@ -302,7 +311,7 @@ def test_resume_refuses_changed_data_order_settings(tmp_path):
 def test_step_checkpoints_keep_the_latest(tmp_path):
     from superpose.training.checkpoint import list_checkpoints
     en, fr = write_domains(tmp_path)
-    model = SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(ae_layers=[1]))
+    model = SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(ae_layers=[1]))
     train(model, char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run",
           _settings(epochs=1, max_steps=7, save_every=2, keep_checkpoints=3), progress=False)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000004", "step-00000006", "step-00000007"]

@@ -6,9 +6,8 @@ clipping (as the paper does, `grad_clip` in `TrainSettings`) leaves alpha's grad
 """
 import pytest
 import torch
-from helpers import char_tokenizer, tiny_pair, write_domains
+from helpers import char_tokenizer, paper_model, paper_train, tiny_pair, write_domains
 
-from superpose.core.settings import ModelSettings, TrainSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.training import step as training_step
 from superpose.training.loop import train
@@ -19,7 +18,7 @@ LR_ALPHA, LR_AE = 3e-2, 2e-3
 
 def _model(variant: str = "1d") -> SuperposedModel:
     torch.manual_seed(0)
-    return SuperposedModel.from_models(*tiny_pair("gpt2"), ModelSettings(variant=variant, ae_layers=[1]))
+    return SuperposedModel.from_models(*tiny_pair("gpt2"), paper_model(variant=variant, ae_layers=[1]))
 
 
 def _ids(params) -> set[int]:
@@ -33,7 +32,7 @@ def _norm(params) -> float:
 @pytest.mark.parametrize("variant", ["1d", "2d"])
 def test_alpha_group_gets_lr_alpha_and_autoencoder_group_lr_ae(variant):
     model = _model(variant)
-    settings = TrainSettings(lr_blend=LR_ALPHA, lr_ae=LR_AE, weight_decay=0.0)
+    settings = paper_train(lr_blend=LR_ALPHA, lr_ae=LR_AE, weight_decay=0.0)
     optimizer = make_optimizer(model, settings)
     alpha, autoencoders = list(model.blend.spline.parameters()), list(model.autoencoders.parameters())
     by_lr = {group["lr"]: _ids(group["params"]) for group in optimizer.param_groups}
@@ -53,7 +52,7 @@ def test_alpha_group_gets_lr_alpha_and_autoencoder_group_lr_ae(variant):
 
 def test_optimizer_step_clips_each_group_on_its_own():
     model = _model()
-    optimizer = make_optimizer(model, TrainSettings(lr_blend=LR_ALPHA, lr_ae=LR_AE))
+    optimizer = make_optimizer(model, paper_train(lr_blend=LR_ALPHA, lr_ae=LR_AE))
     alpha, autoencoders = list(model.blend.spline.parameters()), list(model.autoencoders.parameters())
     torch.manual_seed(1)
     for p in alpha:
@@ -82,7 +81,7 @@ def test_training_loop_clips_per_group(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training_step, "optimizer_step", recording_step)
     # A large reconstruction weight makes the AE gradients (~30) exceed the clip while alpha's (~0.01) stay under it.
-    settings = TrainSettings(max_steps=2, batch_size=4, block_size=16, recon_weight=1000.0, grad_clip=1.0,
+    settings = paper_train(max_steps=2, batch_size=4, block_size=16, recon_weight=1000.0, grad_clip=1.0,
                              max_valid_blocks=None)
     train(_model(), char_tokenizer(), {"base": str(en), "expert": str(fr)}, None, tmp_path / "run",
           settings, progress=False)

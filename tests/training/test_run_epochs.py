@@ -1,8 +1,8 @@
 """`run_epochs`, the loop every trainer shares: step budget, seeded epoch order, checkpoints, exact resume."""
 import json
 
-from superpose.core.settings import TrainSettings
 from superpose.training.loop import LoopState, run_epochs
+from superpose.training.settings import TrainSettings
 
 
 def _run(state: LoopState, settings: TrainSettings, examples: int = 5, global_batch: int = 2):

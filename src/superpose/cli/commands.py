@@ -7,27 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from superpose.core.settings import (
-    DEFAULT_PRESET,
-    DTYPES,
-    MODEL_KEYS,
-    PRESETS,
-    RENAMED_SETTINGS,
-    RENAMED_VALUES,
-    TRAIN_KEYS,
-    SettingsError,
-    load_yaml,
-    split_settings,
-    torch_dtype,
-)
+from superpose.core.settings import DTYPES, SettingsError, field_choices, field_type, load_yaml, torch_dtype
 from superpose.data.code_switch import SEGMENTS
+from superpose.model.settings import RENAMED_VALUES, VARIANTS, ModelSettings
+from superpose.training.presets import DEFAULT_PRESET, MODEL_KEYS, PRESETS, TRAIN_KEYS, split_settings
+from superpose.training.settings import RENAMED_SETTINGS, TrainSettings
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per settings field (`lr_blend` -> `--lr-blend`), help and choices from the field's metadata."""
+    """One flag per settings field (`lr_blend` -> `--lr-blend`), help from the field's metadata, choices
+    from its `Literal` type."""
     from dataclasses import fields
-
-    from superpose.core.settings import ModelSettings, TrainSettings, field_type
 
     g = parser.add_argument_group("settings (flags win over --config, which wins over --preset)")
     g.add_argument("--preset", choices=sorted(PRESETS),
@@ -42,7 +32,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 g.add_argument(flag, nargs="?", const="true", **options)
                 continue
             kind = field_type(cls, f.name) or str  # lists (ae_layers) arrive as text and are parsed by the dataclass
-            choices = f.metadata.get("choices")
+            choices = field_choices(cls, f.name)
             if choices and any(name == f.name for name, _ in RENAMED_VALUES):  # old values pass, with a notice
                 options["metavar"], choices = "{" + ",".join(choices) + "}", None
             g.add_argument(flag, type=kind, choices=choices, **options)
@@ -68,7 +58,9 @@ def add_device_flags(parser: argparse.ArgumentParser, device_map: bool = True) -
                                                  "balanced, balanced_low_0 or sequential (Hugging Face / accelerate)")
 
 
-def _settings_from(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace):
+    """(ModelSettings, TrainSettings, extras) of `superpose train`'s flags over its --config over its --preset
+    (default: the dynamic preset, whose values are the dataclass defaults)."""
     values = load_yaml(args.config) if args.config else {}
     if args.preset is not None:
         values["preset"] = args.preset
@@ -92,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from superpose.training.distributed import setup_processes
     from superpose.training.loop import UNLABELLED, is_unlabelled, train
 
-    model_settings, train_settings, _ = _settings_from(args)
+    model_settings, train_settings, _ = settings_from_args(args)
     experts = parse_named_paths(args.expert, default_name="expert" if len(args.expert) == 1 else None, flag="--expert")
     for name in experts:
         if name == "base" or is_unlabelled(name):
@@ -235,14 +227,14 @@ def _add_distill_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per DistillSettings field (`teacher_weight` -> `--teacher-weight`), help and choices from it."""
     from dataclasses import fields
 
-    from superpose.core.settings import field_type
     from superpose.training.distill import DistillSettings
 
     for f in fields(DistillSettings):
         # torchrun reads any prefix of its own --start-method: `--start-stack` passes through it
         aliases = ["--start-stack"] if f.name == "start" else []
         parser.add_argument("--" + f.name.replace("_", "-"), *aliases, dest=f.name, default=None,
-                            type=field_type(DistillSettings, f.name) or str, choices=f.metadata.get("choices"),
+                            type=field_type(DistillSettings, f.name) or str,
+                            choices=field_choices(DistillSettings, f.name),
                             help=(f.metadata.get("help") or "").replace("%", "%%"))
 
 
@@ -383,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole story offline: shipped experts, superpose, evaluate, sample, report")
     p.add_argument("--out", default="superpose-demo", help="output folder (default ./superpose-demo)")
-    p.add_argument("--variant", choices=["1d", "2d"], help="spline variant (default: the default preset's, 1d)")
+    p.add_argument("--variant", choices=VARIANTS, help="spline variant (default: the default preset's, 1d)")
     p.add_argument("--rebuild", action="store_true", help="first rebuild the shipped experts from the bundled corpus")
     p.add_argument("--steps", type=int, default=150, help="superposed training steps (default 150)")
     p.add_argument("--eval-blocks", type=int, default=48, help="test sequences scored per language (default 48)")

@@ -1,6 +1,7 @@
 """What every layer shares, and nothing model-specific.
 
-* `settings`: the typed, validated settings of a model and of its training, and the presets.
+* `settings`: what every settings dataclass shares: help-carrying fields, `Literal` choices, checks, YAML, old
+  names, dtypes.
 * `loading`: base and expert checkpoints and tokenizers from local folders or hub ids; devices.
 * `metrics`: token-weighted language-model metrics accumulated over batches.
 * `mixtures`: causal log-space mixtures of M next-token distributions (Bayes, fixed share).

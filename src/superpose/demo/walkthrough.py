@@ -13,15 +13,16 @@ from pathlib import Path
 import torch
 
 from superpose.core.loading import load_causal_lm, load_tokenizer, resolve_device
-from superpose.core.settings import DEFAULT_PRESET, ModelSettings, preset_settings
 from superpose.core.text_tables import format_table
 from superpose.demo.bundled_corpus import generate_documents, write_corpus
 from superpose.demo.tiny_experts import ExpertRecipe, build_experts
 from superpose.evaluation.evaluate import evaluate, write_json
+from superpose.model.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.report.eval_tables import BOUND_NOTE, eval_table
 from superpose.training.checkpoint import find_checkpoint
 from superpose.training.loop import train
+from superpose.training.presets import DEFAULT_PRESET, preset_settings
 
 DEMO_EXPERTS = Path(__file__).parent.parent / "assets" / "demo_experts"
 DEMO_RECIPE = ExpertRecipe(n_layer=4, n_embd=128, n_head=4, block_size=128, vocab_size=2048, base_steps=600,
@@ -55,14 +56,14 @@ def _samples(models: dict[str, torch.nn.Module], tokenizer, max_new_tokens: int,
 
 
 def demo_settings(variant: str, n_layers: int) -> ModelSettings:
-    """The demo's blend: one autoencoder after the last layer, and the expert's final norm + head.
+    """The paper's static blend with one autoencoder after the last layer, and the expert's final norm + head.
 
     At a few hundred steps, each randomly initialised autoencoder is a bottleneck the model must first
     learn to undo, so the demo keeps one. The base never saw French, so its head has untrained rows for
     French-only tokens; the expert's head was fine-tuned from the base's and still knows English ones.
-    (The paper's settings, base head and AEs at 2..11 of 12 layers, are the library defaults.)
+    (The paper's settings, base head and AEs at 2..11 of 12 layers, are the `paper` preset.)
     """
-    return ModelSettings(variant=variant, ae_layers=[n_layers - 1], head="first_expert")
+    return replace(preset_settings("paper")[0], variant=variant, ae_layers=[n_layers - 1], head="first_expert")
 
 
 def run_demo(

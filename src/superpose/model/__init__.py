@@ -1,5 +1,6 @@
 """The superposed model and its parts.
 
+* `settings`: `ModelSettings`, how the stacks are blended (defaults: the dynamic preset; the paper's values).
 * `architecture`: where each model family keeps its embeddings, layers, final norm and head.
 * `blending`: every way of computing the per-layer blend weights over the M stacks (static spline, token gate).
 * `evidence`: the gates' fixed-share evidence, each stack's running log-posterior.

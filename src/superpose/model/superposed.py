@@ -30,12 +30,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreT
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
-from superpose.core.settings import ModelSettings
 from superpose.model import graphs
 from superpose.model.architecture import adapter_for, check_compatible
 from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
+from superpose.model.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
 TRAINABLE_PREFIXES = ("blend.", "autoencoders.")
@@ -59,7 +59,7 @@ class SuperposedConfig(PreTrainedConfig):
 
     @property
     def model_settings(self) -> ModelSettings:
-        return ModelSettings(**(self.settings or {}))
+        return ModelSettings.from_saved(self.settings)
 
     @property
     def expert_names(self) -> list[str]:

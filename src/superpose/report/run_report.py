@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from superpose.core.settings import ModelSettings
+from superpose.model.settings import ModelSettings
 from superpose.report.analysis.collect import MODELS
 from superpose.report.analysis.run import ANALYSIS_JSON, GATES_FIGURE, GENERATION_METRICS, STACK_WEIGHTS_FIGURE
 from superpose.report.html import ReportSection, detail_tables_from_eval, table_from_eval, write_report
@@ -127,7 +127,7 @@ def _model_order(names, order: list[str] | None = None) -> list[str]:
 
 def _settings_section(run_dir: Path, config: dict[str, Any], analysis: dict[str, Any] | None) -> ReportSection:
     """Run settings from the run's config.json (and run.json if training wrote one), plus analysis settings."""
-    settings = ModelSettings(**(config.get("settings") or {}))
+    settings = ModelSettings.from_saved(config.get("settings"))
     n_layers = int(config.get("num_hidden_layers") or 0)
     experts = config.get("experts") or {}
     rows = [

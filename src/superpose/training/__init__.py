@@ -1,5 +1,7 @@
 """Training the blend weights, gates and autoencoders of a superposed model.
 
+* `settings`: `LoopSettings` (what every trainer shares) and `TrainSettings` (defaults: the dynamic preset).
+* `presets`: the named starting settings (`paper`, `dynamic`) and a flat mapping split into model and train settings.
 * `loop`: `train()` as named steps, and `run_epochs`, the loop any trainer here shares (steps, checkpoints, resume).
 * `blocks`: labelled training blocks (and synthetic code-switched ones).
 * `losses`: the objective: reconstruction, LM, spline regulariser, gate labels, load balance; and

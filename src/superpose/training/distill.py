@@ -28,9 +28,8 @@ import torch
 
 from superpose.core.loading import load_tokenizer
 from superpose.core.settings import (
-    DATA_ORDER_KEYS,
     DTYPES,
-    LoopSettings,
+    Dtype,
     SettingsError,
     check_counts,
     check_positive,
@@ -69,6 +68,7 @@ from superpose.training.loop import (
 )
 from superpose.training.losses import distill_kl, distill_loss, lm_loss, topk_kl
 from superpose.training.resume import data_order
+from superpose.training.settings import DATA_ORDER_KEYS, LoopSettings
 from superpose.training.step import autocast, optimizer_step, process_chunks, resolve_mixed_precision, sum_gradients
 from superpose.training.student import (
     Student,
@@ -102,8 +102,8 @@ class DistillSettings(LoopSettings):
     temperature: float = setting(1.0, "softmax temperature of the KL term, scaled by T² (default 1)")
     top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/.superpose/teacher-topk "
                                       "(safetensors shards) and reuse them every epoch (default: live teacher)")
-    dtype: str | None = setting(None, "dtype of the teacher's stacks and of the saved student (default: the start "
-                                      "stack's own checkpoint dtype); the student trains in float32", DTYPES)
+    dtype: Dtype | None = setting(None, "dtype of the teacher's stacks and of the saved student (default: the start "
+                                        "stack's own checkpoint dtype); the student trains in float32")
 
     def __post_init__(self) -> None:
         self.check_loop()

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from superpose.core.loading import peak_memory_mb
 from superpose.core.metrics import LMScore
-from superpose.core.settings import DTYPES, SettingsError, TrainSettings
+from superpose.core.settings import DTYPES, SettingsError
 from superpose.core.text_tables import format_table
 from superpose.data.text import DataError
 from superpose.evaluation.scoring import scoring_batches
@@ -40,6 +40,7 @@ from superpose.training.checkpoint import find_checkpoint, load_checkpoint, save
 from superpose.training.distributed import Processes, setup_processes
 from superpose.training.losses import compute_losses
 from superpose.training.resume import check_resumable, data_order
+from superpose.training.settings import TrainSettings
 from superpose.training.step import SequenceSeededDropout, autocast, make_optimizer, resolve_mixed_precision, train_step
 
 RUN_FILE = "run.json"

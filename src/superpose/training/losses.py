@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel, causal_lm_loss
 from superpose.training.blocks import MIXED
+from superpose.training.settings import TrainSettings
 
 
 def reconstruction_loss(predicted: torch.Tensor, target: torch.Tensor, token_mask: torch.Tensor,

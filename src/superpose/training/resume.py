@@ -5,7 +5,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from superpose.core.settings import DATA_ORDER_KEYS, SettingsError, TrainSettings
+from superpose.core.settings import SettingsError
+from superpose.training.settings import DATA_ORDER_KEYS, TrainSettings
 
 
 def _file_fingerprint(path: str) -> dict:

@@ -9,11 +9,11 @@ import math
 import torch
 from torch import nn
 
-from superpose.core.settings import TrainSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.training.blocks import LabelledBlocks, seed_of
 from superpose.training.distributed import Processes
 from superpose.training.losses import LOGGED, WEIGHTS, compute_losses
+from superpose.training.settings import TrainSettings
 
 
 def make_optimizer(model: SuperposedModel, settings: TrainSettings) -> torch.optim.AdamW:
