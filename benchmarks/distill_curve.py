@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from dynamic_bench import ALL_GROUPS, LANGS, group_files
+from sections import write_section
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.data.text import load_texts, tokenize_blocks
@@ -36,7 +37,6 @@ from superpose.training.distill_folder import work_folder
 from superpose.training.student import make_student, merged_model, trainable_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- distill curve: start -->\n", "<!-- distill curve: end -->\n"
 ROWS = {"full": None, "lora": 16}  # row -> LoRA rank (None: all weights)
 FULL = dict(steps=400, batch_size=16, block_size=128, every=100, eval_blocks=48)
 QUICK = dict(steps=20, batch_size=8, block_size=64, every=10, eval_blocks=8)  # real_text.py --quick
@@ -268,16 +268,6 @@ def plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_section(section: str, path: Path) -> None:
-    text = path.read_text(encoding="utf-8")
-    if START in text:
-        before, rest = text.split(START, 1)
-        text = before + START + section + END + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + START + section + END
-    path.write_text(text, encoding="utf-8")
-
-
 def record_command(record: dict) -> str:
     """The command that trains a saved record (kept in it, so a table rebuilt from JSON names it)."""
     if "command" not in record:
@@ -342,7 +332,7 @@ def main() -> int:
     print(section)
     if not args.no_write and not args.quick:
         plot(records, ROOT / "docs" / "distill_curve.png")
-        write_section(section, ROOT / "BENCHMARKS.md")
+        write_section(ROOT / "BENCHMARKS.md", "distill curve", section)
     return 0
 
 

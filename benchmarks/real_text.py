@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from dynamic_bench import collect, markdown, run_dynamic
 from halves import MIXED_LINES, split_halves
+from sections import write_section
 
 from superpose.compare.hard_merge import export_hard_merge
 from superpose.core.loading import load_causal_lm, load_tokenizer
@@ -126,11 +127,10 @@ def main() -> int:
                         config["batch_size"], config["block_size"], config["max_eval_blocks"], args.stacks)
         record = collect(out / "dynamic")
         if record is not None and not args.no_write and not args.quick:
-            write_dynamic_section(markdown(record, _hardware()), ROOT / "BENCHMARKS.md")
+            write_section(ROOT / "BENCHMARKS.md", "dynamic part", markdown(record, _hardware()), top=True)
     return 0
 
 
-ONE_STACK_START, ONE_STACK_END = "<!-- one-stack part: start -->\n", "<!-- one-stack part: end -->\n"
 
 
 def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
@@ -157,15 +157,7 @@ def run_one_stack_part(args, corpus: Path, out: Path, config: dict) -> int:
                       {keys[r]: ROWS[keys[r]] for r in wanted})
     section = one_stack_markdown(out, _hardware())
     if section is not None and not args.no_write and not args.quick:
-        path = ROOT / "BENCHMARKS.md"
-        text = path.read_text(encoding="utf-8")
-        if ONE_STACK_START in text:  # in place: the hand-written reading below the end marker stays below it
-            before, rest = text.split(ONE_STACK_START, 1)
-            text = before + ONE_STACK_START + section + ONE_STACK_END + rest.split(ONE_STACK_END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + ONE_STACK_START + section + ONE_STACK_END
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote the one-stack part to {path}")
+        write_section(ROOT / "BENCHMARKS.md", "one-stack part", section)
     elif section is not None:
         print(section)
     return 0
@@ -237,20 +229,6 @@ def run_paper(args, corpus: Path, out: Path, config: dict) -> None:
         write_markdown(result, experts_dir, ROOT / "BENCHMARKS.md")
 
 
-DYNAMIC_START, DYNAMIC_END = "<!-- dynamic part: start -->\n", "<!-- dynamic part: end -->\n"
-
-
-def write_dynamic_section(section: str, path: Path) -> None:
-    """Put the dynamic part's tables right under the title, replacing the previous ones; the rest stays."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if DYNAMIC_START in text:
-        before, rest = text.split(DYNAMIC_START, 1)
-        text = before + rest.split(DYNAMIC_END, 1)[1]
-    title, _, body = text.partition("\n\n")
-    path.write_text(title + "\n\n" + DYNAMIC_START + section + DYNAMIC_END + "\n" + body, encoding="utf-8")
-    print(f"wrote the dynamic part to {path}")
-
-
 def _hardware() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -304,24 +282,13 @@ def write_markdown(result: dict, experts_dir: Path, path: Path) -> None:
         mixed_lines=MIXED_LINES, selection=selection, timings=timings, train_rows="\n".join(train_lines),
         eval_rss=_fmt(result.get("eval_peak_rss_mb"), 0), model_mb=_fmt(result.get("model_mb"), 1),
     )
-    # The hand-written reading of the numbers (and the speed table) below the marker survive a rerun,
-    # and so does the dynamic part's section.
-    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if MARKER in previous:
-        text += "\n" + MARKER + previous.split(MARKER, 1)[1]
-    path.write_text(text, encoding="utf-8")
-    if DYNAMIC_START in previous:
-        write_dynamic_section(previous.split(DYNAMIC_START, 1)[1].split(DYNAMIC_END, 1)[0], path)
-    print(f"wrote {path}; revise the hand-written part below '{MARKER.strip()}' if the numbers moved")
+    write_section(path, "real-text part", text)
 
 
-MARKER = "<!-- hand-written below: keep in step with the tables above -->\n"
-BENCHMARK_TEMPLATE = """# Benchmarks
-
-## Real text: English base, French fine-tune (ELTeC novels)
+BENCHMARK_TEMPLATE = """## Real text: English base, French fine-tune (ELTeC novels)
 
 Produced by `python benchmarks/real_text.py --corpus ../shared/corpus` (also `make benchmark`), which
-rewrites this file down to the hand-written part. Hardware: {hardware}.
+rewrites this section. Hardware: {hardware}.
 
 * **Data**: `../shared/corpus` (public-domain English and French novels, one paragraph per line).
   Experts train on `en/train.txt` and `fr/train.txt`. Each `valid.txt` is split by lines: the first
