@@ -13,7 +13,7 @@ from superpose.core.settings import DTYPES, SettingsError, field_choices
 from superpose.model.settings import ModelSettings
 from superpose.training.distill import DistillSettings
 from superpose.training.presets import split_settings
-from superpose.training.settings import TrainSettings
+from superpose.training.settings import LoopSettings, TrainSettings
 
 # Every flag name the command line had before flags were generated from the settings dataclasses.
 EARLIER_FLAGS = ["--config", "--variant", "--ae-layers", "--bottleneck", "--conv-padding", "--embed-blend", "--head",
@@ -136,9 +136,11 @@ def test_the_dataclass_defaults_the_command_line_and_the_dynamic_preset_agree(ca
     assert split_settings({})[:2] == (ModelSettings(), TrainSettings())
 
 
-def test_distill_keeps_its_own_loop_defaults():
-    """`switch_rate` defaults to the dynamic preset's 0.2 for `train` only: distillation's loop keeps 0."""
-    assert DistillSettings().switch_rate == 0.0 and TrainSettings().switch_rate == 0.2
+def test_distill_switches_by_default_as_training_does():
+    """A fifth of the blocks are code-switched by default in `distill` (chosen on the benchmark's selection
+    halves) as in `train`; the loop's shared default stays 0 for anything else built on it."""
+    assert DistillSettings().switch_rate == TrainSettings().switch_rate == 0.2
+    assert LoopSettings().switch_rate == 0.0
 
 
 def test_settings_saved_without_a_key_take_the_paper_value():

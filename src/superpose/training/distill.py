@@ -17,6 +17,7 @@ and a resumed run all give the weights of one uninterrupted single-batch run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -90,6 +91,8 @@ class DistillSettings(LoopSettings):
     """How a superposed run is distilled into one stack; validated here, recorded in DIR/distill.json. The loop's
     own settings (steps, batches, checkpoints, `switch_rate`, device, ...) are `LoopSettings`', shared with train."""
 
+    switch_rate: float = setting(0.2, "share of training blocks replaced by code-switched blocks built from the "
+                                      "--train files, so the student sees its teacher switch (default 0.2)")
     start: str | None = setting(None, "the run's stack the student starts from: base or an expert's name "
                                       "(default: the first expert, where every measured row started)")
     lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
@@ -248,6 +251,15 @@ def restore_student(work: Path, resume: bool, identity: dict, student: Student) 
     return resume_from(find_checkpoint(work) if resume else None, "identity", identity, work.parent, load)
 
 
+def blocks_digest(blocks: list[torch.Tensor]) -> str:
+    """sha256 of the training blocks' tokens, block by block."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(len(block).to_bytes(4, "little"))
+        digest.update(block.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, work: Path, settings: DistillSettings,
                    global_batch: int, total_steps: int, pad_id: int, processes, progress: bool):
     """With --top-k: the teacher's top-k log-probs of the blocks the run reads (built once, by the main process
@@ -255,10 +267,10 @@ def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, wo
     if settings.teacher_weight == 0 or not settings.top_k:
         return None, {}
     needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
+    # the blocks' own tokens: which blocks are code-switched, and their text, follow the seed and the rate
     fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
-                   "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks}
-    if settings.switch_rate:  # which blocks are switched, and their text, follow the seed
-        fingerprint["switched"] = {"rate": settings.switch_rate, "seed": settings.seed}
+                   "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks,
+                   "blocks": blocks_digest(train_blocks)}
     build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
                  batch_size=settings.batch_size, pad_id=pad_id, device=processes.device)
     if processes.is_main:
