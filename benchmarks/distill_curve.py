@@ -202,8 +202,9 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
     lines = ["## Distillation budget curve", "",
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
-             f"fine-tune with `superpose distill` defaults otherwise (λ = 1, T = 1, live teacher{cache}; rows named "
-             "`switch P` add `--switch-rate P`, rows named `λ L` add `--teacher-weight L`: 0 is replay), up to "
+             f"fine-tune with `superpose distill`'s settings (T = 1, live teacher{cache}; λ = 1 unless the row names "
+             "`λ L`, i.e. `--teacher-weight L`, 0 being replay; `--switch-rate P` where the row names `switch P`, "
+             "else 0), up to "
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
              f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
              f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "

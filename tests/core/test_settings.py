@@ -141,6 +141,7 @@ def test_distill_switches_by_default_as_training_does():
     halves) as in `train`; the loop's shared default stays 0 for anything else built on it."""
     assert DistillSettings().switch_rate == TrainSettings().switch_rate == 0.2
     assert LoopSettings().switch_rate == 0.0
+    assert DistillSettings().teacher_weight == 0.2  # mostly the text, with the teacher's switching (measured)
 
 
 def test_settings_saved_without_a_key_take_the_paper_value():

@@ -215,7 +215,8 @@ def test_short_distillation_lowers_the_kl_to_the_teacher_on_held_out_blocks(tmp_
     run, text, valid = _teacher_run(tmp_path)
     out = tmp_path / "student"
     assert main(["distill", str(run), "--train", str(text), "--valid", f"held={valid}", "--out", str(out),
-                 "--start", "fr", "--max-steps", "25", "--batch-size", "4", "--block-size", "24", "--lr", "5e-3"]) == 0
+                 "--start", "fr", "--max-steps", "25", "--batch-size", "4", "--block-size", "24", "--lr", "5e-3",
+                 "--teacher-weight", "1"]) == 0
     teacher = SuperposedModel.from_pretrained(run)
     from superpose.core.loading import load_tokenizer
     from superpose.data.text import load_texts, tokenize_blocks
@@ -297,7 +298,8 @@ def test_first_step_of_a_run_from_a_one_hot_teachers_own_stack_has_zero_loss(tmp
     with torch.no_grad():
         teacher.blend.set_stack(2)  # every layer and the mixture head on the `de` stack
     result = distill(run, {"text": str(text)}, None, tmp_path / "out",
-                     DistillSettings(start="de", max_steps=1, batch_size=4, block_size=16), progress=False,
+                     DistillSettings(start="de", max_steps=1, batch_size=4, block_size=16, teacher_weight=1.0),
+                     progress=False,
                      teacher=teacher)
     assert result.history[0]["train_kl"] == pytest.approx(0.0, abs=1e-5)
     assert result.history[0]["train_loss"] == pytest.approx(0.0, abs=1e-5)

@@ -100,8 +100,8 @@ class DistillSettings(LoopSettings):
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")
     lr: float | None = setting(None, "peak learning rate (default 5e-4 all weights, 2e-3 LoRA); linear warmup over "
                                      "the first 10 % of steps, then cosine decay to 10 %")
-    teacher_weight: float = setting(1.0, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
-                                         "no teacher (default 1)")
+    teacher_weight: float = setting(0.2, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
+                                         "no teacher; 1 = pure imitation (default 0.2)")
     temperature: float = setting(1.0, "softmax temperature of the KL term, scaled by T² (default 1)")
     top_k: int | None = setting(None, "compute the teacher's top-k log-probs once into DIR/.superpose/teacher-topk "
                                       "(safetensors shards) and reuse them every epoch (default: live teacher)")
