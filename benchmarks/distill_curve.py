@@ -249,14 +249,16 @@ def plot(records: list[dict], path: Path) -> None:
     for ax, record in zip(axes[0], records):
         domains = [LANGS[n] for n in record["names"]]
         mixed = [s for s in ("switch", "docs") if s in record["references"]]
-        for row, data in record["rows"].items():
+        styles = ["-", "--", ":", "-."]  # one colour per row, one line style per set
+        for index, (row, data) in enumerate(record["rows"].items()):
             steps = [p["step"] for p in data["points"]]
-            style = ("-" if row.startswith("full") else ":") if "switch" not in row else "--"
-            for name in domains:
-                ax.plot(steps, [p[name]["x_oracle"] for p in data["points"]], style, label=f"{row} {name} ×oracle")
-            for name in mixed:
-                ax.plot(steps, [p[name]["x_teacher"] for p in data["points"]], style, marker=".",
-                        label=f"{row} {name} ×teacher")
+            colour = f"C{index}"
+            for k, name in enumerate(domains):
+                ax.plot(steps, [p[name]["x_oracle"] for p in data["points"]], styles[k % 4], color=colour,
+                        label=f"{row}: {name} ×oracle")
+            for k, name in enumerate(mixed):
+                ax.plot(steps, [p[name]["x_teacher"] for p in data["points"]], styles[k % 4], color=colour,
+                        marker=".", label=f"{row}: {name} ×teacher")
         ax.axhline(1.05, color="grey", lw=0.6)
         ax.axhline(1.10, color="grey", lw=0.6, ls="--")
         ax.axvline(record["budget"]["steps"], color="black", lw=0.5)
