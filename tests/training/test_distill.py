@@ -422,6 +422,19 @@ def test_the_top_k_cache_fills_what_a_longer_or_reseeded_run_needs(tmp_path):
                               "--max-steps", "40")) == 0
 
 
+def test_a_top_k_cache_never_serves_other_blocks(tmp_path, capsys):
+    """Other block sizes (or other switched blocks) are other tokens: the cache built for them is refused."""
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--keep-work")) == 0
+    capsys.readouterr()
+    assert main([*_distill_argv(run, text, out, "--top-k", "6", "--keep-work", "--overwrite"),
+                 "--block-size", "12"]) == 2
+    assert "teacher cache for other settings" in capsys.readouterr().err
+
+
 def test_the_cache_and_checkpoints_belong_to_the_runs_weights(tmp_path, capsys):
     """Retraining the run's gates changes its outputs: a kept checkpoint or cache of the old weights is refused."""
     from superpose.cli.commands import main

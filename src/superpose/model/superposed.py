@@ -401,7 +401,7 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
     def independent_states(self, input_ids: torch.Tensor,
                            attention_mask: torch.Tensor | None) -> list[list[torch.Tensor]]:
         """Each stack run alone (no grad): the state after every layer, per stack (base first)."""
-        return [stack.run_stack(input_ids, attention_mask) for stack in self.stacks]
+        return graphs.run_stacks(self, input_ids, attention_mask=attention_mask)
 
     def forward_parallel(
         self, stack_states: list[list[torch.Tensor]], token_mask: torch.Tensor | None, input_ids: torch.Tensor,

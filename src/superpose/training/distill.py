@@ -267,10 +267,9 @@ def cached_teacher(teacher, train_blocks: list[torch.Tensor], identity: dict, wo
     if settings.teacher_weight == 0 or not settings.top_k:
         return None, {}
     needed = _needed_blocks(len(train_blocks), global_batch, settings, total_steps)
-    # the blocks' own tokens: which blocks are code-switched, and their text, follow the seed and the rate
-    fingerprint = {"run": identity["teacher"], "data": {k: identity[k] for k in ("train_files", "tokenizer")},
-                   "block_size": settings.block_size, "max_train_blocks": settings.max_train_blocks,
-                   "blocks": blocks_digest(train_blocks)}
+    # the teacher's scores depend on the run and the blocks' tokens alone (files, block size, cap, switched
+    # blocks and their seed all show in the tokens)
+    fingerprint = {"run": identity["teacher"], "blocks": blocks_digest(train_blocks)}
     build = dict(k=settings.top_k, temperature=settings.temperature, fingerprint=fingerprint,
                  batch_size=settings.batch_size, pad_id=pad_id, device=processes.device)
     if processes.is_main:
