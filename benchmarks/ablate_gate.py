@@ -17,7 +17,9 @@ import shutil
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import torch
 from halves import docs_halves, split_halves
@@ -25,9 +27,10 @@ from select_preset import output_mixture, ppl
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.text_tables import format_table
-from superpose.data.code_switch import load_spans, tokenize_spans
+from superpose.data.code_switch import load_spans, switched_blocks, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
 from superpose.model.superposed import SuperposedModel
+from superpose.training import blocks as training_blocks
 from superpose.training.loop import UNLABELLED, train
 from superpose.training.presets import preset_settings
 
@@ -35,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80
 GROUPS = {"lang2": {"base": "en", "fr": "fr"}, "code2": {"base": "en", "code": "code"},
           "lang3": {"base": "en", "fr": "fr", "de": "de"}, "code3": {"base": "en", "fr": "fr", "code": "code"}}
-# name -> (model setting overrides, train setting overrides) on top of the current `dynamic` preset
+# name -> (model setting overrides, train setting overrides) on top of the current `dynamic` preset; a third
+# element True builds the switched blocks with `snippets` (code chunks cut to random runs of their lines)
 VARIANTS = {
     "old-preset": (dict(gate_evidence="fixed_share"), dict(switch_rate=0.2)),
     "mix-untrained": (dict(gate_evidence="fixed_share_mix"), None),  # must equal the fixed_share_mix row
@@ -46,6 +50,8 @@ VARIANTS = {
     "mix-switch0.2-wide": (dict(gate_evidence="fixed_share_mix", gate_hidden=128), dict(switch_rate=0.2)),
     "mix-switch0.2-sequential": (dict(gate_evidence="fixed_share_mix", graph="sequential"), dict(switch_rate=0.2)),
     "mix-switch0.2-balanced": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.2, max_train_blocks=6000)),
+    "snippets-switch0.2": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.2), True),
+    "snippets-switch0.5": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.5), True),
 }
 
 
@@ -82,7 +88,7 @@ def main() -> int:
         (UNLABELLED if i == 0 else f"{UNLABELLED}:{i + 1}"): p for i, p in enumerate(files["train"].values())}
     results = {}
     for name in args.variants:
-        model_over, train_over = VARIANTS[name]
+        model_over, train_over, *snippets = VARIANTS[name]
         model_settings, train_settings = preset_settings("dynamic")
         model_settings = replace(model_settings, **model_over)
         train_settings = replace(train_settings, **{**dict(max_steps=args.steps, batch_size=16, block_size=128, seed=0,
@@ -93,9 +99,11 @@ def main() -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         tick = time.perf_counter()
         speed = float("nan")
+        builder = partial(switched_blocks, snippets=bool(snippets and snippets[0]))
         if train_over is not None:
-            speed = train(model, tokenizer, train_files, None, run_dir, train_settings,
-                          progress=False).throughput["tokens_per_second"]
+            with mock.patch.object(training_blocks, "switched_blocks", builder):
+                speed = train(model, tokenizer, train_files, None, run_dir, train_settings,
+                              progress=False).throughput["tokens_per_second"]
         model.eval()
         scored = {s: ppl(lambda b: model(b.input_ids, attention_mask=b.attention_mask).logits, blocks)
                   for s, blocks in sets.items()}

@@ -137,3 +137,19 @@ def test_per_source_perplexity_counts_exactly_each_sources_tokens(tmp_path):
                 count += int(picked.sum())
         assert got[f"tokens_source:{name}"] == count > 0
         assert got[f"ppl_source:{name}"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_snippets_cut_code_chunks_to_runs_of_their_lines_and_leave_prose_whole():
+    code = "\n".join(f"x{i} = {i}" for i in range(10))  # one chunk of ten lines
+    records = mix_lines({"base": EN * 4, "code": [code] * 12}, seed=5, segment="auto", snippets=True)
+    pieces = [r["text"][s["start"] : s["end"]].strip("\n ") for r in records for s in r["spans"]
+              if s["source"] == "code"]
+    lines = code.split("\n")
+    runs = {"\n".join(lines[a:b]) for a in range(10) for b in range(a + 1, 11)}
+    assert pieces and all(piece in runs for piece in pieces)
+    assert len({piece.count("\n") for piece in pieces}) > 1  # runs of several lengths, not the whole chunk each time
+    prose = [r["text"][s["start"] : s["end"]].strip() for r in records for s in r["spans"] if s["source"] == "base"]
+    assert set(prose) <= {u for line in EN for u in split_sentences(line)}
+    whole = mix_lines({"base": EN * 4, "code": [code] * 12}, seed=5, segment="auto")
+    assert all(r["text"][s["start"] : s["end"]].strip("\n ") == code for r in whole for s in r["spans"]
+               if s["source"] == "code")

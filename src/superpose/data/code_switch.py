@@ -54,11 +54,14 @@ def _units(lines: list[str], segment: str) -> list[str]:
 
 
 def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sentence",
-              max_lines: int | None = None, segments_per_line: tuple[int, int] = (2, 6)) -> list[dict]:
+              max_lines: int | None = None, segments_per_line: tuple[int, int] = (2, 6),
+              snippets: bool = False) -> list[dict]:
     """Lines of `segments_per_line` segments, each from another source than the one before.
 
     Each source's units (sentences, whole lines, or with `auto` sentences of prose and chunks of code) are
-    shuffled with `seed` and used once; mixing stops when a source runs out or at `max_lines`. Each record is
+    shuffled with `seed` and used once; mixing stops when a source runs out or at `max_lines`. With `snippets`, a
+    multi-line unit is cut to a random run of 1 to all of its lines, as documentation quotes a line or two of code
+    inside its prose as often as a whole block. Each record is
     {"text", "spans": [{start, end, source}]}, and the spans tile the text exactly (the space, or the line
     break next to a multi-line segment, before a segment belongs to it).
     """
@@ -84,6 +87,8 @@ def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sent
         text, spans, previous = "", [], ""
         for name in order:
             piece = pools[name].pop()
+            if snippets and "\n" in piece:
+                piece = _snippet(piece, rng)
             start = len(text)
             joint = "\n" if "\n" in piece or "\n" in previous else " "  # code chunks stay on their own lines
             text += (joint if text else "") + piece
@@ -93,6 +98,13 @@ def mix_lines(sources: dict[str, list[str]], seed: int = 0, segment: str = "sent
     if not records:
         raise DataError("the sources hold too little text to build one mixed line")
     return records
+
+
+def _snippet(chunk: str, rng: random.Random) -> str:
+    lines = chunk.split("\n")
+    count = rng.randint(1, len(lines))
+    start = rng.randint(0, len(lines) - count)
+    return "\n".join(lines[start : start + count])
 
 
 def write_mixed(sources: dict[str, str], out: str | Path, seed: int = 0, segment: str = "sentence",
@@ -185,10 +197,10 @@ def tokenize_spans(records: list[dict], tokenizer, block_size: int, max_blocks: 
 
 
 def switched_blocks(texts: dict[str, list[str]], tokenizer, block_size: int, count: int,
-                    seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+                    seed: int = 0, snippets: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
     ("""`count` training blocks whose sentences (or code chunks) alternate between the sources: """
      """(token ids, each token's source
     index into the returned names, NO_SOURCE on the end-of-text tokens between lines).""")
-    records = mix_lines(texts, seed=seed, segment="auto", max_lines=max(8, 4 * count))
+    records = mix_lines(texts, seed=seed, segment="auto", max_lines=max(8, 4 * count), snippets=snippets)
     sourced = tokenize_spans(records, tokenizer, block_size, max_blocks=count)
     return sourced.blocks, sourced.sources, sourced.names
