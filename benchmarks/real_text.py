@@ -98,6 +98,9 @@ def main() -> int:
     parser.add_argument("--stacks", type=_group, nargs="+", default=[2, 3, "code2", "code3"],
                         help="dynamic part: which groups to train (2: base + fr, 3: + de, code2: base + code, code3: "
                              "base + fr + code); 0: only rewrite BENCHMARKS.md from the groups' saved records")
+    parser.add_argument("--rescore", action="store_true",
+                        help="dynamic part: score the groups' saved runs with the current evaluation-time settings "
+                             "(output temperatures) instead of training them again")
     parser.add_argument("--one-stack-rows", default="all",
                         help="one-stack part: comma-separated rows to train (replay-all, replay-lora, distill-all, "
                              "distill-lora) or all; rows of an earlier invocation at the same budget are kept")
@@ -124,7 +127,8 @@ def main() -> int:
             return 2
         if args.stacks != [0]:
             run_dynamic(corpus, out / "dynamic", experts_dir, config["recipe"], config["train_steps"],
-                        config["batch_size"], config["block_size"], config["max_eval_blocks"], args.stacks)
+                        config["batch_size"], config["block_size"], config["max_eval_blocks"], args.stacks,
+                        rescore=args.rescore)
         record = collect(out / "dynamic")
         if record is not None and not args.no_write and not args.quick:
             write_section(ROOT / "BENCHMARKS.md", "dynamic part", markdown(record, _hardware()), top=True)

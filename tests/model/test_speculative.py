@@ -26,9 +26,9 @@ NOISE = 0.3  # how far the experts are from the base
 SHORT = [5, 17]  # little evidence yet: the drafter's distribution is far from the dense one
 
 SETTINGS = {
-    # the dynamic preset's shape: parallel graph, evidence-reading token gate, mixture head
+    # the dynamic preset's shape: parallel graph, evidence-reading token gate, mixture head, output temperatures
     "dynamic": dict(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share", gate_hidden=8,
-                    ae_layers=[]),
+                    ae_layers=[], output_temperatures=[0.9, 1.0, 1.25]),
     # the same gate starting from the rate mixture (more evidence state to roll back: each filter's likelihood)
     "dynamic-mix": dict(graph="parallel", head="mixture", gate="token", gate_evidence="fixed_share_mix",
                         gate_hidden=8, ae_layers=[]),
@@ -37,7 +37,7 @@ SETTINGS = {
                        ae_layers=[0, 1], ae_residual=True),
     # the sequential graph: shared running state, evidence at every layer, an autoencoder
     "sequential": dict(graph="sequential", head="mixture", gate="token", gate_evidence="fixed_share",
-                       ae_layers=[1], ae_residual=True),
+                       ae_layers=[1], ae_residual=True, output_temperatures=[0.9, 1.0, 1.25]),
     # the paper's static blend (no single stack's output: drafts are rarely kept)
     "paper": dict(variant="1d", ae_layers=[0, 1]),
 }

@@ -72,8 +72,12 @@ def fixed_share_log_weights(evidence: torch.Tensor, rate: float, observed: torch
 
 
 def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observed: torch.Tensor,
-                     state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     state: torch.Tensor | None = None,
+                     prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-share weights *after* each position's evidence, continuing from `state` (M, B) log-weights.
+
+    `prior` (M,) log-probabilities: where the weights start (without `state`) and where each step shares its
+    `rate` to (default uniform).
 
     (M, B, T) evidence, (B, T) observed -> ((M, B, T) log-weights, (M, B) the last of them): the form a
     cache carries from one generation step to the next. A position with no evidence leaves the weights alone.
@@ -88,9 +92,13 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
     models, columns, length = evidence.shape
     work = torch.float64
     rate = torch.as_tensor(rate, dtype=work, device=evidence.device).expand(columns)  # (B,)
-    keep, share = torch.log1p(-rate), torch.log(rate / models)  # log 0 = -inf: rate 0 is Bayes, 1 forgets all
     eye = torch.eye(models, dtype=torch.bool, device=evidence.device)
-    log_k = torch.where(eye, torch.logaddexp(keep, share)[:, None, None], share[:, None, None])  # (B, M, M)
+    keep = torch.log1p(-rate)[:, None, None]  # log 0 = -inf: rate 0 is Bayes, 1 forgets all
+    if prior is None:
+        share = torch.log(rate / models)[:, None, None]
+    else:  # K[i, j] = (1 - rate) δ_ij + rate π_i: the share lands on row i in proportion to its prior
+        share = (torch.log(rate)[:, None] + prior.to(evidence.device, work)[None])[:, :, None]  # (B, M, 1)
+    log_k = torch.where(eye, torch.logaddexp(keep, share), share).expand(columns, models, models)  # (B, M, M)
     steps = log_k[:, None] + evidence.to(work).permute(1, 2, 0)[:, :, None, :]  # (B, T, M, M): K diag(e^{e_t})
     identity = torch.zeros(models, models, dtype=work, device=evidence.device).masked_fill(~eye, -math.inf)
     products = torch.where(observed[:, :, None, None], steps, identity)  # a position without evidence: I
@@ -101,7 +109,12 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
         combined = combined - combined.amax(dim=(-2, -1), keepdim=True)  # rescale: the scale cancels below
         products = torch.cat([products[:, :offset], combined], dim=1)
         offset *= 2
-    start = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
+    if state is not None:
+        start = state
+    elif prior is not None:
+        start = prior.to(evidence)[:, None].expand(models, columns)  # (M, B)
+    else:
+        start = torch.full_like(evidence[:, :, 0], -math.log(models))
     log_w = torch.logsumexp(products + start.to(work).T[:, None, None, :], dim=-1)  # (B, T, M)
     log_w = torch.log_softmax(log_w, dim=-1).permute(2, 0, 1).to(evidence.dtype)  # (M, B, T)
     last = log_w[:, :, -1] if length else start

@@ -106,11 +106,13 @@ def fixed_share_evidence(
     carried: dict | None = None,
     normalised: bool = False,
     rate_mixture: bool = False,
+    prior: torch.Tensor | None = None,
 ) -> tuple[GateEvidence, dict]:
     """M stacks' (B, T, V) logits over this chunk -> the evidence, whose rows are (B, T, R, M) log-weights after
     x_≤t at each of the R rates (with `rate_mixture`, (B, T, R + 1, M): the last row is the Bayesian mixture over
     the R filters), and the state to carry. `normalised`: the logits are already log-probabilities (the parallel
     graph's heads, shared with the mixture head), so no pass over the vocabulary is needed to score a token.
+    `prior` (M,) log-probabilities: where every filter starts and shares to (default uniform).
 
     A token counts as evidence only when it and the position that predicted it are real tokens, so a
     left-padded prompt gathers the same evidence as the prompt alone.
@@ -139,8 +141,14 @@ def fixed_share_evidence(
     if carried is not None:  # (B, R, M) -> (M, R * B)
         state = carried["log_w"].to(device).permute(2, 1, 0).reshape(models, count * batch)
     final = torch.stack([lg[:, -1].float() for lg in stack_logits], dim=1)  # (B, M, V): predicts the next chunk
-    start = state if state is not None else evidence.new_full((models, count * batch), -math.log(models))
-    log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), start)
+    if state is not None:
+        start = state
+    elif prior is not None:
+        start = prior.to(evidence)[:, None].expand(models, count * batch)
+    else:
+        start = evidence.new_full((models, count * batch), -math.log(models))
+    log_w, last_w = fixed_share_scan(evidence.repeat(1, count, 1), columns, observed.repeat(count, 1), start,
+                                     prior)
     new_state = {
         # (B, R, M): batch first, so beam search can reorder it like any cache
         "log_w": last_w.reshape(models, count, batch).permute(2, 1, 0).contiguous(),

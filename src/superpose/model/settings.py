@@ -36,7 +36,7 @@ RENAMED_VALUES = {("head", "expert"): "first_expert", ("embed_blend", "mean_alph
 # The paper's values where the defaults (the dynamic preset's) differ; they were the defaults before, so a saved
 # run that lacks one of these keys was trained with it.
 PAPER_MODEL = {"ae_layers": None, "head": "base", "gate": "static", "gate_hidden": 0, "gate_evidence": "none",
-               "graph": "sequential"}
+               "graph": "sequential", "output_temperatures": []}
 
 
 @dataclass
@@ -72,6 +72,11 @@ class ModelSettings:
                                        "head")
     ae_residual: bool = setting(False, "autoencoders as h + AE(h) with the decoder starting at zero (an untrained "
                                        "model is the plain blend); off = the paper's form")
+    output_temperatures: list[float] = setting([0.9, 1.0, 1.25], "at inference, read the output at these "
+                                                                 "temperatures (one of them 1) and mix them as the "
+                                                                 "text is read, so text no expert was trained on "
+                                                                 "gets a flatter distribution ('' for none; default "
+                                                                 "0.9,1,1.25)")
     n_control_points: int = setting(16, "B-spline control points of alpha (default 16)")
     spline_degree: int = setting(3, "B-spline degree (default 3)")
 
@@ -107,6 +112,7 @@ class ModelSettings:
                     isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.ae_layers):
                 raise SettingsError(f"ae_layers must be non-negative layer indices; got {self.ae_layers!r}")
             self.ae_layers = sorted(set(self.ae_layers))
+        self.output_temperatures = _temperatures(self.output_temperatures)
         if not isinstance(self.n_control_points, int) or not isinstance(self.spline_degree, int) \
                 or self.spline_degree < 1 or self.n_control_points <= self.spline_degree:
             raise SettingsError("n_control_points must be an integer larger than spline_degree (>= 1)")
@@ -134,3 +140,22 @@ def _parse_int_list(name: str, text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise SettingsError(f"{name} expects comma-separated integers, got {text!r}") from None
+
+
+def _temperatures(value) -> list[float]:
+    """None or '' (none), a comma-separated string or a list -> sorted distinct temperatures, one of them 1."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = [float(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            raise SettingsError(f"output_temperatures expects comma-separated numbers, got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in value):
+        raise SettingsError(f"output_temperatures must be positive numbers; got {value!r}")
+    temperatures = sorted({float(t) for t in value})
+    if temperatures and (1.0 not in temperatures or len(temperatures) < 2):
+        raise SettingsError(f"output_temperatures must hold 1 and at least one other temperature (or none: ''); "
+                            f"got {value!r}")
+    return temperatures

@@ -51,6 +51,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria, StoppingCriteriaList
 
 from superpose.model import graphs
+from superpose.model.calibration import calibrated
 
 START_LENGTH = 6  # adaptive draft length: first guess
 MAX_LENGTH = 16  # adaptive draft length: ceiling
@@ -367,9 +368,10 @@ class SpeculativeDecoder:
         if not self.parallel:  # the full model; each layer's stack outputs are kept for a rollback's replay
             static, layer_outputs = model.static_weights(), []
             result = graphs.sequential(model, ids, positions, self.cache, static=static, record=layer_outputs)
-            logits = graphs.head_logits(model, result, static)  # (1, k+1, V)
+            head = graphs.head_logits(model, result, static)  # (1, k+1, V)
             self.stats.stack_steps += len(model.stacks)
-            return logits[0], result.gates[-1][0], (layer_outputs, ids, positions, static)
+            logits = calibrated(model, head, ids, None, self.cache)
+            return logits[0], result.gates[-1][0], (layer_outputs, ids, positions, static, head)
         layers, drafter_logits = drafter_out
         stack_states, own = [], []
         for m, stack in enumerate(model.stacks):  # the other stacks: one batched pass each, from their caches
@@ -384,8 +386,9 @@ class SpeculativeDecoder:
         own = own if self.own_logits else None
         static = model.static_weights()
         result = graphs.parallel(model, stack_states, ids, positions, self.cache, static=static, own_logits=own)
-        logits = graphs.head_logits(model, result, static)  # (1, k+1, V)
-        return logits[0], result.gates[-1][0], (stack_states, own, ids, positions, static)
+        head = graphs.head_logits(model, result, static)  # (1, k+1, V)
+        logits = calibrated(model, head, ids, None, self.cache)
+        return logits[0], result.gates[-1][0], (stack_states, own, ids, positions, static, head)
 
     # ---- roll back ---------------------------------------------------------------------------------
 
@@ -396,18 +399,20 @@ class SpeculativeDecoder:
         if not self.parallel:
             self._sync_standalone()
             if self.cache.has_side_states():  # the layers' stack outputs are known: replay the side path alone
-                layer_outputs, ids, positions, static = replay
+                layer_outputs, ids, positions, static, head = replay
                 self.cache.restore_side_states(snapshot)
                 graphs.sequential(self.model, ids[:, :kept_positions], positions[:, :kept_positions], self.cache,
                                   static=static,
                                   stored=[[o[:, :kept_positions] for o in outs] for outs in layer_outputs])
+                calibrated(self.model, head[:, :kept_positions], ids[:, :kept_positions], None, self.cache)
             return
         if self.cache.has_side_states():  # the stacks' states are known: replay the side path alone
-            stack_states, own, ids, positions, static = replay
+            stack_states, own, ids, positions, static, head = replay
             self.cache.restore_side_states(snapshot)
             graphs.parallel(self.model, [[s[:, :kept_positions] for s in states] for states in stack_states],
                             ids[:, :kept_positions], positions[:, :kept_positions], self.cache, static=static,
                             own_logits=None if own is None else [lg[:, :kept_positions] for lg in own])
+            calibrated(self.model, head[:, :kept_positions], ids[:, :kept_positions], None, self.cache)
 
     def _sync_standalone(self) -> None:
         """Sequential graph: drop the drafter's cached positions beyond what is kept (pending token + kept)."""

@@ -35,6 +35,7 @@ from superpose.model.architecture import adapter_for, check_compatible
 from superpose.model.autoencoders import AUTOENCODERS, warn_if_leaky
 from superpose.model.blending import Blend
 from superpose.model.cache import SuperposedCache
+from superpose.model.calibration import calibrated, calibrating
 from superpose.model.settings import ModelSettings
 
 WEIGHTS_NAME = "superposed.safetensors"
@@ -343,13 +344,17 @@ class SuperposedModel(PreTrainedModel, GenerationMixin):
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=input_ids.device).unsqueeze(0)  # (1, T)
         static = self.static_weights()  # the spline, computed once per forward
+        token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
         if self.settings.graph == "sequential":
             result = graphs.sequential(self, input_ids, position_ids, cache, attention_mask, static)
         else:
-            token_mask = attention_mask[:, -length:] if attention_mask is not None else None  # (B, T)
             stack_states = graphs.run_stacks(self, input_ids, position_ids, cache, attention_mask)
             result = graphs.parallel(self, stack_states, input_ids, position_ids, cache, token_mask, static)
-        logits = graphs.head_logits(self, result.keep_last(logits_to_keep), static)
+        if calibrating(self):  # its state reads every position's output, not only the kept ones
+            logits = calibrated(self, graphs.head_logits(self, result, static), input_ids, token_mask, cache)
+            logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
+        else:
+            logits = graphs.head_logits(self, result.keep_last(logits_to_keep), static)
         states, gates = result.states, result.gates
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return SuperposedOutput(
