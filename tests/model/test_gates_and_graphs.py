@@ -169,16 +169,22 @@ def test_an_untrained_evidence_gate_in_the_parallel_graph_is_the_fixed_share_mix
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_an_untrained_rate_mixture_gate_is_the_fixed_share_mix_yardstick(n):
-    """As built, with no change to its prior: the model *is* the training-free `fixed_share_mix` baseline."""
+@pytest.mark.parametrize("temperatures", [[], [0.9, 1.0, 1.25]])
+def test_an_untrained_rate_mixture_gate_is_the_fixed_share_mix_yardstick(n, temperatures):
+    """As built, with no change to its prior: the model *is* the training-free `fixed_share_mix` baseline, read
+    through the output temperature mixture when it has one (the default)."""
     from superpose.compare import BaselineContext, References, build_scorer
+    from superpose.model.calibration import temperature_mixture
 
-    model = _model("gpt2", n, randomise=False, graph="parallel", ae_layers=[], **GATED[3])
+    model = _model("gpt2", n, randomise=False, graph="parallel", ae_layers=[], output_temperatures=temperatures,
+                   **GATED[3])
     ids = torch.randint(1, 90, (2, 30), generator=torch.Generator().manual_seed(12))
     with torch.no_grad():
         logits = {name: stack(ids).logits for name, stack in zip(model.stack_names, model.stack_models)}
         refs = References(logits, {name: 0.0 for name in logits}, ids.clone(), None)
         yardstick = build_scorer("fixed_share_mix", None, BaselineContext({}, None)).logits(ids, None, refs)
+        if temperatures:
+            yardstick = temperature_mixture(yardstick, ids, None, temperatures)
         torch.testing.assert_close(_log_probs(model(ids).logits), yardstick, atol=2e-5, rtol=0)
 
 

@@ -454,6 +454,23 @@ def test_the_cache_and_checkpoints_belong_to_the_runs_weights(tmp_path, capsys):
     assert "teacher cache for other settings" in capsys.readouterr().err
 
 
+def test_the_cache_belongs_to_the_runs_settings_too(tmp_path, capsys):
+    """Output temperatures change the teacher's targets and no weight: a cache built before the change is refused."""
+    import json
+
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--keep-work")) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["settings"]["output_temperatures"] = [] if config["settings"].get("output_temperatures") else [1.0, 1.5]
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(_distill_argv(run, text, out, "--top-k", "6", "--overwrite")) == 2
+    assert "teacher cache for other settings" in capsys.readouterr().err
+
+
 class _Unusable(torch.nn.Module):
     def forward(self, *args, **kwargs):
         raise AssertionError("replay ran the teacher")

@@ -235,8 +235,9 @@ def run_identity(run_dir: Path, info: RunInfo, settings: DistillSettings, train_
     settings."""
     order_keys = types.SimpleNamespace(**{key: getattr(settings, key, None) for key in DATA_ORDER_KEYS})
     identity = data_order(order_keys, train_files, processes.count, tokenizer)
+    # its settings too: some (output temperatures) change the teacher's targets and no weight
     identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": info.stack_names,
-                           "weights": weights_fingerprint(run_dir, info)}
+                           "weights": weights_fingerprint(run_dir, info), "settings": info.config.settings}
     identity["distill"] = {k: v for k, v in settings.__dict__.items() if k not in RESUMABLE_CHANGES}
     return json.loads(json.dumps(identity))
 
