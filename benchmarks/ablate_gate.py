@@ -29,6 +29,7 @@ from superpose.core.loading import load_causal_lm, load_tokenizer
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, switched_blocks, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
+from superpose.model.settings import ModelSettings
 from superpose.model.superposed import SuperposedModel
 from superpose.training import blocks as training_blocks
 from superpose.training.loop import UNLABELLED, train
@@ -38,9 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = 80
 GROUPS = {"lang2": {"base": "en", "fr": "fr"}, "code2": {"base": "en", "code": "code"},
           "lang3": {"base": "en", "fr": "fr", "de": "de"}, "code3": {"base": "en", "fr": "fr", "code": "code"}}
-# name -> (model setting overrides, train setting overrides) on top of the current `dynamic` preset; a third
-# element True builds the switched blocks with `snippets` (code chunks cut to random runs of their lines)
+# name -> (model setting overrides, train setting overrides) on top of the current `dynamic` preset without its
+# output temperatures (they act at inference only: `preset` adds them back); a third element True builds the
+# switched blocks with `snippets` (code chunks cut to random runs of their lines)
 VARIANTS = {
+    "preset": (dict(output_temperatures=ModelSettings().output_temperatures), dict(switch_rate=0.2)),
     "old-preset": (dict(gate_evidence="fixed_share"), dict(switch_rate=0.2)),
     "mix-untrained": (dict(gate_evidence="fixed_share_mix"), None),  # must equal the fixed_share_mix row
     "mix-switch0": (dict(gate_evidence="fixed_share_mix"), dict(switch_rate=0.0)),
@@ -90,7 +93,7 @@ def main() -> int:
     for name in args.variants:
         model_over, train_over, *snippets = VARIANTS[name]
         model_settings, train_settings = preset_settings("dynamic")
-        model_settings = replace(model_settings, **model_over)
+        model_settings = replace(model_settings, **{"output_temperatures": [], **model_over})
         train_settings = replace(train_settings, **{**dict(max_steps=args.steps, batch_size=16, block_size=128, seed=0,
                                                           max_valid_blocks=4, device="cpu"), **(train_over or {})})
         torch.manual_seed(0)

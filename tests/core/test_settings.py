@@ -101,7 +101,7 @@ def test_old_setting_value_passes_the_flag_and_is_upgraded(capsys):
 PAPER_MODEL = {"variant": "1d", "ae_layers": None, "bottleneck": None, "conv_padding": "causal",
                "embed_blend": "mean_weights", "head": "base", "gate": "static", "gate_hidden": 0,
                "gate_evidence": "none", "evidence_rate": 0.02, "graph": "sequential", "ae_residual": False,
-               "n_control_points": 16, "spline_degree": 3}
+               "output_temperatures": [], "n_control_points": 16, "spline_degree": 3}
 PAPER_TRAIN = {"epochs": 1, "max_steps": None, "batch_size": 32, "grad_accum": 1, "block_size": 128, "seed": 0,
                "weight_decay": 0.01, "grad_clip": 1.0, "switch_rate": 0.0, "max_train_blocks": None,
                "max_valid_blocks": 64, "save_every": None, "keep_checkpoints": 2, "device": None,
@@ -111,7 +111,7 @@ PAPER_TRAIN = {"epochs": 1, "max_steps": None, "batch_size": 32, "grad_accum": 1
 # The dynamic preset, chosen on the real-text benchmark: the paper's values but these.
 DYNAMIC = {"graph": "parallel", "head": "mixture", "gate": "token", "gate_evidence": "fixed_share_mix",
            "gate_hidden": 32, "ae_layers": [], "recon_weight": 0.0, "gate_label_weight": 0.1, "lr_gate": 1e-2,
-           "switch_rate": 0.2}
+           "switch_rate": 0.2, "output_temperatures": [0.9, 1.0, 1.25]}
 
 
 def _train_args(*flags):

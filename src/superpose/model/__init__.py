@@ -7,6 +7,7 @@
 * `autoencoders`: the causal autoencoders placed after the blend.
 * `cache`: one KV cache per stack plus the convolution and evidence state.
 * `graphs`: the sequential and parallel forward graphs, public functions of (model, ids, positions, cache).
+* `calibration`: the output read at a few temperatures and mixed causally, at inference.
 * `superposed`: `SuperposedModel`: its parts, forward, saving and loading.
 * `speculative`: lossless speculative generation across the stacks (the heaviest stack drafts, the dense
   model verifies).
