@@ -6,8 +6,10 @@ A mixture of the stacks' outputs can only pick, per token, a weighted average of
 stack is off its domain (package READMEs for a novels base and a Python expert) a flatter distribution may score
 better than any weighting of the sharp ones: that gap is calibration, which no blend weights can close. Each row
 divides every logit of one stack (or of the training-free `fixed_share_mix`'s stacks) by T and scores the first 80
-blocks of each selection half. The last row is causal and needs no selection: `fixed_share_mix`'s output seen at
-every temperature, and those versions mixed by another rate mixture, which learns the temperature as it reads.
+blocks of each selection half. The last rows are causal and need no selection: `fixed_share_mix`'s output seen at
+each temperature of a grid, and those versions mixed by another rate mixture, which learns the temperature as it
+reads (`superpose.model.calibration`, with a prior weight on T = 1); the model's default grid and prior were chosen
+among them.
 """
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ from halves import docs_halves, split_halves
 from select_preset import output_mixture, ppl
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
-from superpose.core.mixtures import mix, rate_mixture_log_weights, scored_positions, token_log_probs
 from superpose.core.text_tables import format_table
 from superpose.data.code_switch import load_spans, tokenize_spans
 from superpose.data.text import load_texts, tokenize_blocks
+from superpose.model.calibration import temperature_mixture
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPERATURES = (0.9, 1.0, 1.1, 1.25, 1.5)
@@ -43,13 +45,15 @@ class Tempered(torch.nn.Module):
         return out
 
 
-def temperature_mixture(score_batch):
-    """Score `score_batch`'s output at every temperature and mix those versions causally, like the stacks."""
+# (grid, prior weight of T = 1): the uniform prior over a wide grid, and a narrow grid at two priors
+CANDIDATES = (((0.9, 1.0, 1.1, 1.25, 1.5), 1 / 5), ((0.9, 1.0, 1.25), 1 / 3), ((0.9, 1.0, 1.25), 2 / 3))
+
+
+def tempered_mixture(score_batch, grid: tuple[float, ...], stay_prior: float):
+    """`score_batch`'s output read at every temperature of `grid`, mixed causally as the model does."""
     def scored(batch):
-        log_probs = score_batch(batch).float().log_softmax(-1)
-        versions = torch.stack([(log_probs / t).log_softmax(-1) for t in TEMPERATURES])
-        evidence = token_log_probs(versions, batch.labels)
-        return mix(versions, rate_mixture_log_weights(evidence, observed=scored_positions(batch.labels)))
+        return temperature_mixture(score_batch(batch), batch.input_ids, batch.attention_mask, list(grid),
+                                   stay_prior=stay_prior)
     return scored
 
 
@@ -81,9 +85,11 @@ def main() -> int:
             mixture = output_mixture(list(tempered.values()), None)
             rows.append(["fixed_share_mix", temperature, *[ppl(mixture, blocks) for blocks in sets.values()]])
             print(rows[-1], flush=True)
-        mixture = temperature_mixture(output_mixture(list(models.values()), None))
-        rows.append(["fixed_share_mix, then a rate mixture over T", "causal",
-                     *[ppl(mixture, blocks) for blocks in sets.values()]])
+        yardstick = output_mixture(list(models.values()), None)
+        for grid, stay in CANDIDATES:
+            mixture = tempered_mixture(yardstick, grid, stay)
+            rows.append([f"fixed_share_mix, then a rate mixture over T (prior {stay:.2f} on 1)",
+                         ",".join(f"{t:g}" for t in grid), *[ppl(mixture, blocks) for blocks in sets.values()]])
     rows.sort(key=lambda row: (row[0], str(row[1])))
     print(format_table(["model", "T", *sets], rows,
                        title=f"selection halves, {args.group}: perplexity with every logit divided by T"))

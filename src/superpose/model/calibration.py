@@ -39,23 +39,24 @@ def calibrated(model, logits: torch.Tensor, input_ids: torch.Tensor, token_mask:
     return temperature_mixture(logits, input_ids, token_mask, model.settings.output_temperatures, cache)
 
 
-def temperature_prior(temperatures: list[float]) -> torch.Tensor:
-    """(K,) log-probabilities: `STAY_PRIOR` on T = 1, the rest shared by the other temperatures."""
+def temperature_prior(temperatures: list[float], stay_prior: float = STAY_PRIOR) -> torch.Tensor:
+    """(K,) log-probabilities: `stay_prior` on T = 1, the rest shared by the other temperatures."""
     others = len(temperatures) - 1
-    return torch.tensor([math.log(STAY_PRIOR) if t == 1.0 else math.log((1 - STAY_PRIOR) / others)
+    return torch.tensor([math.log(stay_prior) if t == 1.0 else math.log((1 - stay_prior) / others)
                          for t in temperatures], dtype=torch.float64)
 
 
 def temperature_mixture(logits: torch.Tensor, input_ids: torch.Tensor, token_mask: torch.Tensor | None,
-                        temperatures: list[float], cache=None) -> torch.Tensor:
+                        temperatures: list[float], cache=None, stay_prior: float = STAY_PRIOR) -> torch.Tensor:
     """(B, T, V) next-token logits over a chunk -> (B, T, V) float32 log-probabilities of their temperature
-    mixture, continuing from (and updating) the state `cache` carries."""
+    mixture, continuing from (and updating) the state `cache` carries. `stay_prior` is fixed in the model; the
+    benchmarks vary it."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     versions = [log_probs if t == 1.0 else torch.log_softmax(log_probs / t, dim=-1) for t in temperatures]
     carried = cache.evidence.get(CACHE_KEY) if cache is not None else None
     evidence, state = fixed_share_evidence(versions, input_ids, token_mask, list(RATE_GRID), carried,
                                            normalised=True, rate_mixture=True,
-                                           prior=temperature_prior(temperatures))
+                                           prior=temperature_prior(temperatures, stay_prior))
     if cache is not None:
         cache.evidence[CACHE_KEY] = state
     log_w = evidence.rows[:, :, -1]  # (B, T, K): the rate mixture's weights after x_≤t, for x_{t+1}
