@@ -383,7 +383,7 @@ def measure_speculative(out: Path, experts_dir: Path, data_dir: Path, new_tokens
         runs = sorted(p for p in (out / "runs").glob(f"dynamic_{count - 1}-expert*") if "_code_" not in p.name)
         if not runs:
             continue
-        model = SuperposedModel.from_pretrained(runs[0])
+        model = rescored(runs[0])  # with the current preset's output temperatures
         sets = prompt_sets(tokenizer, data_dir, [LANGS[n] for n in names])
         record[runs[0].name] = {name: speculative_rows(base, model, prompts, new_tokens)
                                 for name, prompts in sets.items()}

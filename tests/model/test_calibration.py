@@ -115,3 +115,23 @@ def test_the_model_calibrates_in_evaluation_mode_only_and_old_runs_do_not():
 def test_bad_temperatures_are_refused_clearly(bad):
     with pytest.raises(SettingsError, match="output_temperatures"):
         ModelSettings(output_temperatures=bad)
+
+
+def test_drafts_are_read_at_the_temperatures_the_cache_weighs_so_far():
+    """A speculative draft is drawn from the drafter's output mixed over temperatures as the model's own last
+    position was: for the model's own head output, exactly that position's calibrated output."""
+    from superpose.model.calibration import as_read_so_far
+
+    base, expert = tiny_pair()
+    model = SuperposedModel.from_models(base, expert, ModelSettings(ae_layers=[])).eval()
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(4))
+    cache = model.new_cache()
+    with torch.no_grad():
+        calibrated = model(ids, cache=cache, use_cache=True).logits[:, -1]
+        model.settings.output_temperatures = []
+        plain = torch.log_softmax(model(ids).logits[:, -1], -1)
+        assert torch.equal(as_read_so_far(model, plain, cache), plain)  # not calibrating: unchanged
+        model.settings.output_temperatures = TEMPERATURES
+    assert not torch.allclose(calibrated, plain, atol=1e-4)
+    torch.testing.assert_close(as_read_so_far(model, plain, cache), calibrated, atol=1e-5, rtol=0)
+    assert torch.equal(as_read_so_far(model, plain, model.new_cache()), plain)  # nothing read yet: unchanged

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from superpose.core.mixtures import RATE_GRID, mix
+from superpose.core.mixtures import RATE_GRID, mix, mix_rates
 from superpose.model.evidence import fixed_share_evidence
 
 STAY_PRIOR = 2 / 3  # the prior weight of T = 1; the other temperatures share the rest
@@ -61,3 +61,19 @@ def temperature_mixture(logits: torch.Tensor, input_ids: torch.Tensor, token_mas
         cache.evidence[CACHE_KEY] = state
     log_w = evidence.rows[:, :, -1]  # (B, T, K): the rate mixture's weights after x_≤t, for x_{t+1}
     return mix(versions, log_w.permute(2, 0, 1))
+
+
+def as_read_so_far(model, logits: torch.Tensor, cache) -> torch.Tensor:
+    """(..., V) logits of one position (a speculative draft) -> the same read at the temperatures, weighted as the
+    cache's mixture weighs them after the tokens it has seen (unchanged when there is no such state). A draft drawn
+    from this is closer to the model's own next-token distribution, so more drafts are kept; any draft distribution
+    leaves speculative sampling exact."""
+    state = cache.evidence.get(CACHE_KEY) if calibrating(model) and cache is not None else None
+    if state is None:
+        return logits
+    log_w = state["log_w"][0][:, :, None, None]  # (B=1, R, K) -> (R, K, 1, 1): each filter's weights
+    weights = mix_rates(log_w, state["seen"][0][:, None, None])[:, 0, 0]  # (K,)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    versions = [log_probs if t == 1.0 else torch.log_softmax(log_probs / t, dim=-1)
+                for t in model.settings.output_temperatures]
+    return mix(versions, weights.reshape(-1, *[1] * (logits.dim() - 1)).to(log_probs))

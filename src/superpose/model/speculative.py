@@ -51,7 +51,7 @@ from transformers.generation.logits_process import (
 from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria, StoppingCriteriaList
 
 from superpose.model import graphs
-from superpose.model.calibration import calibrated
+from superpose.model.calibration import as_read_so_far, calibrated
 
 START_LENGTH = 6  # adaptive draft length: first guess
 MAX_LENGTH = 16  # adaptive draft length: ceiling
@@ -352,6 +352,7 @@ class SpeculativeDecoder:
 
     def _propose(self, logits: torch.Tensor, drafted: list[int], scores: list[torch.Tensor]) -> int:
         """(1, V) drafter logits of the next draft -> its token; its processed scores are kept as q."""
+        logits = as_read_so_far(self.model, logits, self.cache)
         context = self.tokens + drafted
         processed = self.rules.scores(logits, context, len(context))
         scores.append(processed)
