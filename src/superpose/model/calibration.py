@@ -46,13 +46,18 @@ def temperature_prior(temperatures: list[float], stay_prior: float = STAY_PRIOR)
                          for t in temperatures], dtype=torch.float64)
 
 
+def _versions(logits: torch.Tensor, temperatures: list[float]) -> list[torch.Tensor]:
+    """The logits' float32 log-probabilities at each temperature."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return [log_probs if t == 1.0 else torch.log_softmax(log_probs / t, dim=-1) for t in temperatures]
+
+
 def temperature_mixture(logits: torch.Tensor, input_ids: torch.Tensor, token_mask: torch.Tensor | None,
                         temperatures: list[float], cache=None, stay_prior: float = STAY_PRIOR) -> torch.Tensor:
     """(B, T, V) next-token logits over a chunk -> (B, T, V) float32 log-probabilities of their temperature
     mixture, continuing from (and updating) the state `cache` carries. `stay_prior` is fixed in the model; the
     benchmarks vary it."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    versions = [log_probs if t == 1.0 else torch.log_softmax(log_probs / t, dim=-1) for t in temperatures]
+    versions = _versions(logits, temperatures)
     carried = cache.evidence.get(CACHE_KEY) if cache is not None else None
     evidence, state = fixed_share_evidence(versions, input_ids, token_mask, list(RATE_GRID), carried,
                                            normalised=True, rate_mixture=True,
@@ -73,7 +78,5 @@ def as_read_so_far(model, logits: torch.Tensor, cache) -> torch.Tensor:
         return logits
     log_w = state["log_w"][0][:, :, None, None]  # (B=1, R, K) -> (R, K, 1, 1): each filter's weights
     weights = mix_rates(log_w, state["seen"][0][:, None, None])[:, 0, 0]  # (K,)
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    versions = [log_probs if t == 1.0 else torch.log_softmax(log_probs / t, dim=-1)
-                for t in model.settings.output_temperatures]
-    return mix(versions, weights.reshape(-1, *[1] * (logits.dim() - 1)).to(log_probs))
+    versions = _versions(logits, model.settings.output_temperatures)
+    return mix(versions, weights.reshape(-1, *[1] * (logits.dim() - 1)).to(versions[0]))
