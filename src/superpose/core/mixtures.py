@@ -76,8 +76,8 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
                      prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-share weights *after* each position's evidence, continuing from `state` (M, B) log-weights.
 
-    `prior` (M,) log-probabilities: where the weights start (without `state`) and where each step shares its
-    `rate` to (default uniform).
+    `prior` (M,) log-probabilities: where each step shares its `rate` to (default uniform; a caller with another
+    prior starts `state` there too).
 
     (M, B, T) evidence, (B, T) observed -> ((M, B, T) log-weights, (M, B) the last of them): the form a
     cache carries from one generation step to the next. A position with no evidence leaves the weights alone.
@@ -109,12 +109,7 @@ def fixed_share_scan(evidence: torch.Tensor, rate: float | torch.Tensor, observe
         combined = combined - combined.amax(dim=(-2, -1), keepdim=True)  # rescale: the scale cancels below
         products = torch.cat([products[:, :offset], combined], dim=1)
         offset *= 2
-    if state is not None:
-        start = state
-    elif prior is not None:
-        start = prior.to(evidence)[:, None].expand(models, columns)  # (M, B)
-    else:
-        start = torch.full_like(evidence[:, :, 0], -math.log(models))
+    start = state if state is not None else torch.full_like(evidence[:, :, 0], -math.log(models))  # (M, B)
     log_w = torch.logsumexp(products + start.to(work).T[:, None, None, :], dim=-1)  # (B, T, M)
     log_w = torch.log_softmax(log_w, dim=-1).permute(2, 0, 1).to(evidence.dtype)  # (M, B, T)
     last = log_w[:, :, -1] if length else start
