@@ -113,9 +113,10 @@ def teacher_dir(out: Path, names: list[str]) -> Path:
     return run_dir
 
 
-def row_label(row: str, switch_rate: float, teacher_weight: float) -> str:
+def row_label(row: str, switch_rate: float, teacher_weight: float, start: str | None = None) -> str:
+    """`start` is named only where it is not the group's first fine-tune (every earlier row's start)."""
     return row + (f", switch {switch_rate:g}" if switch_rate else "") + (
-        f", λ {teacher_weight:g}" if teacher_weight != 1 else "")
+        f", λ {teacher_weight:g}" if teacher_weight != 1 else "") + (f", start {start}" if start else "")
 
 
 def row_folder(out: Path, group, label: str) -> Path:
@@ -146,15 +147,18 @@ class Group:
 
 
 def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, top_k: int | None,
-              teacher_weight: float) -> dict:
+              teacher_weight: float, start: str | None = None) -> dict:
     names, config = group.names, group.config
-    start = names[1]  # the group's first fine-tune: `superpose distill`'s default, as in every one-stack row
+    if start is not None and start not in names:
+        raise SystemExit(f"--start {start!r} is not one of group {group.group}'s stacks {names}")
+    named = start if start not in (None, names[1]) else None
+    start = start or names[1]  # default: the group's first fine-tune, `superpose distill`'s default
     per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
     record = {"group": group.group, "names": names, "start": start, "references": group.refs["report"],
               "select_references": group.refs["select"], "rows": {},
               "budget": {**config, "factor": factor, "blocks_per_file": per_file, "top_k": top_k}}
     for row in rows:
-        label = row_label(row, switch_rate, teacher_weight)
+        label = row_label(row, switch_rate, teacher_weight, named)
         folder = row_folder(group.out, group.group, label)
         shutil.rmtree(folder, ignore_errors=True)
         settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
@@ -169,7 +173,8 @@ def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, to
         points = curve_points(folder, load_causal_lm(str(group.experts_dir / start)), settings,
                               group.sets["report"], group.refs["report"], group.pad_id)
         record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate,
-                                 "teacher_weight": teacher_weight, "select": group.select_point(folder)}
+                                 "teacher_weight": teacher_weight, "start": start,
+                                 "references": group.refs["report"], "select": group.select_point(folder)}
         shutil.rmtree(work_folder(folder), ignore_errors=True)
         print(f"group {group.group}, {label}: {minutes:.1f} min;", summary_line(points[-1], group.sets["report"]),
               flush=True)
@@ -202,7 +207,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
     lines = ["## Distillation budget curve", "",
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
-             f"fine-tune with `superpose distill`'s settings (T = 1, live teacher{cache}; λ = 1 unless the row names "
+             "fine-tune (or the stack a row names as `start S`) with `superpose distill`'s settings "
+             f"(T = 1, live teacher{cache}; λ = 1 unless the row names "
              "`λ L`, i.e. `--teacher-weight L`, 0 being replay; `--switch-rate P` where the row names `switch P`, "
              "else 0), up to "
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
@@ -297,6 +303,8 @@ def main() -> int:
     parser.add_argument("--switch-rate", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=None, help="distil from a top-k cache (default: live teacher)")
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="λ (0: replay, no teacher)")
+    parser.add_argument("--start", default=None,
+                        help="the stack the student starts from (default: the group's first fine-tune)")
     parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     parser.add_argument("--threads", type=int, default=1)
@@ -315,7 +323,7 @@ def main() -> int:
                 score_saved_on_select(record, Group(record["group"], Path(args.corpus), out, config))
     else:
         records = [run_group(Group(g, Path(args.corpus), out, config), args.rows, args.factor, args.switch_rate,
-                             args.top_k, args.teacher_weight) for g in args.groups]
+                             args.top_k, args.teacher_weight, args.start) for g in args.groups]
     for record in records:
         record_command(record)
         path = out / "distill_curve" / f"curve_{record['group']}.json"
