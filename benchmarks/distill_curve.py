@@ -113,14 +113,22 @@ def teacher_dir(out: Path, names: list[str]) -> Path:
     return run_dir
 
 
-def row_label(row: str, switch_rate: float, teacher_weight: float, start: str | None = None) -> str:
-    """`start` is named only where it is not the group's first fine-tune (every earlier row's start)."""
+def row_label(row: str, switch_rate: float, teacher_weight: float, start: str | None = None,
+              lr: float | None = None, temperature: float = 1.0) -> str:
+    """Settings are named only where they differ from the first rows' (first fine-tune, default LR, T = 1)."""
     return row + (f", switch {switch_rate:g}" if switch_rate else "") + (
-        f", λ {teacher_weight:g}" if teacher_weight != 1 else "") + (f", start {start}" if start else "")
+        f", λ {teacher_weight:g}" if teacher_weight != 1 else "") + (f", start {start}" if start else "") + (
+        f", lr {lr:g}" if lr is not None else "") + (f", T {temperature:g}" if temperature != 1 else "")
 
 
-def row_folder(out: Path, group, label: str) -> Path:
-    return out / "distill_curve" / f"{group}-{label.replace(', ', '-').replace(' ', '')}"
+def row_folder(out: Path, group, label: str, factor: int = 4) -> Path:
+    suffix = "" if factor == 4 else f"-x{factor}"
+    return out / "distill_curve" / f"{group}-{label.replace(', ', '-').replace(' ', '')}{suffix}"
+
+
+def curve_path(out: Path, group, factor: int = 4) -> Path:
+    """Rows at the default 4x budget share one file per group; shorter sweeps keep their own."""
+    return out / "distill_curve" / (f"curve_{group}.json" if factor == 4 else f"curve_{group}-x{factor}.json")
 
 
 class Group:
@@ -147,7 +155,8 @@ class Group:
 
 
 def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, top_k: int | None,
-              teacher_weight: float, start: str | None = None) -> dict:
+              teacher_weight: float, start: str | None = None, lr: float | None = None,
+              temperature: float = 1.0) -> dict:
     names, config = group.names, group.config
     if start is not None and start not in names:
         raise SystemExit(f"--start {start!r} is not one of group {group.group}'s stacks {names}")
@@ -158,14 +167,14 @@ def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, to
               "select_references": group.refs["select"], "rows": {},
               "budget": {**config, "factor": factor, "blocks_per_file": per_file, "top_k": top_k}}
     for row in rows:
-        label = row_label(row, switch_rate, teacher_weight, named)
-        folder = row_folder(group.out, group.group, label)
+        label = row_label(row, switch_rate, teacher_weight, named, lr, temperature)
+        folder = row_folder(group.out, group.group, label, factor)
         shutil.rmtree(folder, ignore_errors=True)
         settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
                                    batch_size=config["batch_size"], block_size=config["block_size"],
                                    max_train_blocks=per_file, save_every=config["every"], keep_checkpoints=10**6,
                                    switch_rate=switch_rate, top_k=top_k, teacher_weight=teacher_weight,
-                                   device="cpu")
+                                   lr=lr, temperature=temperature, device="cpu")
         tick = time.perf_counter()
         distill(group.run_dir, {LANGS[n]: group.files["train"][n] for n in names}, None, folder, settings,
                 keep_work=True)
@@ -173,7 +182,8 @@ def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, to
         points = curve_points(folder, load_causal_lm(str(group.experts_dir / start)), settings,
                               group.sets["report"], group.refs["report"], group.pad_id)
         record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate,
-                                 "teacher_weight": teacher_weight, "start": start,
+                                 "teacher_weight": teacher_weight, "start": start, "lr": settings.resolved_lr,
+                                 "temperature": temperature,
                                  "references": group.refs["report"], "select": group.select_point(folder)}
         shutil.rmtree(work_folder(folder), ignore_errors=True)
         print(f"group {group.group}, {label}: {minutes:.1f} min;", summary_line(points[-1], group.sets["report"]),
@@ -186,7 +196,8 @@ def score_saved_on_select(record: dict, group: Group) -> None:
     record["select_references"] = group.refs["select"]
     for label, data in record["rows"].items():
         if "select" not in data:
-            data["select"] = group.select_point(row_folder(group.out, record["group"], label))
+            data["select"] = group.select_point(row_folder(group.out, record["group"], label,
+                                                           record["budget"]["factor"]))
 
 
 def summary_line(point: dict, sets) -> str:
@@ -305,6 +316,8 @@ def main() -> int:
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="λ (0: replay, no teacher)")
     parser.add_argument("--start", default=None,
                         help="the stack the student starts from (default: the group's first fine-tune)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: distill's)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="the KL term's temperature")
     parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     parser.add_argument("--threads", type=int, default=1)
@@ -317,16 +330,17 @@ def main() -> int:
     out = Path(args.out) / ("quick" if args.quick else "full")
     config = QUICK if args.quick else FULL
     if args.from_saved:
-        records = [json.loads((out / "distill_curve" / f"curve_{g}.json").read_text()) for g in args.groups]
+        records = [json.loads(curve_path(out, g, args.factor).read_text()) for g in args.groups]
         if args.score_select:
             for record in records:
                 score_saved_on_select(record, Group(record["group"], Path(args.corpus), out, config))
     else:
         records = [run_group(Group(g, Path(args.corpus), out, config), args.rows, args.factor, args.switch_rate,
-                             args.top_k, args.teacher_weight, args.start) for g in args.groups]
+                             args.top_k, args.teacher_weight, args.start, args.lr, args.temperature)
+                   for g in args.groups]
     for record in records:
         record_command(record)
-        path = out / "distill_curve" / f"curve_{record['group']}.json"
+        path = curve_path(out, record["group"], args.factor)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and not args.from_saved:  # rows of an earlier invocation at the same budget stay
             earlier = json.loads(path.read_text())
@@ -335,6 +349,9 @@ def main() -> int:
                 earlier_command = earlier.get("command", "")
                 if earlier_command and earlier_command != record["command"]:
                     record["command"] = f"{earlier_command}` then `{record['command']}"
+            else:  # another budget: never overwrite the earlier rows
+                path = path.with_name(f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+                print(f"{path.name}: the saved curve has another budget, so these rows are kept apart", flush=True)
         path.write_text(json.dumps(record, indent=2))
     command = "` and `".join(dict.fromkeys(record["command"] for record in records))
     hardware = (f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), "
