@@ -215,7 +215,9 @@ def first_step_within(points: list[dict], sets: list[str], bound: float, key: st
 def markdown(records: list[dict], hardware: str, command: str) -> str:
     budget = records[0]["budget"]
     cache = f", top-{budget['top_k']}" if budget["top_k"] else ""
-    lines = ["## Distillation budget curve", "",
+    title = ("## Distillation budget curve" if budget["factor"] == 4
+             else f"### Distillation rows at {budget['factor']}× the teacher's budget")
+    lines = [title, "",
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
              "fine-tune (or the stack a row names as `start S`) with `superpose distill`'s settings "
@@ -360,8 +362,10 @@ def main() -> int:
     section = markdown(records, hardware, command)
     print(section)
     if not args.no_write and not args.quick:
-        plot(records, ROOT / "docs" / "distill_curve.png")
-        write_section(ROOT / "BENCHMARKS.md", "distill curve", section)
+        if args.factor == 4:  # the curve; rows at other budgets get a table of their own, no plot
+            plot(records, ROOT / "docs" / "distill_curve.png")
+        name = "distill curve" if args.factor == 4 else f"distill curve x{args.factor}"
+        write_section(ROOT / "BENCHMARKS.md", name, section)
     return 0
 
 
