@@ -1,7 +1,8 @@
 """Distillation budget curve: how many steps make one stack as good as its superposed teacher.
 
-    python benchmarks/distill_curve.py --corpus ../shared/corpus                 # groups 2 3 code2, full + LoRA
-    python benchmarks/distill_curve.py --corpus ../shared/corpus --groups 2 --rows full --factor 2
+    python benchmarks/distill_curve.py --corpus ../shared/corpus --plan          # every published row at 4x
+    python benchmarks/distill_curve.py --corpus ../shared/corpus --plan --factor 8 --groups 3
+    python benchmarks/distill_curve.py --corpus ../shared/corpus --groups 2 --rows full --factor 2 --lr 1e-3
     python benchmarks/distill_curve.py --quick                                  # tiny models, a few minutes
 
 Each row is `superpose distill RUN --train ... --start EXPERT --max-steps (factor x budget) --save-every N
@@ -15,12 +16,14 @@ the READMEs') perplexity as a multiple of the teacher's. Writes `out/distill_cur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -113,12 +116,38 @@ def teacher_dir(out: Path, names: list[str]) -> Path:
     return run_dir
 
 
-def row_label(row: str, switch_rate: float, teacher_weight: float, start: str | None = None,
-              lr: float | None = None, temperature: float = 1.0) -> str:
-    """Settings are named only where they differ from the first rows' (first fine-tune, default LR, T = 1)."""
-    return row + (f", switch {switch_rate:g}" if switch_rate else "") + (
-        f", λ {teacher_weight:g}" if teacher_weight != 1 else "") + (f", start {start}" if start else "") + (
-        f", lr {lr:g}" if lr is not None else "") + (f", T {temperature:g}" if temperature != 1 else "")
+@dataclass(frozen=True)
+class Recipe:
+    """One row's `superpose distill` settings. Defaults are the first rows' (pure imitation, no switched blocks,
+    the group's first fine-tune as the start, distill's LR, T = 1); a label names only what differs."""
+
+    row: str = "full"
+    switch_rate: float = 0.0
+    teacher_weight: float = 1.0
+    start: str | None = None
+    lr: float | None = None
+    temperature: float = 1.0
+
+    def label(self) -> str:
+        return self.row + (f", switch {self.switch_rate:g}" if self.switch_rate else "") + (
+            f", λ {self.teacher_weight:g}" if self.teacher_weight != 1 else "") + (
+            f", start {self.start}" if self.start else "") + (f", lr {self.lr:g}" if self.lr is not None else "") + (
+            f", T {self.temperature:g}" if self.temperature != 1 else "")
+
+
+DEFAULT = dict(switch_rate=0.2, teacher_weight=0.2)  # `superpose distill`'s own defaults
+REPLAY = dict(switch_rate=0.2, teacher_weight=0.0)
+# every published row, by budget factor and group: `--plan` reruns them with one command
+PLAN = {
+    4: {2: [Recipe(), Recipe(switch_rate=0.2), Recipe(**REPLAY), Recipe(switch_rate=0.2, teacher_weight=0.5),
+            Recipe(**DEFAULT), Recipe("lora", **DEFAULT)],
+        3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
+            Recipe(**DEFAULT, start="base")],
+        "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY)]},
+    8: {3: [Recipe(**DEFAULT), Recipe(**REPLAY)]},
+    2: {2: [Recipe(**DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**DEFAULT, lr=2.5e-4),
+            Recipe(**DEFAULT, temperature=2.0)]},
+}
 
 
 def row_folder(out: Path, group, label: str, factor: int = 4) -> Path:
@@ -154,36 +183,36 @@ class Group:
         return scored(load_causal_lm(str(folder)).eval(), self.sets["select"], self.refs["select"], self.pad_id)
 
 
-def run_group(group: Group, rows: list[str], factor: int, switch_rate: float, top_k: int | None,
-              teacher_weight: float, start: str | None = None, lr: float | None = None,
-              temperature: float = 1.0) -> dict:
+def run_group(group: Group, recipes: list[Recipe], factor: int, top_k: int | None) -> dict:
     names, config = group.names, group.config
-    if start is not None and start not in names:
-        raise SystemExit(f"--start {start!r} is not one of group {group.group}'s stacks {names}")
-    named = start if start not in (None, names[1]) else None
-    start = start or names[1]  # default: the group's first fine-tune, `superpose distill`'s default
     per_file = math.ceil(config["steps"] * config["batch_size"] / len(names))
-    record = {"group": group.group, "names": names, "start": start, "references": group.refs["report"],
+    record = {"group": group.group, "names": names, "start": names[1], "references": group.refs["report"],
               "select_references": group.refs["select"], "rows": {},
               "budget": {**config, "factor": factor, "blocks_per_file": per_file, "top_k": top_k}}
-    for row in rows:
-        label = row_label(row, switch_rate, teacher_weight, named, lr, temperature)
+    for recipe in recipes:
+        if recipe.start is not None and recipe.start not in names:
+            raise SystemExit(f"--start {recipe.start!r} is not one of group {group.group}'s stacks {names}")
+        if recipe.start == names[1]:
+            recipe = dataclasses.replace(recipe, start=None)  # the default start is not named in a label
+        start = recipe.start or names[1]
+        label = recipe.label()
         folder = row_folder(group.out, group.group, label, factor)
         shutil.rmtree(folder, ignore_errors=True)
-        settings = DistillSettings(start=start, lora=ROWS[row], max_steps=factor * config["steps"],
+        settings = DistillSettings(start=start, lora=ROWS[recipe.row], max_steps=factor * config["steps"],
                                    batch_size=config["batch_size"], block_size=config["block_size"],
                                    max_train_blocks=per_file, save_every=config["every"], keep_checkpoints=10**6,
-                                   switch_rate=switch_rate, top_k=top_k, teacher_weight=teacher_weight,
-                                   lr=lr, temperature=temperature, device="cpu")
+                                   switch_rate=recipe.switch_rate, top_k=top_k,
+                                   teacher_weight=recipe.teacher_weight, lr=recipe.lr,
+                                   temperature=recipe.temperature, device="cpu")
         tick = time.perf_counter()
         distill(group.run_dir, {LANGS[n]: group.files["train"][n] for n in names}, None, folder, settings,
                 keep_work=True)
         minutes = (time.perf_counter() - tick) / 60
         points = curve_points(folder, load_causal_lm(str(group.experts_dir / start)), settings,
                               group.sets["report"], group.refs["report"], group.pad_id)
-        record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": switch_rate,
-                                 "teacher_weight": teacher_weight, "start": start, "lr": settings.resolved_lr,
-                                 "temperature": temperature,
+        record["rows"][label] = {"minutes": minutes, "points": points, "switch_rate": recipe.switch_rate,
+                                 "teacher_weight": recipe.teacher_weight, "start": start,
+                                 "lr": settings.resolved_lr, "temperature": recipe.temperature,
                                  "references": group.refs["report"], "select": group.select_point(folder)}
         shutil.rmtree(work_folder(folder), ignore_errors=True)
         print(f"group {group.group}, {label}: {minutes:.1f} min;", summary_line(points[-1], group.sets["report"]),
@@ -228,8 +257,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
              f"{budget['factor']}× that budget, on an even mix of the `train` files (≤ {budget['blocks_per_file']} "
              f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
              f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "
-             "code-switched lines (`switch`) and READMEs (`docs`) as × the teacher. Plot: `docs/distill_curve.png`.",
-             ""]
+             "code-switched lines (`switch`) and READMEs (`docs`) as × the teacher."
+             + (" Plot: `docs/distill_curve.png`." if budget["factor"] == 4 else ""), ""]
     lines += ["| group | row | minutes | first step ≤ 1.05× oracle on every domain | first step ≤ 1.10× teacher "
               "on mixed sets | at the last step |", "|---|---|---|---|---|---|"]
     for record in records:
@@ -299,6 +328,14 @@ def record_command(record: dict) -> str:
     return record["command"]
 
 
+def recipes(args, group) -> list[Recipe]:
+    """`--plan`: the published rows of this budget; otherwise one row per `--rows` from the flags."""
+    if args.plan:
+        return PLAN.get(args.factor, {}).get(group, [])
+    return [Recipe(row, args.switch_rate, args.teacher_weight, args.start, args.lr, args.temperature)
+            for row in args.rows]
+
+
 def _group(value: str):
     if value.isdigit() and int(value) in ALL_GROUPS:
         return int(value)
@@ -321,6 +358,8 @@ def main() -> int:
                         help="the stack the student starts from (default: the group's first fine-tune)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: distill's)")
     parser.add_argument("--temperature", type=float, default=1.0, help="the KL term's temperature")
+    parser.add_argument("--plan", action="store_true",
+                        help="run every published row of this --factor for the --groups (one command per table)")
     parser.add_argument("--quick", action="store_true", help="the quick real-text setup (tiny models)")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     parser.add_argument("--threads", type=int, default=1)
@@ -330,6 +369,10 @@ def main() -> int:
                         help="with --from-saved: score saved rows' final students on the selection halves")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.plan:
+        args.groups = [g for g in args.groups if g in PLAN.get(args.factor, {})]
+        if not args.groups:
+            raise SystemExit(f"no published rows at --factor {args.factor}: the plan has factors {list(PLAN)}")
     out = Path(args.out) / ("quick" if args.quick else "full")
     config = QUICK if args.quick else FULL
     if args.from_saved:
@@ -338,8 +381,7 @@ def main() -> int:
             for record in records:
                 score_saved_on_select(record, Group(record["group"], Path(args.corpus), out, config))
     else:
-        records = [run_group(Group(g, Path(args.corpus), out, config), args.rows, args.factor, args.switch_rate,
-                             args.top_k, args.teacher_weight, args.start, args.lr, args.temperature)
+        records = [run_group(Group(g, Path(args.corpus), out, config), recipes(args, g), args.factor, args.top_k)
                    for g in args.groups]
     for record in records:
         record_command(record)
@@ -357,6 +399,11 @@ def main() -> int:
                 print(f"{path.name}: the saved curve has another budget, so these rows are kept apart", flush=True)
         path.write_text(json.dumps(record, indent=2))
     command = "` and `".join(dict.fromkeys(record["command"] for record in records))
+    if all(label in {r.label() for r in PLAN.get(args.factor, {}).get(record["group"], [])}
+           for record in records for label in record["rows"]):  # every row is published: one command redoes them
+        command = "python benchmarks/distill_curve.py --corpus CORPUS --plan" + (
+            f" --factor {args.factor}" if args.factor != 4 else "") + " --groups " + " ".join(
+            str(record["group"]) for record in records)
     hardware = (f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), "
                 f"torch {torch.__version__}")
     section = markdown(records, hardware, command)
