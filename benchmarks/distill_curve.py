@@ -143,7 +143,7 @@ PLAN = {
             Recipe(**DEFAULT), Recipe("lora", **DEFAULT)],
         3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
             Recipe(**DEFAULT, start="base")],
-        "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY)]},
+        "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe("lora", **DEFAULT)]},
     8: {3: [Recipe(**DEFAULT), Recipe(**REPLAY)]},
     2: {2: [Recipe(**DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**DEFAULT, lr=2.5e-4),
             Recipe(**DEFAULT, temperature=2.0)]},
