@@ -294,7 +294,7 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(records), figsize=(5 * len(records), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(records), figsize=(5.5 * len(records), 7), squeeze=False)
     for ax, record in zip(axes[0], records):
         domains = [LANGS[n] for n in record["names"]]
         mixed = [s for s in ("switch", "docs") if s in record["references"]]
@@ -313,8 +313,9 @@ def plot(records: list[dict], path: Path) -> None:
         ax.axvline(record["budget"]["steps"], color="black", lw=0.5)
         ax.set_title(" + ".join(record["names"]))
         ax.set_xlabel("distillation steps (vertical line: the teacher's budget)")
-        ax.set_ylabel("perplexity ratio")
-        ax.legend(fontsize=6)
+        ax.set_ylabel("perplexity ratio (cut at 1.5)")
+        ax.set_ylim(top=1.5)  # the first checkpoints of a new language sit far above; the targets are near 1
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: never over a line
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
