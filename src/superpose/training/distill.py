@@ -94,7 +94,7 @@ class DistillSettings(LoopSettings):
     switch_rate: float = setting(0.2, "share of training blocks replaced by code-switched blocks built from the "
                                       "--train files, so the student sees its teacher switch (default 0.2)")
     start: str | None = setting(None, "the run's stack the student starts from: base or an expert's name "
-                                      "(default: the first expert, where every measured row started)")
+                                      "(default: the first expert; from the base measured worse on every set)")
     lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
                                      "at the end (default: train all weights)")
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")
