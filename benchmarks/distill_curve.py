@@ -156,7 +156,7 @@ def row_folder(out: Path, group, label: str, factor: int = 4) -> Path:
 
 
 def curve_path(out: Path, group, factor: int = 4) -> Path:
-    """Rows at the default 4x budget share one file per group; shorter sweeps keep their own."""
+    """Rows at the default 4x budget share one file per group; rows at any other budget keep their own."""
     return out / "distill_curve" / (f"curve_{group}.json" if factor == 4 else f"curve_{group}-x{factor}.json")
 
 
