@@ -140,7 +140,7 @@ REPLAY = dict(switch_rate=0.2, teacher_weight=0.0)
 # every published row, by budget factor and group: `--plan` reruns them with one command
 PLAN = {
     4: {2: [Recipe(), Recipe(switch_rate=0.2), Recipe(**REPLAY), Recipe(switch_rate=0.2, teacher_weight=0.5),
-            Recipe(**DEFAULT), Recipe("lora", **DEFAULT)],
+            Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3)],
         3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
             Recipe(**DEFAULT, start="base")],
         "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe("lora", **DEFAULT)]},
