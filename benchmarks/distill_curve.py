@@ -140,10 +140,11 @@ REPLAY = dict(switch_rate=0.2, teacher_weight=0.0)
 # every published row, by budget factor and group: `--plan` reruns them with one command
 PLAN = {
     4: {2: [Recipe(), Recipe(switch_rate=0.2), Recipe(**REPLAY), Recipe(switch_rate=0.2, teacher_weight=0.5),
-            Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3)],
+            Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)],
         3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
-            Recipe(**DEFAULT, start="base")],
-        "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe("lora", **DEFAULT)]},
+            Recipe(**DEFAULT, start="base"), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)],
+        "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe("lora", **DEFAULT),
+                  Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)]},
     8: {3: [Recipe(**DEFAULT), Recipe(**REPLAY)]},
     2: {2: [Recipe(**DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**DEFAULT, lr=2.5e-4),
             Recipe(**DEFAULT, temperature=2.0)]},
