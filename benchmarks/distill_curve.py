@@ -116,10 +116,15 @@ def teacher_dir(out: Path, names: list[str]) -> Path:
     return run_dir
 
 
+FIRST_ROWS_LR = {"full": 5e-4, "lora": 2e-3}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One row's `superpose distill` settings. Defaults are the first rows' (pure imitation, no switched blocks,
-    the group's first fine-tune as the start, distill's LR, T = 1); a label names only what differs."""
+    the group's first fine-tune as the start, T = 1, and the LR they were measured at: 5e-4 on all weights, 2e-3
+    with LoRA); a label names only what differs. The LR is pinned, not distill's own default, so the published rows
+    still reproduce after the curve changed that default."""
 
     row: str = "full"
     switch_rate: float = 0.0
@@ -128,6 +133,9 @@ class Recipe:
     lr: float | None = None
     temperature: float = 1.0
 
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else FIRST_ROWS_LR[self.row]
+
     def label(self) -> str:
         return self.row + (f", switch {self.switch_rate:g}" if self.switch_rate else "") + (
             f", λ {self.teacher_weight:g}" if self.teacher_weight != 1 else "") + (
@@ -135,14 +143,15 @@ class Recipe:
             f", T {self.temperature:g}" if self.temperature != 1 else "")
 
 
-DEFAULT = dict(switch_rate=0.2, teacher_weight=0.2)  # `superpose distill`'s own defaults
+DEFAULT = dict(switch_rate=0.2, teacher_weight=0.2)  # `superpose distill`'s defaults; its LR is a row's `lr=`
 REPLAY = dict(switch_rate=0.2, teacher_weight=0.0)
 # every published row, by budget factor and group: `--plan` reruns them with one command
 PLAN = {
     4: {2: [Recipe(), Recipe(switch_rate=0.2), Recipe(**REPLAY), Recipe(switch_rate=0.2, teacher_weight=0.5),
             Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)],
         3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
-            Recipe(**DEFAULT, start="base"), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)],
+            Recipe(**DEFAULT, start="base"), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3),
+            Recipe("lora", **DEFAULT)],
         "code2": [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe("lora", **DEFAULT),
                   Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)]},
     8: {3: [Recipe(**DEFAULT), Recipe(**REPLAY)]},
@@ -203,7 +212,7 @@ def run_group(group: Group, recipes: list[Recipe], factor: int, top_k: int | Non
                                    batch_size=config["batch_size"], block_size=config["block_size"],
                                    max_train_blocks=per_file, save_every=config["every"], keep_checkpoints=10**6,
                                    switch_rate=recipe.switch_rate, top_k=top_k,
-                                   teacher_weight=recipe.teacher_weight, lr=recipe.lr,
+                                   teacher_weight=recipe.teacher_weight, lr=recipe.peak_lr(),
                                    temperature=recipe.temperature, device="cpu")
         tick = time.perf_counter()
         distill(group.run_dir, {LANGS[n]: group.files["train"][n] for n in names}, None, folder, settings,
@@ -251,7 +260,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
              "fine-tune (or the stack a row names as `start S`) with `superpose distill`'s settings "
-             f"(T = 1 unless the row names `T t`, the default peak LR unless it names `lr X`, live teacher{cache}; "
+             "(T = 1 unless the row names `T t`, peak LR 5e-4 (LoRA 2e-3) unless it names `lr X`, "
+             f"live teacher{cache}; "
              "λ = 1 unless the row names "
              "`λ L`, i.e. `--teacher-weight L`, 0 being replay; `--switch-rate P` where the row names `switch P`, "
              "else 0), up to "
@@ -361,7 +371,8 @@ def main() -> int:
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="λ (0: replay, no teacher)")
     parser.add_argument("--start", default=None,
                         help="the stack the student starts from (default: the group's first fine-tune)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: distill's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate (default: the first rows', 5e-4 or 2e-3 with LoRA)")
     parser.add_argument("--temperature", type=float, default=1.0, help="the KL term's temperature")
     parser.add_argument("--plan", action="store_true",
                         help="run every published row of this --factor for the --groups (one command per table)")
@@ -375,6 +386,12 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.plan:
+        row_flags = {"--rows": args.rows != list(ROWS), "--switch-rate": args.switch_rate != 0,
+                     "--teacher-weight": args.teacher_weight != 1, "--start": args.start is not None,
+                     "--lr": args.lr is not None, "--temperature": args.temperature != 1}
+        if any(row_flags.values()):
+            named = ", ".join(flag for flag, on in row_flags.items() if on)
+            parser.error(f"--plan runs the published rows as they are; drop {named}")
         args.groups = [g for g in args.groups if g in PLAN.get(args.factor, {})]
         if not args.groups:
             raise SystemExit(f"no published rows at --factor {args.factor}: the plan has factors {list(PLAN)}")
