@@ -159,6 +159,12 @@ PLAN = {
             Recipe(**DEFAULT, temperature=2.0)]},
 }
 
+# the plot keeps these rows (the table has them all): the default, replay and the older 5e-4 default at the
+# same budget, pure imitation and LoRA
+PLOTTED = {Recipe(**DEFAULT, lr=1e-3).label(): "default", Recipe(**REPLAY, lr=1e-3).label(): "replay",
+           Recipe(**DEFAULT).label(): "old default", Recipe(switch_rate=0.2).label(): "imitation",
+           Recipe("lora", **DEFAULT).label(): "LoRA"}
+
 
 def row_folder(out: Path, group, label: str, factor: int = 4) -> Path:
     suffix = "" if factor == 4 else f"-x{factor}"
@@ -269,7 +275,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
              f"blocks each). Checkpoints every {budget['every']} steps are scored on the report halves "
              f"(≤ {budget['eval_blocks']} blocks per set): single-domain sets as × the per-sequence oracle, the "
              "code-switched lines (`switch`) and READMEs (`docs`) as × the teacher."
-             + (" Plot: `docs/distill_curve.png`." if budget["factor"] == 4 else ""), ""]
+             + (" Plot: `docs/distill_curve.png` (default, replay, old default at 5e-4, pure imitation, LoRA)."
+                if budget["factor"] == 4 else ""), ""]
     lines += ["| group | row | minutes | first step ≤ 1.05× oracle on every domain | first step ≤ 1.10× teacher "
               "on mixed sets | at the last step |", "|---|---|---|---|---|---|"]
     for record in records:
@@ -313,15 +320,17 @@ def plot(records: list[dict], path: Path) -> None:
         domains = [LANGS[n] for n in record["names"]]
         mixed = [s for s in ("switch", "docs") if s in record["references"]]
         styles = ["-", "--", ":", "-."]  # one colour per row, one line style per set
-        for index, (row, data) in enumerate(record["rows"].items()):
+        rows = {row: data for row, data in record["rows"].items() if row in PLOTTED} or record["rows"]
+        for index, (row, data) in enumerate(rows.items()):
             steps = [p["step"] for p in data["points"]]
-            colour = f"C{index}"
+            colour = f"C{list(PLOTTED).index(row) if row in PLOTTED else index}"  # a row keeps its colour
+            name_row = f"{PLOTTED[row]} ({row})" if PLOTTED.get(row) else row
             for k, name in enumerate(domains):
                 ax.plot(steps, [p[name]["x_oracle"] for p in data["points"]], styles[k % 4], color=colour,
-                        label=f"{row}: {name} ×oracle")
+                        label=f"{name_row}: {name} ×oracle")
             for k, name in enumerate(mixed):
                 ax.plot(steps, [p[name]["x_teacher"] for p in data["points"]], styles[k % 4], color=colour,
-                        marker=".", label=f"{row}: {name} ×teacher")
+                        marker=".", label=f"{name_row}: {name} ×teacher")
         ax.axhline(1.05, color="grey", lw=0.6)
         ax.axhline(1.10, color="grey", lw=0.6, ls="--")
         ax.axvline(record["budget"]["steps"], color="black", lw=0.5)

@@ -98,7 +98,7 @@ class DistillSettings(LoopSettings):
     lora: int | None = setting(None, "LoRA rank (PEFT, every linear layer but the head), merged into the weights "
                                      "at the end (default: train all weights)")
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank)")
-    lr: float | None = setting(None, "peak learning rate (default 5e-4 all weights, 2e-3 LoRA); linear warmup over "
+    lr: float | None = setting(None, "peak learning rate (default 1e-3 all weights, 2e-3 LoRA); linear warmup over "
                                      "the first 10 % of steps, then cosine decay to 10 %")
     teacher_weight: float = setting(0.2, "λ: λ·KL(teacher ‖ student) + (1 − λ)·LM loss; 0 = plain replay, "
                                          "no teacher; 1 = pure imitation (default 0.2)")
@@ -127,7 +127,7 @@ class DistillSettings(LoopSettings):
 
     @property
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else (2e-3 if self.lora else 5e-4)
+        return self.lr if self.lr is not None else (2e-3 if self.lora else 1e-3)
 
     @property
     def resolved_lora_alpha(self) -> float | None:
