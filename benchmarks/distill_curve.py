@@ -148,7 +148,8 @@ REPLAY = dict(switch_rate=0.2, teacher_weight=0.0)
 # every published row, by budget factor and group: `--plan` reruns them with one command
 PLAN = {
     4: {2: [Recipe(), Recipe(switch_rate=0.2), Recipe(**REPLAY), Recipe(switch_rate=0.2, teacher_weight=0.5),
-            Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3)],
+            Recipe(**DEFAULT), Recipe("lora", **DEFAULT), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3),
+            Recipe(switch_rate=0.2, teacher_weight=0.1, lr=1e-3)],
         3: [Recipe(switch_rate=0.2), Recipe(**DEFAULT), Recipe(**REPLAY), Recipe(**REPLAY, start="base"),
             Recipe(**DEFAULT, start="base"), Recipe(**DEFAULT, lr=1e-3), Recipe(**REPLAY, lr=1e-3),
             Recipe("lora", **DEFAULT)],

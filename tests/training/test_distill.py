@@ -454,6 +454,21 @@ def test_the_cache_and_checkpoints_belong_to_the_runs_weights(tmp_path, capsys):
     assert "teacher cache for other settings" in capsys.readouterr().err
 
 
+def test_resume_compares_the_learning_rate_used_not_the_flag(tmp_path, capsys):
+    """A run at the default rate resumes with that rate spelt out, and is refused with another (a default that moved
+    between versions would otherwise change a resumed run's steps without a word)."""
+    from superpose.cli.commands import main
+
+    run, text, _ = _teacher_run(tmp_path)
+    out = tmp_path / "out"
+    assert main(_distill_argv(run, text, out, "--keep-work")) == 0
+    default = DistillSettings().resolved_lr
+    capsys.readouterr()
+    assert main(_distill_argv(run, text, out, "--resume", "--max-steps", "3", "--keep-work", "--lr", str(default))) == 0
+    assert main(_distill_argv(run, text, out, "--resume", "--max-steps", "4", "--lr", str(default / 2))) == 2
+    assert f"'lr': {default / 2!r}" in capsys.readouterr().err  # the difference is named
+
+
 def test_the_cache_belongs_to_the_runs_settings_too(tmp_path, capsys):
     """Output temperatures change the teacher's targets and no weight: a cache built before the change is refused."""
     import json

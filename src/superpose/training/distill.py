@@ -239,6 +239,8 @@ def run_identity(run_dir: Path, info: RunInfo, settings: DistillSettings, train_
     identity["teacher"] = {"run": str(run_dir.resolve()), "stacks": info.stack_names,
                            "weights": weights_fingerprint(run_dir, info), "settings": info.config.settings}
     identity["distill"] = {k: v for k, v in settings.__dict__.items() if k not in RESUMABLE_CHANGES}
+    # the values used, not the flags: a default that moved between versions must not change a resumed run
+    identity["distill"].update(lr=settings.resolved_lr, lora_alpha=settings.resolved_lora_alpha)
     return json.loads(json.dumps(identity))
 
 
