@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from dynamic_bench import ALL_GROUPS, LANGS, group_files
+from one_stack import EARLIER_LR
 from sections import write_section
 
 from superpose.core.loading import load_causal_lm, load_tokenizer
@@ -116,9 +117,6 @@ def teacher_dir(out: Path, names: list[str]) -> Path:
     return run_dir
 
 
-FIRST_ROWS_LR = {"full": 5e-4, "lora": 2e-3}
-
-
 @dataclass(frozen=True)
 class Recipe:
     """One row's `superpose distill` settings. Defaults are the first rows' (pure imitation, no switched blocks,
@@ -134,7 +132,7 @@ class Recipe:
     temperature: float = 1.0
 
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else FIRST_ROWS_LR[self.row]
+        return self.lr if self.lr is not None else EARLIER_LR[self.row]
 
     def label(self) -> str:
         return self.row + (f", switch {self.switch_rate:g}" if self.switch_rate else "") + (
@@ -160,9 +158,11 @@ PLAN = {
             Recipe(**DEFAULT, temperature=2.0)]},
 }
 
-# the plot keeps these rows (the table has them all): the default, replay and the older 5e-4 default at the
-# same budget, pure imitation and LoRA
-PLOTTED = {Recipe(**DEFAULT, lr=1e-3).label(): "default", Recipe(**REPLAY, lr=1e-3).label(): "replay",
+# the plot keeps these rows (the table has them all): distill's current defaults, replay at its rate, the earlier
+# 5e-4 default, pure imitation and LoRA
+_NOW = DistillSettings()
+PLOTTED = {Recipe(switch_rate=_NOW.switch_rate, teacher_weight=_NOW.teacher_weight, lr=_NOW.resolved_lr).label():
+           "default", Recipe(**REPLAY, lr=_NOW.resolved_lr).label(): "replay",
            Recipe(**DEFAULT).label(): "old default", Recipe(switch_rate=0.2).label(): "imitation",
            Recipe("lora", **DEFAULT).label(): "LoRA"}
 
@@ -267,7 +267,8 @@ def markdown(records: list[dict], hardware: str, command: str) -> str:
              f"Produced by `{command}` on {hardware}. Each row distils the group's labelled `dynamic` run (the "
              f"teacher; {budget['steps']} steps × {budget['batch_size']} × {budget['block_size']}) into its first "
              "fine-tune (or the stack a row names as `start S`) with `superpose distill`'s settings "
-             "(T = 1 unless the row names `T t`, peak LR 5e-4 (LoRA 2e-3) unless it names `lr X`, "
+             f"(T = 1 unless the row names `T t`, peak LR {EARLIER_LR['full']:g} (LoRA {EARLIER_LR['lora']:g}) "
+             "unless it names `lr X`, "
              f"live teacher{cache}; "
              "λ = 1 unless the row names "
              "`λ L`, i.e. `--teacher-weight L`, 0 being replay; `--switch-rate P` where the row names `switch P`, "
